@@ -1,0 +1,164 @@
+// The composition root: the one place that wires config, discovery, the data plane,
+// the listeners and the signals together. `switchyard serve` and `switchyard demo` both
+// run through here; tests start it in-process or as a real process.
+
+import { setTimeout as delay } from 'node:timers/promises';
+import type { AddressInfo } from 'node:net';
+import pino, { type Logger } from 'pino';
+import { ConfigError, loadConfigFile } from '../config/load.js';
+import type { Config } from '../config/types.js';
+import { AdminServer } from '../gateway/admin.js';
+import { Dataplane } from '../gateway/dataplane.js';
+import { GatewayServer } from '../gateway/server.js';
+import type { Provider } from '../discovery/provider.js';
+import { StaticProvider } from '../discovery/static.js';
+
+export interface RunningGateway {
+  config: Config;
+  dataplane: Dataplane;
+  gateway: GatewayServer;
+  admin: AdminServer;
+  log: Logger;
+  addresses: { gateway: AddressInfo; admin: AddressInfo };
+  /** Re-reads the config file; a config that does not validate is refused and the
+   * running one stays. Returns the problems, or [] when the new config is in. */
+  reload(): string[];
+  /** The graceful shutdown sequence (see README "Shutdown"). */
+  shutdown(reason?: string): Promise<void>;
+  /** Closes everything at once; idempotent. */
+  close(): Promise<void>;
+  ready(): boolean;
+}
+
+export interface StartOptions {
+  configFile: string;
+  /** A config already loaded (the demo); otherwise configFile is read. */
+  config?: Config;
+  log?: Logger;
+  /** Install SIGHUP/SIGTERM/SIGINT handlers (the CLI does; in-process tests don't). */
+  signals?: boolean;
+  /** Called when shutdown has finished (the CLI exits the process). */
+  onExit?: (code: number) => void;
+}
+
+export function createLogger(level: string): Logger {
+  return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime });
+}
+
+export async function startGateway(opts: StartOptions): Promise<RunningGateway> {
+  let config = opts.config ?? loadConfigFile(opts.configFile);
+  const log = opts.log ?? createLogger(config.log.level);
+  let ready = false;
+  let shuttingDown: Promise<void> | undefined;
+  let closed = false;
+
+  const dataplane = new Dataplane({ log });
+  dataplane.applyConfig(config);
+  const providers: Provider[] = [new StaticProvider(config)];
+  const gateway = new GatewayServer({ config: config.gateway, dataplane, log });
+  const admin = new AdminServer({ listen: config.admin.listen, isReady: () => ready && !shuttingDown });
+
+  const cleanup: (() => void)[] = [];
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    for (const fn of cleanup) fn();
+    gateway.close();
+    admin.close();
+    await Promise.all(providers.map((p) => p.close()));
+    await dataplane.close(true);
+  };
+
+  try {
+    const adminAddr = await admin.listen();
+    for (const p of providers) await p.start((sets) => dataplane.applyDiscovery(sets));
+    const gatewayAddr = await gateway.listen();
+    ready = true;
+    log.info({ gateway: `${gatewayAddr.address}:${gatewayAddr.port}`, admin: `${adminAddr.address}:${adminAddr.port}` }, 'listening');
+
+    const reload = (): string[] => {
+      let next: Config;
+      try {
+        next = loadConfigFile(opts.configFile);
+      } catch (err) {
+        const problems = err instanceof ConfigError ? err.problems : [String(err)];
+        log.error({ problems }, 'config reload refused; the running config stays');
+        return problems;
+      }
+      const fixed = ['gateway.listen', 'admin.listen'].filter((k) => {
+        const [a, b] = k.split('.') as ['gateway' | 'admin', 'listen'];
+        return next[a][b] !== config[a][b];
+      });
+      if (fixed.length) log.warn({ keys: fixed }, 'listen addresses change only on restart');
+      config = next;
+      dataplane.applyConfig(next);
+      for (const p of providers) p.update(next);
+      gateway.reconfigure(next.gateway);
+      log.info({ services: next.services.map((s) => s.name) }, 'config reloaded');
+      return [];
+    };
+
+    const shutdown = (reason = 'shutdown'): Promise<void> => {
+      shuttingDown ??= (async () => {
+        const { drainDelayMs, graceMs } = config.shutdown;
+        log.info({ reason, drainDelayMs }, 'shutdown: /ready now answers 503; still serving during the drain delay');
+        await delay(drainDelayMs);
+        gateway.stopAccepting();
+        log.info({ inflight: dataplane.inflight() }, 'shutdown: stopped accepting; closing idle connections; waiting for in-flight requests');
+        const deadline = Date.now() + graceMs;
+        while (dataplane.inflight() > 0 && Date.now() < deadline) await delay(25);
+        const left = dataplane.inflight();
+        if (left > 0) log.warn({ inflight: left, graceMs }, 'shutdown: grace passed with requests still in flight; cutting them');
+        else log.info('shutdown: every in-flight request finished');
+        if (gateway.openTunnels > 0) {
+          log.info({ websockets: gateway.openTunnels }, 'shutdown: closing WebSockets with 1001');
+          gateway.closeTunnels();
+        }
+        await close();
+        log.info('shutdown: upstream pools closed; exiting');
+        opts.onExit?.(0);
+      })();
+      return shuttingDown;
+    };
+
+    if (opts.signals) {
+      const onHup = (): void => void reload();
+      let signalled = false;
+      const onTerm = (sig: NodeJS.Signals): void => {
+        if (signalled) {
+          log.warn({ signal: sig }, 'second signal: exiting at once');
+          opts.onExit?.(1);
+          return;
+        }
+        signalled = true;
+        void shutdown(sig);
+      };
+      process.on('SIGHUP', onHup);
+      process.on('SIGTERM', onTerm);
+      process.on('SIGINT', onTerm);
+      cleanup.push(() => {
+        process.off('SIGHUP', onHup);
+        process.off('SIGTERM', onTerm);
+        process.off('SIGINT', onTerm);
+      });
+    }
+
+    return {
+      get config() {
+        return config;
+      },
+      dataplane,
+      gateway,
+      admin,
+      log,
+      addresses: { gateway: gatewayAddr, admin: adminAddr },
+      reload,
+      shutdown,
+      close,
+      ready: () => ready && !shuttingDown,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env node
+// CLI dispatch. `serve` and `demo` run a gateway; `check` validates a config.
+
+import { ConfigError, loadConfigFile } from '../config/load.js';
+import { runDemo } from './demo.js';
+import { startGateway } from './serve.js';
+
+const USAGE = `usage:
+  switchyard serve --config FILE     run a gateway
+  switchyard check --config FILE     validate a config (exit 0, or 1 with one line per problem)
+  switchyard demo [--port 8080]      a gateway with demo blue and green upstreams on loopback
+`;
+
+function usage(message?: string): never {
+  if (message) process.stderr.write(`switchyard: ${message}\n`);
+  process.stderr.write(USAGE);
+  process.exit(2);
+}
+
+function configArg(args: string[]): string {
+  const i = args.indexOf('--config');
+  const file = i === -1 ? undefined : args[i + 1];
+  if (!file) usage('--config FILE is required');
+  return file;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, ...args] = argv;
+  switch (cmd) {
+    case 'check': {
+      const file = configArg(args);
+      try {
+        loadConfigFile(file);
+        process.stdout.write(`${file}: ok\n`);
+        process.exit(0);
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        process.stdout.write(err.problems.map((p) => `${p}\n`).join(''));
+        process.exit(1);
+      }
+      break;
+    }
+    case 'serve': {
+      const file = configArg(args);
+      try {
+        await startGateway({ configFile: file, signals: true, onExit: (code) => process.exit(code) });
+      } catch (err) {
+        if (err instanceof ConfigError) {
+          process.stderr.write(err.problems.map((p) => `${p}\n`).join(''));
+          process.exit(1);
+        }
+        process.stderr.write(`switchyard: ${(err as Error).message}\n`);
+        process.exit(1);
+      }
+      break;
+    }
+    case 'demo':
+      await runDemo(args);
+      break;
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      process.stdout.write(USAGE);
+      break;
+    default:
+      usage(`unknown command ${cmd}`);
+  }
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  process.stderr.write(`switchyard: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+});

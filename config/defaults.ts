@@ -1,0 +1,50 @@
+// The one defaults object. Each value is documented in README.md ("Configuration").
+
+export const defaults = {
+  gateway: {
+    listen: '0.0.0.0:8080',
+    accessLog: false,
+    // Bodies are streamed, never buffered, so this is a policy limit, not a memory one.
+    maxBodySize: '1gb',
+    maxHeaderSize: '16kb',
+    maxHeaderCount: 100,
+    timeouts: {
+      // Time a client has to send all request headers (slowloris protection).
+      headers: '10s',
+      // Time a client has to send its whole request (0 would disable it).
+      request: '300s',
+      // How long an idle client keep-alive connection is held open.
+      keepAlive: '60s',
+    },
+    upstream: {
+      maxConnectionsPerEndpoint: 256,
+      // Below the 5 s keep-alive timeout of Node's http server and most frameworks, so a
+      // reused socket is never one the backend is closing at that moment.
+      idleTimeout: '4s',
+    },
+  },
+  admin: { listen: '127.0.0.1:9901' },
+  control: { listen: '127.0.0.1:9090' },
+  state: { store: 'file', file: './switchyard-state.json' },
+  log: { level: 'info' },
+  service: {
+    healthCheck: {
+      path: '/healthz',
+      interval: '2s',
+      timeout: '1s',
+      healthyThreshold: 2,
+      unhealthyThreshold: 3,
+    },
+    outlierDetection: {
+      consecutive5xx: 5,
+      consecutiveGatewayErrors: 3,
+      baseEjectionTime: '30s',
+      maxEjectionPercent: 50,
+    },
+    slowStart: '0s',
+    retries: { attempts: 1 },
+    timeouts: { connect: '2s', request: '30s' },
+  },
+  dns: { interval: '5s', emptyGrace: '30s' },
+  shutdown: { drainDelay: '5s', grace: '30s' },
+} as const;

@@ -1,0 +1,304 @@
+// Reads, interpolates, validates and normalizes a config file. Validation runs once,
+// reports every problem as "key.path: message", and the result is deep-frozen.
+
+import { readFileSync } from 'node:fs';
+import { Ajv, type ErrorObject } from 'ajv';
+import { parseDocument } from 'yaml';
+import { configSchema, formats, FORMAT_MESSAGES, DURATION_RE, SIZE_RE, ENDPOINT_RE } from './schema.js';
+import { defaults } from './defaults.js';
+import type { Config, EndpointAddress, ServiceConfig, VersionConfig } from './types.js';
+
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(problems.join('\n'));
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+const ajv = new Ajv({ allErrors: true, strict: false, allowUnionTypes: true });
+for (const [name, fn] of Object.entries(formats)) ajv.addFormat(name, { type: 'string', validate: fn });
+const validateRaw = ajv.compile(configSchema);
+
+export { ajv };
+
+export function parseDuration(s: string): number {
+  const m = DURATION_RE.exec(s);
+  if (!m) throw new Error(`invalid duration ${s}`);
+  const n = Number(m[1]);
+  const unit = m[2];
+  return Math.round(unit === 'ms' ? n : unit === 's' ? n * 1e3 : unit === 'm' ? n * 60e3 : n * 3600e3);
+}
+
+export function parseSize(s: string | number): number {
+  if (typeof s === 'number') return s;
+  const m = SIZE_RE.exec(s);
+  if (!m) throw new Error(`invalid size ${s}`);
+  const mult: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 };
+  return Number(m[1]) * mult[(m[2] ?? 'b').toLowerCase()];
+}
+
+export function parseEndpoint(s: string): EndpointAddress {
+  const m = ENDPOINT_RE.exec(s);
+  if (!m) throw new Error(`invalid endpoint ${s}`);
+  const protocol = m[1]?.startsWith('https') ? 'https' : 'http';
+  const host = m[2];
+  const port = Number(m[4]);
+  const hostPort = `${host}:${port}`;
+  return {
+    id: protocol === 'https' ? `https://${hostPort}` : hostPort,
+    protocol,
+    host: host.startsWith('[') ? host.slice(1, -1) : host,
+    port,
+    origin: `${protocol}://${hostPort}`,
+  };
+}
+
+/** Splits "host:port" into its parts; host may be a bracketed IPv6 address. */
+export function splitHostPort(s: string): { host: string; port: number } {
+  const i = s.lastIndexOf(':');
+  let host = s.slice(0, i);
+  if (host.startsWith('[')) host = host.slice(1, -1);
+  return { host: host === '' ? '0.0.0.0' : host, port: Number(s.slice(i + 1)) };
+}
+
+function pathOf(instancePath: string, extra?: string): string {
+  const parts = instancePath.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+  if (extra !== undefined) parts.push(extra);
+  return parts.length ? parts.join('.') : '(root)';
+}
+
+function describe(e: ErrorObject): string {
+  switch (e.keyword) {
+    case 'additionalProperties':
+      return `${pathOf(e.instancePath, String(e.params.additionalProperty))}: unknown key`;
+    case 'required':
+      return `${pathOf(e.instancePath, String(e.params.missingProperty))}: is required`;
+    case 'format':
+      return `${pathOf(e.instancePath)}: ${FORMAT_MESSAGES[String(e.params.format)] ?? e.message}`;
+    case 'propertyNames':
+      return `${pathOf(e.instancePath, String(e.params.propertyName))}: ${FORMAT_MESSAGES.name}`;
+    case 'enum':
+      return `${pathOf(e.instancePath)}: must be one of ${(e.params.allowedValues as unknown[]).join(', ')}`;
+    case 'type':
+      return `${pathOf(e.instancePath)}: must be ${[e.params.type].flat().join(' or ')}`;
+    default:
+      return `${pathOf(e.instancePath)}: ${e.message}`;
+  }
+}
+
+/** Formats ajv errors as "path: message" lines; used by the config and the control API. */
+export function describeErrors(errors: ErrorObject[] | null | undefined): string[] {
+  const out: string[] = [];
+  for (const e of errors ?? []) {
+    // propertyNames reports once for the name and once for the nested format: keep one.
+    if (e.keyword === 'format' && e.propertyName !== undefined) continue;
+    const line = describe(e);
+    if (!out.includes(line)) out.push(line);
+  }
+  return out;
+}
+
+const ENV_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
+/** Replaces ${VAR} and ${VAR:-default} in every string value, after YAML parsing, so an
+ * environment value can never change the structure of the document. */
+function interpolate(node: unknown, env: NodeJS.ProcessEnv, path: string[], problems: string[]): unknown {
+  if (typeof node === 'string') {
+    return node.replace(ENV_RE, (_all, name: string, dflt: string | undefined) => {
+      const v = env[name];
+      if (v !== undefined && v !== '') return v;
+      if (dflt !== undefined) return dflt;
+      problems.push(`${path.join('.') || '(root)'}: environment variable ${name} is not set`);
+      return '';
+    });
+  }
+  if (Array.isArray(node)) return node.map((v, i) => interpolate(v, env, [...path, String(i)], problems));
+  if (node !== null && typeof node === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(node)) out[k] = interpolate(v, env, [...path, k], problems);
+    return out;
+  }
+  return node;
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o !== null && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o as object)) deepFreeze(v);
+  }
+  return o;
+}
+
+// Sources of endpoints that this build can follow. A config naming another is refused
+// with a clear message rather than accepted and silently ignored.
+const SUPPORTED_SOURCES = new Set(['static']);
+
+export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.env): Config {
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+  if (doc.errors.length) {
+    throw new ConfigError(doc.errors.map((e) => `(yaml): ${e.message.split('\n')[0]}`));
+  }
+  const problems: string[] = [];
+  const raw = interpolate(doc.toJS({ maxAliasCount: 100 }) ?? {}, env, [], problems);
+  if (problems.length) throw new ConfigError(problems);
+  if (!validateRaw(raw)) throw new ConfigError(describeErrors(validateRaw.errors));
+  return deepFreeze(normalize(raw as RawConfig));
+}
+
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError([`(file): cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`]);
+  }
+  return loadConfigText(text, env);
+}
+
+// The raw, schema-valid document. Loosely typed: the schema has already checked it.
+/* eslint-disable @typescript-eslint/no-explicit-any */
+type RawConfig = Record<string, any>;
+
+function normalize(raw: RawConfig): Config {
+  const problems: string[] = [];
+  const g = raw.gateway ?? {};
+  const dg = defaults.gateway;
+  const services: ServiceConfig[] = [];
+  const routeOwners = new Map<string, string>();
+
+  for (const [name, s] of Object.entries<any>(raw.services ?? {})) {
+    const p = `services.${name}`;
+    const versions: VersionConfig[] = [];
+    let total = 0;
+    for (const [vname, v] of Object.entries<any>(s.versions)) {
+      const vp = `${p}.versions.${vname}`;
+      const kinds = ['endpoints', 'consul', 'dns'].filter((k) => v[k] !== undefined);
+      if (kinds.length !== 1) {
+        problems.push(`${vp}: must have exactly one source of endpoints (endpoints, consul or dns), found ${kinds.length ? kinds.join(', ') : 'none'}`);
+        continue;
+      }
+      if (!SUPPORTED_SOURCES.has(kinds[0] === 'endpoints' ? 'static' : kinds[0])) {
+        problems.push(`${vp}.${kinds[0]}: this build cannot discover endpoints through ${kinds[0]} yet; list them under endpoints`);
+        continue;
+      }
+      const weight = v.weight ?? 0;
+      total += weight;
+      const endpoints: EndpointAddress[] = [];
+      const seen = new Set<string>();
+      (v.endpoints as string[]).forEach((e, i) => {
+        const ep = parseEndpoint(e);
+        if (seen.has(ep.id)) problems.push(`${vp}.endpoints.${i}: duplicate endpoint ${e}`);
+        seen.add(ep.id);
+        endpoints.push(ep);
+      });
+      if (v.tls !== undefined || v.hostHeader !== undefined) {
+        problems.push(`${vp}.${v.tls !== undefined ? 'tls' : 'hostHeader'}: HTTPS upstreams are not supported by this build yet`);
+      }
+      if (endpoints.some((e) => e.protocol === 'https')) {
+        problems.push(`${vp}.endpoints: HTTPS upstreams are not supported by this build yet`);
+      }
+      versions.push({ name: vname, weight, source: { kind: 'static', endpoints } });
+    }
+    if (versions.length && total === 0) problems.push(`${p}.versions: at least one version must have a positive weight`);
+
+    const routes = (s.routes as any[]).map((r, i) => {
+      const host = r.host?.toLowerCase();
+      const path = r.path ?? '/';
+      const key = `${host ?? '*'}${path}`;
+      const owner = routeOwners.get(key);
+      if (owner !== undefined) problems.push(`${p}.routes.${i}: route ${host ?? '(any host)'} ${path} is already taken by ${owner}`);
+      routeOwners.set(key, `services.${name}.routes.${i}`);
+      return { host, path };
+    });
+
+    const dh = defaults.service.healthCheck;
+    const hc = s.healthCheck ?? {};
+    const healthCheck = {
+      // Active probes run only when a healthCheck block is configured.
+      enabled: s.healthCheck !== undefined && hc.enabled !== false,
+      path: hc.path ?? dh.path,
+      intervalMs: parseDuration(hc.interval ?? dh.interval),
+      timeoutMs: parseDuration(hc.timeout ?? dh.timeout),
+      healthyThreshold: hc.healthyThreshold ?? dh.healthyThreshold,
+      unhealthyThreshold: hc.unhealthyThreshold ?? dh.unhealthyThreshold,
+    };
+    if (healthCheck.timeoutMs > healthCheck.intervalMs) {
+      problems.push(`${p}.healthCheck.timeout: must not be longer than healthCheck.interval`);
+    }
+    const dod = defaults.service.outlierDetection;
+    const od = s.outlierDetection ?? {};
+    const timeouts = s.timeouts ?? {};
+    const dt = defaults.service.timeouts;
+    if (s.sticky !== undefined && s.sticky.cookie === undefined && s.sticky.header === undefined) {
+      problems.push(`${p}.sticky: must name a cookie, a header, or both`);
+    }
+    services.push({
+      name,
+      routes,
+      versions,
+      healthCheck,
+      outlierDetection: {
+        consecutive5xx: od.consecutive5xx ?? dod.consecutive5xx,
+        consecutiveGatewayErrors: od.consecutiveGatewayErrors ?? dod.consecutiveGatewayErrors,
+        baseEjectionTimeMs: parseDuration(od.baseEjectionTime ?? dod.baseEjectionTime),
+        maxEjectionPercent: od.maxEjectionPercent ?? dod.maxEjectionPercent,
+      },
+      slowStartMs: parseDuration(s.slowStart ?? defaults.service.slowStart),
+      sticky: s.sticky ? { cookie: s.sticky.cookie, header: s.sticky.header?.toLowerCase() } : undefined,
+      override: s.override ? { header: s.override.header.toLowerCase() } : undefined,
+      retries: { attempts: s.retries?.attempts ?? defaults.service.retries.attempts },
+      timeouts: {
+        connectMs: parseDuration(timeouts.connect ?? dt.connect),
+        requestMs: parseDuration(timeouts.request ?? dt.request),
+      },
+    });
+  }
+
+  for (const key of ['tls', 'redirectHttp'] as const) {
+    if (g[key] !== undefined) problems.push(`gateway.${key}: TLS termination is not supported by this build yet`);
+  }
+  if (raw.state?.store === 'redis') problems.push('state.store: the redis store is not supported by this build yet');
+  if (raw.discovery?.consul !== undefined) problems.push('discovery.consul: Consul discovery is not supported by this build yet');
+  if (raw.control?.webhooks !== undefined) problems.push('control.webhooks: webhooks are not supported by this build yet');
+
+  if (problems.length) throw new ConfigError(problems);
+
+  const t = g.timeouts ?? {};
+  const u = g.upstream ?? {};
+  const sh = raw.shutdown ?? {};
+  return {
+    gateway: {
+      listen: g.listen ?? dg.listen,
+      accessLog: g.accessLog ?? dg.accessLog,
+      maxBodySize: parseSize(g.maxBodySize ?? dg.maxBodySize),
+      maxHeaderSize: parseSize(g.maxHeaderSize ?? dg.maxHeaderSize),
+      maxHeaderCount: g.maxHeaderCount ?? dg.maxHeaderCount,
+      timeouts: {
+        headersMs: parseDuration(t.headers ?? dg.timeouts.headers),
+        requestMs: parseDuration(t.request ?? dg.timeouts.request),
+        keepAliveMs: parseDuration(t.keepAlive ?? dg.timeouts.keepAlive),
+      },
+      upstream: {
+        maxConnectionsPerEndpoint: u.maxConnectionsPerEndpoint ?? dg.upstream.maxConnectionsPerEndpoint,
+        idleTimeoutMs: parseDuration(u.idleTimeout ?? dg.upstream.idleTimeout),
+      },
+    },
+    admin: { listen: raw.admin?.listen ?? defaults.admin.listen },
+    control: {
+      listen: raw.control?.listen ?? defaults.control.listen,
+      tokens: raw.control?.tokens ?? [],
+    },
+    state: {
+      store: raw.state?.store ?? defaults.state.store,
+      file: raw.state?.file ?? defaults.state.file,
+    },
+    log: { level: raw.log?.level ?? defaults.log.level },
+    services,
+    shutdown: {
+      drainDelayMs: parseDuration(sh.drainDelay ?? defaults.shutdown.drainDelay),
+      graceMs: parseDuration(sh.grace ?? defaults.shutdown.grace),
+    },
+  };
+}

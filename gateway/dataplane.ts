@@ -1,0 +1,280 @@
+// The data plane's in-process API: the one object that owns the desired weights, the
+// endpoint sets delivered by discovery and the per-endpoint state, and rebuilds the
+// route snapshot whenever any of them changes. The control plane calls setWeights,
+// drainEndpoint and whenVersionIdle; discovery calls setEndpoints; the server reads
+// holder.current. Nothing here knows about HTTP listeners, Fastify, Redis or Consul.
+
+import type { Logger } from 'pino';
+import type { Config, EndpointAddress, ServiceConfig } from '../config/types.js';
+import { Endpoint, VersionStats, type PoolOptions } from './endpoint.js';
+import { buildSnapshot, SnapshotHolder, type Snapshot } from './snapshot.js';
+import type { EndpointSet } from '../discovery/provider.js';
+
+export class WeightsError extends Error {
+  constructor(readonly code: 'UNKNOWN_SERVICE' | 'UNKNOWN_VERSION' | 'INVALID_WEIGHTS', message: string) {
+    super(message);
+    this.name = 'WeightsError';
+  }
+}
+
+type Weights = Record<string, number>;
+
+function vkey(service: string, version: string): string {
+  return `${service}\u0000${version}`;
+}
+
+export interface DataplaneOptions {
+  log: Logger;
+  /** Called after every snapshot swap (health checking follows the endpoint set). */
+  onSnapshot?: (snap: Snapshot) => void;
+}
+
+export class Dataplane {
+  readonly holder: SnapshotHolder;
+  private services: readonly ServiceConfig[] = [];
+  private config!: Config;
+  /** Runtime weights (set by the control plane); they win over config weights. */
+  private weights = new Map<string, Weights>();
+  /** Endpoints by service/version, then by endpoint id. */
+  private endpoints = new Map<string, Map<string, Endpoint>>();
+  private stats = new Map<string, VersionStats>();
+  /** Endpoints no longer listed, finishing their in-flight requests. */
+  private retiring = new Set<Endpoint>();
+  private rebuildQueued = false;
+  private closed = false;
+  private readonly log: Logger;
+  private readonly onSnapshot?: (snap: Snapshot) => void;
+
+  constructor(opts: DataplaneOptions) {
+    this.log = opts.log;
+    this.onSnapshot = opts.onSnapshot;
+    this.holder = new SnapshotHolder(buildSnapshot({ services: [], weights: this.weights, endpointsOf: () => [], statsOf: () => new VersionStats('', '') }));
+  }
+
+  /** Applies a (validated) config: services, routes, versions. Endpoints of versions
+   * that disappear are retired (drained), not cut. */
+  applyConfig(config: Config): void {
+    this.config = config;
+    this.services = config.services;
+    const live = new Set<string>();
+    for (const s of config.services) for (const v of s.versions) live.add(vkey(s.name, v.name));
+    for (const [k, eps] of this.endpoints) {
+      if (live.has(k)) continue;
+      for (const e of eps.values()) this.retire(e);
+      this.endpoints.delete(k);
+    }
+    for (const [svc, w] of this.weights) {
+      const sc = config.services.find((s) => s.name === svc);
+      if (sc === undefined) {
+        this.weights.delete(svc);
+        continue;
+      }
+      // Runtime weights survive a reload only for versions that still exist.
+      const kept: Weights = {};
+      for (const v of sc.versions) if (w[v.name] !== undefined) kept[v.name] = w[v.name];
+      this.weights.set(svc, kept);
+    }
+    this.rebuild();
+  }
+
+  service(name: string): ServiceConfig | undefined {
+    return this.services.find((s) => s.name === name);
+  }
+
+  /** The effective desired weights of a service (runtime over config). */
+  getWeights(service: string): Weights {
+    const sc = this.service(service);
+    if (sc === undefined) throw new WeightsError('UNKNOWN_SERVICE', `unknown service ${service}`);
+    const w = this.weights.get(service);
+    const out: Weights = {};
+    for (const v of sc.versions) out[v.name] = w?.[v.name] ?? v.weight;
+    return out;
+  }
+
+  /** Validates and applies new weights. Versions not named keep their weight. */
+  setWeights(service: string, next: Weights): Weights {
+    const merged = { ...this.getWeights(service), ...this.validateWeights(service, next) };
+    this.weights.set(service, merged);
+    this.rebuild();
+    return merged;
+  }
+
+  /** Checks weights for a service without applying them; returns them when valid. */
+  validateWeights(service: string, next: Weights): Weights {
+    const sc = this.service(service);
+    if (sc === undefined) throw new WeightsError('UNKNOWN_SERVICE', `unknown service ${service}`);
+    const merged = { ...this.getWeights(service) };
+    for (const [name, w] of Object.entries(next)) {
+      if (!sc.versions.some((v) => v.name === name)) {
+        throw new WeightsError('UNKNOWN_VERSION', `service ${service} has no version ${name}`);
+      }
+      if (!Number.isInteger(w) || w < 0 || w > 1_000_000) {
+        throw new WeightsError('INVALID_WEIGHTS', `weight of ${name} must be an integer from 0 to 1000000`);
+      }
+      merged[name] = w;
+    }
+    if (!Object.values(merged).some((w) => w > 0)) {
+      throw new WeightsError('INVALID_WEIGHTS', 'at least one version must have a positive weight');
+    }
+    return next;
+  }
+
+  /** Discovery delivers full endpoint sets of some versions; one rebuild for all.
+   * Sets for services or versions the config does not have are ignored. */
+  applyDiscovery(sets: readonly EndpointSet[]): void {
+    let changed = false;
+    for (const set of sets) {
+      if (!this.service(set.service)?.versions.some((v) => v.name === set.version)) continue;
+      if (this.setEndpoints(set.service, set.version, set.endpoints)) changed = true;
+    }
+    if (changed) this.rebuild();
+  }
+
+  private setEndpoints(service: string, version: string, addrs: readonly EndpointAddress[]): boolean {
+    const k = vkey(service, version);
+    let eps = this.endpoints.get(k);
+    if (eps === undefined) {
+      eps = new Map();
+      this.endpoints.set(k, eps);
+    }
+    let changed = false;
+    const want = new Set<string>();
+    for (const a of addrs) {
+      want.add(a.id);
+      if (!eps.has(a.id)) {
+        eps.set(a.id, this.createEndpoint(service, version, a));
+        changed = true;
+      }
+    }
+    for (const [id, e] of eps) {
+      if (want.has(id)) continue;
+      eps.delete(id);
+      this.retire(e);
+      changed = true;
+    }
+    return changed;
+  }
+
+  private createEndpoint(service: string, version: string, a: EndpointAddress): Endpoint {
+    const sc = this.service(service);
+    const up = this.config.gateway.upstream;
+    const opts: PoolOptions = {
+      maxConnections: up.maxConnectionsPerEndpoint,
+      idleTimeoutMs: up.idleTimeoutMs,
+      connectTimeoutMs: sc?.timeouts.connectMs ?? 2000,
+    };
+    const e = new Endpoint(service, version, a, this.statsOf(service, version), opts);
+    e.availableSince = Date.now();
+    this.log.debug({ service, version, endpoint: a.id }, 'endpoint added');
+    return e;
+  }
+
+  /** No new requests to an endpoint; in-flight ones finish, then its pool closes
+   * (or is destroyed after the shutdown grace). Returns false for an unknown id. */
+  drainEndpoint(service: string, id: string): boolean {
+    let found = false;
+    for (const [k, eps] of this.endpoints) {
+      if (!k.startsWith(`${service}\u0000`)) continue;
+      const e = eps.get(id);
+      if (e === undefined || e.draining) {
+        found ||= e !== undefined;
+        continue;
+      }
+      found = true;
+      e.draining = true;
+      this.closeWhenIdle(e);
+    }
+    if (found) this.rebuild();
+    return found;
+  }
+
+  private retire(e: Endpoint): void {
+    e.listed = false;
+    if (!e.draining) {
+      e.draining = true;
+      this.closeWhenIdle(e);
+    }
+  }
+
+  private closeWhenIdle(e: Endpoint): void {
+    this.retiring.add(e);
+    this.log.info({ service: e.service, version: e.version, endpoint: e.id, inflight: e.inflight }, 'endpoint draining');
+    const grace = this.config.shutdown.graceMs;
+    const timer = setTimeout(() => {
+      this.log.warn({ service: e.service, endpoint: e.id, inflight: e.inflight }, 'endpoint drain grace passed; closing its connections');
+      void e.pool.destroy().catch(() => {});
+    }, grace);
+    timer.unref();
+    void e.whenIdle().then(async () => {
+      clearTimeout(timer);
+      await e.pool.close().catch(() => {});
+      this.retiring.delete(e);
+      this.log.info({ service: e.service, version: e.version, endpoint: e.id }, 'endpoint drained');
+    });
+  }
+
+  statsOf(service: string, version: string): VersionStats {
+    const k = vkey(service, version);
+    let s = this.stats.get(k);
+    if (s === undefined) {
+      s = new VersionStats(service, version);
+      this.stats.set(k, s);
+    }
+    return s;
+  }
+
+  /** Resolves when nothing of that version is in flight. */
+  whenVersionIdle(service: string, version: string): Promise<void> {
+    return this.statsOf(service, version).whenIdle();
+  }
+
+  /** Every endpoint of a version (listed ones; not the retiring). */
+  endpointsOf(service: string, version: string): Endpoint[] {
+    const eps = this.endpoints.get(vkey(service, version));
+    return eps === undefined ? [] : [...eps.values()];
+  }
+
+  allEndpoints(): Endpoint[] {
+    const out: Endpoint[] = [];
+    for (const eps of this.endpoints.values()) out.push(...eps.values());
+    return out;
+  }
+
+  /** Health and ejection call this when an endpoint's availability changes. Several
+   * changes in one tick are folded into one rebuild. */
+  availabilityChanged(e?: Endpoint): void {
+    if (e !== undefined && e.available) e.availableSince = Date.now();
+    if (this.rebuildQueued) return;
+    this.rebuildQueued = true;
+    queueMicrotask(() => {
+      this.rebuildQueued = false;
+      this.rebuild();
+    });
+  }
+
+  rebuild(): void {
+    if (this.closed) return;
+    const snap = buildSnapshot({
+      services: this.services,
+      weights: this.weights,
+      endpointsOf: (s, v) => this.endpointsOf(s, v),
+      statsOf: (s, v) => this.statsOf(s, v),
+    });
+    this.holder.swap(snap);
+    this.onSnapshot?.(snap);
+  }
+
+  /** Total in-flight requests, all services. */
+  inflight(): number {
+    let n = 0;
+    for (const s of this.stats.values()) n += s.inflight;
+    return n;
+  }
+
+  /** Closes every pool: gracefully (waiting for in-flight requests), or at once. */
+  async close(force = false): Promise<void> {
+    this.closed = true;
+    const all = [...this.allEndpoints(), ...this.retiring];
+    await Promise.all(all.map((e) => (force ? e.pool.destroy() : e.pool.close()).catch(() => {})));
+  }
+}

@@ -1,0 +1,124 @@
+// Mutable per-endpoint state. It lives beside the snapshot, keyed by endpoint key, so
+// in-flight counts, failure counters, ejection and drain survive every snapshot swap
+// (the shape of Caddy's hosts pool). The snapshot only holds references to these.
+
+import { Pool } from 'undici';
+import type { EndpointAddress } from '../config/types.js';
+
+export interface PoolOptions {
+  maxConnections: number;
+  idleTimeoutMs: number;
+  connectTimeoutMs: number;
+}
+
+/** Per-version counters that outlive snapshots (the control plane waits on them). */
+export class VersionStats {
+  inflight = 0;
+  /** Resolvers waiting for inflight to reach zero. */
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(readonly service: string, readonly version: string) {}
+
+  dec(): void {
+    this.inflight--;
+    if (this.inflight === 0 && this.idleWaiters.length) {
+      const w = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const fn of w) fn();
+    }
+  }
+
+  /** Resolves when nothing of this version is in flight (at once when idle). */
+  whenIdle(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+}
+
+export type EndpointState = 'healthy' | 'unhealthy' | 'ejected' | 'draining';
+
+export class Endpoint {
+  readonly key: string;
+  readonly pool: Pool;
+  inflight = 0;
+
+  /** Result of active health checks; true until probes say otherwise. */
+  healthy = true;
+  /** Passive outlier detection. */
+  ejectedUntil = 0;
+  ejectionCount = 0;
+  consecutive5xx = 0;
+  consecutiveGatewayErrors = 0;
+  /** No new requests; in-flight ones finish. Set by discovery removal or the drain API. */
+  draining = false;
+  /** When the endpoint last became available (slow start ramps from here). */
+  availableSince = 0;
+  /** Whether discovery currently lists this endpoint. */
+  listed = true;
+
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(
+    readonly service: string,
+    readonly version: string,
+    readonly address: EndpointAddress,
+    readonly stats: VersionStats,
+    opts: PoolOptions,
+  ) {
+    this.key = endpointKey(service, version, address.id);
+    this.pool = new Pool(address.origin, {
+      connections: opts.maxConnections,
+      pipelining: 1,
+      keepAliveTimeout: opts.idleTimeoutMs,
+      // Never keep a socket longer than our idle timeout, whatever the backend's
+      // keep-alive hint says, so we never reuse a socket the backend is closing.
+      keepAliveMaxTimeout: opts.idleTimeoutMs,
+      connectTimeout: opts.connectTimeoutMs,
+      // Timeouts are given per request (from the service's config).
+      headersTimeout: 0,
+      bodyTimeout: 0,
+    });
+  }
+
+  get id(): string {
+    return this.address.id;
+  }
+
+  get ejected(): boolean {
+    return this.ejectedUntil !== 0;
+  }
+
+  get available(): boolean {
+    return this.healthy && this.ejectedUntil === 0 && !this.draining;
+  }
+
+  get state(): EndpointState {
+    if (this.draining) return 'draining';
+    if (this.ejectedUntil !== 0) return 'ejected';
+    return this.healthy ? 'healthy' : 'unhealthy';
+  }
+
+  begin(): void {
+    this.inflight++;
+    this.stats.inflight++;
+  }
+
+  end(): void {
+    this.inflight--;
+    this.stats.dec();
+    if (this.inflight === 0 && this.idleWaiters.length) {
+      const w = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const fn of w) fn();
+    }
+  }
+
+  whenIdle(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+}
+
+export function endpointKey(service: string, version: string, id: string): string {
+  return `${service}\u0000${version}\u0000${id}`;
+}

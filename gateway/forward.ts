@@ -1,0 +1,227 @@
+// Forwarding one request to one endpoint through its undici Pool.
+//
+// An Exchange is the undici dispatch handler for one client request. It implements
+// undici's core handler interface (onConnect/onHeaders/onData/onComplete/onError),
+// which is what the HTTP/1 client calls natively: no adapter object, no header
+// parsing into an object. Bodies stream both ways with backpressure:
+//  - request: undici reads the IncomingMessage and pauses it when the socket is full;
+//  - response: onData returns false when the client socket is full, which pauses the
+//    upstream parser until the client drains and we call undici's resume.
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
+import type { Endpoint } from './endpoint.js';
+import { GatewayError, toGatewayError, type UpstreamFailure } from './errors.js';
+import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
+import { pickEndpoint } from './select.js';
+import type { ServiceSnapshot, VersionSnapshot } from './snapshot.js';
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS', 'TRACE']);
+
+/** What the exchange needs from the server around it. */
+export interface ExchangeHost {
+  /** Answers a gateway error (JSON body) unless the response has started. */
+  sendError(req: IncomingMessage, res: ServerResponse, err: GatewayError, requestId: string): void;
+  /** Called once per attempt on an endpoint: its status, or how it failed. */
+  upstreamResult(endpoint: Endpoint, status: number, failure: UpstreamFailure | undefined): void;
+  /** Called exactly once per exchange when it ends, however it ends. */
+  exchangeDone(x: Exchange, status: number): void;
+  readonly proto: string;
+  /** Set while the gateway shuts down: responses ask the client to close. */
+  readonly closing: boolean;
+}
+
+const kExchange = Symbol('switchyard.exchange');
+type WithExchange = ServerResponse & { [kExchange]?: Exchange };
+
+function onClientClose(this: WithExchange): void {
+  this[kExchange]?.clientClosed();
+}
+
+function onClientDrain(this: WithExchange): void {
+  this[kExchange]?.clientDrained();
+}
+
+export class Exchange implements Dispatcher.DispatchHandler {
+  readonly start = performance.now();
+  endpoint: Endpoint;
+  attempts = 0;
+  private abortFn: ((err?: Error) => void) | null = null;
+  private resumeFn: (() => void) | null = null;
+  private responseStarted = false;
+  private done = false;
+  private clientGone = false;
+  private readonly hasBody: boolean;
+  private readonly headers: string[];
+
+  constructor(
+    readonly host: ExchangeHost,
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    readonly service: ServiceSnapshot,
+    readonly version: VersionSnapshot,
+    endpoint: Endpoint,
+    readonly requestId: string,
+    /** A Set-Cookie value to add to the response (a newly issued sticky key). */
+    readonly setCookie: string | undefined,
+  ) {
+    this.endpoint = endpoint;
+    const h = req.headers;
+    this.hasBody = (h['content-length'] !== undefined && h['content-length'] !== '0') || h['transfer-encoding'] !== undefined;
+    this.headers = upstreamRequestHeaders(req, requestId, host.proto);
+    (res as WithExchange)[kExchange] = this;
+    res.once('close', onClientClose);
+  }
+
+  dispatch(): void {
+    this.attempts++;
+    this.endpoint.begin();
+    const timeout = this.service.config.timeouts.requestMs;
+    this.endpoint.pool.dispatch(
+      {
+        path: this.req.url as string,
+        method: this.req.method as string,
+        headers: this.headers,
+        body: this.hasBody ? this.req : null,
+        headersTimeout: timeout,
+        bodyTimeout: timeout,
+        // We retry ourselves, on another endpoint, only when that is safe.
+        idempotent: false,
+        blocking: true,
+      },
+      this,
+    );
+  }
+
+  // ---- undici handler ----
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.abortFn = abort;
+    if (this.clientGone) abort(new GatewayError('BAD_REQUEST', 'client closed the connection'));
+  }
+
+  onResponseStarted(): void {
+    this.responseStarted = true;
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    // 1xx informational responses (103 Early Hints…) are not forwarded.
+    if (statusCode < 200) return true;
+    this.resumeFn = resume;
+    const res = this.res;
+    let headers = clientResponseHeaders(rawHeaders, this.requestId, this.setCookie);
+    if (this.host.closing) headers = withConnectionClose(headers);
+    try {
+      res.writeHead(statusCode, headers);
+    } catch (err) {
+      // Node refuses header values it could not send (invalid characters).
+      this.abortFn?.(toGatewayError(err, true));
+      return false;
+    }
+    this.statusCode = statusCode;
+    return true;
+  }
+
+  statusCode = 0;
+
+  onData(chunk: Buffer): boolean {
+    const ok = this.res.write(chunk);
+    if (!ok) this.res.once('drain', onClientDrain);
+    return ok;
+  }
+
+  onComplete(): void {
+    this.res.end();
+    this.endAttempt(this.statusCode, undefined);
+    this.finish(this.statusCode);
+  }
+
+  onError(err: Error): void {
+    if (this.clientGone) {
+      // We aborted because the client left: nothing to answer, not the endpoint's fault.
+      this.endAttempt(499, undefined);
+      this.finish(499);
+      return;
+    }
+    const ge = toGatewayError(err, this.responseStarted);
+    this.endAttempt(ge.statusCode, ge.reason);
+    if (this.res.headersSent) {
+      // The response has started: the only honest signal left is to cut it short, so
+      // the client sees a truncated body rather than a complete-looking one.
+      this.finish(this.statusCode);
+      this.res.destroy(ge);
+      return;
+    }
+    if (this.canRetry(ge)) {
+      const next = this.retryTarget();
+      if (next !== undefined) {
+        this.endpoint = next;
+        this.responseStarted = false;
+        this.abortFn = null;
+        this.dispatch();
+        return;
+      }
+    }
+    this.host.sendError(this.req, this.res, ge, this.requestId);
+    this.finish(ge.statusCode);
+  }
+
+  // ---- client side ----
+
+  clientClosed(): void {
+    if (this.done || this.res.writableFinished) return;
+    this.clientGone = true;
+    // abortFn is null until undici has connected; onConnect checks clientGone then.
+    this.abortFn?.(new GatewayError('BAD_REQUEST', 'client closed the connection'));
+  }
+
+  clientDrained(): void {
+    const r = this.resumeFn;
+    if (r !== null) r();
+  }
+
+  /** Aborts the upstream request (used by the body limit on chunked uploads). */
+  abort(err: GatewayError): void {
+    if (this.abortFn !== null) this.abortFn(err);
+  }
+
+  // ---- retry ----
+
+  /**
+   * Safe to retry only when the request never reached a backend (connect failure, or a
+   * reset on a reused socket before any response byte), the method is idempotent or
+   * the request has no body, no byte of the body has been read, and attempts remain.
+   */
+  private canRetry(ge: GatewayError): boolean {
+    if (!ge.notSent || this.attempts > this.service.config.retries.attempts) return false;
+    if (this.hasBody && this.req.readableDidRead) return false;
+    return !this.hasBody || IDEMPOTENT.has(this.req.method as string);
+  }
+
+  private retryTarget(): Endpoint | undefined {
+    const v = this.version;
+    if (v.endpoints.length < 2) return undefined;
+    // Another endpoint of the same version: the request keeps the version it chose.
+    for (let i = 0; i < 3; i++) {
+      const e = pickEndpoint(v);
+      if (e !== undefined && e !== this.endpoint && e.available) return e;
+    }
+    return v.endpoints.find((e) => e !== this.endpoint && e.available);
+  }
+
+  private endAttempt(status: number, failure: UpstreamFailure | undefined): void {
+    this.endpoint.end();
+    if (status !== 499) this.host.upstreamResult(this.endpoint, status, failure);
+  }
+
+  private finish(status: number): void {
+    if (this.done) return;
+    this.done = true;
+    this.host.exchangeDone(this, status);
+  }
+}
+
+function withConnectionClose(headers: string[]): string[] {
+  headers.push('connection', 'close');
+  return headers;
+}

@@ -1,0 +1,103 @@
+// Header rewriting in both directions. Works on raw header arrays (name, value, name,
+// value …) so that case, order and duplicates (Set-Cookie) survive the trip.
+
+import type { IncomingMessage } from 'node:http';
+
+// RFC 9110 §7.6.1 hop-by-hop headers, plus those that are the proxy's own business on
+// each connection. `expect` is answered by the gateway itself (100-continue).
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'expect',
+  'http2-settings',
+]);
+
+// Headers the gateway sets itself on the way upstream.
+const REPLACED_UPSTREAM = new Set(['x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'x-forwarded-for']);
+
+/** Extra names listed in a Connection header (other than keep-alive/close/upgrade). */
+export function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
+  if (value === undefined) return undefined;
+  let out: Set<string> | undefined;
+  for (const part of String(value).split(',')) {
+    const t = part.trim().toLowerCase();
+    if (t === '' || t === 'keep-alive' || t === 'close' || t === 'upgrade') continue;
+    (out ??= new Set()).add(t);
+  }
+  return out;
+}
+
+export function clientAddress(req: IncomingMessage): string {
+  const a = req.socket.remoteAddress ?? '';
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
+}
+
+/**
+ * Headers for the upstream request: hop-by-hop ones and those named in Connection
+ * removed; x-forwarded-for appended to; x-forwarded-proto/-host and x-request-id set.
+ * @param keepUpgrade keep Upgrade/Connection (for a WebSocket handshake)
+ */
+export function upstreamRequestHeaders(req: IncomingMessage, requestId: string, proto: string, keepUpgrade = false): string[] {
+  const raw = req.rawHeaders;
+  const out: string[] = [];
+  const named = connectionTokens(req.headers.connection);
+  let xff: string | undefined;
+  let host: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) {
+      if (keepUpgrade && (lower === 'upgrade' || lower === 'connection')) out.push(name, raw[i + 1]);
+      continue;
+    }
+    if (named !== undefined && named.has(lower)) continue;
+    if (REPLACED_UPSTREAM.has(lower)) {
+      if (lower === 'x-forwarded-for') xff = xff === undefined ? raw[i + 1] : `${xff}, ${raw[i + 1]}`;
+      continue;
+    }
+    if (lower === 'host') host = raw[i + 1];
+    out.push(name, raw[i + 1]);
+  }
+  const client = clientAddress(req);
+  out.push('x-forwarded-for', xff === undefined ? client : `${xff}, ${client}`);
+  out.push('x-forwarded-proto', proto);
+  if (host !== undefined) out.push('x-forwarded-host', host);
+  out.push('x-request-id', requestId);
+  return out;
+}
+
+/**
+ * Response headers for the client from undici's raw Buffer pairs: hop-by-hop ones and
+ * those named in Connection removed; x-request-id set to the gateway's.
+ */
+export function clientResponseHeaders(raw: Buffer[], requestId: string, setCookie: string | undefined): string[] {
+  const out: string[] = [];
+  let named: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const lower = raw[i].toString('latin1').toLowerCase();
+    if (lower === 'connection') named = connectionTokens(raw[i + 1].toString('latin1'));
+  }
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i].toString('latin1');
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || lower === 'x-request-id') continue;
+    if (named !== undefined && named.has(lower)) continue;
+    out.push(name, raw[i + 1].toString('latin1'));
+  }
+  out.push('x-request-id', requestId);
+  if (setCookie !== undefined) out.push('set-cookie', setCookie);
+  return out;
+}
+
+const REQUEST_ID_RE = /^[A-Za-z0-9._:/+=-]{1,128}$/;
+
+/** Keeps a client's x-request-id only when it is short and plain: it goes into logs. */
+export function acceptableRequestId(v: string | string[] | undefined): string | undefined {
+  return typeof v === 'string' && REQUEST_ID_RE.test(v) ? v : undefined;
+}

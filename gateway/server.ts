@@ -1,0 +1,405 @@
+// The data-plane listener: matches a request to a service, places it on a version and
+// an endpoint, and hands it to an Exchange. Also answers the gateway's own errors,
+// proxies WebSocket upgrades, and runs the shutdown sequence.
+
+import { randomBytes, randomUUID } from 'node:crypto';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Socket, AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { Config } from '../config/types.js';
+import { splitHostPort } from '../config/load.js';
+import type { Dataplane } from './dataplane.js';
+import type { Endpoint } from './endpoint.js';
+import { GatewayError, errorBody, type GatewayErrorCode, type UpstreamFailure } from './errors.js';
+import { Exchange, type ExchangeHost } from './forward.js';
+import { acceptableRequestId, upstreamRequestHeaders } from './headers.js';
+import { hashToUnit, pickEndpoint, readCookie, versionAt } from './select.js';
+import { matchRoute, type ServiceSnapshot, type VersionSnapshot } from './snapshot.js';
+
+/** What the server reports; metrics and outlier detection implement it. */
+export interface Observer {
+  upstreamResult(endpoint: Endpoint, status: number, failure: UpstreamFailure | undefined): void;
+  requestDone(service: string, version: string, status: number, seconds: number): void;
+}
+
+const noopObserver: Observer = { upstreamResult() {}, requestDone() {} };
+
+export interface GatewayServerOptions {
+  config: Config['gateway'];
+  dataplane: Dataplane;
+  log: Logger;
+  observer?: Observer;
+}
+
+interface Selection {
+  service: ServiceSnapshot;
+  version: VersionSnapshot;
+  endpoint: Endpoint;
+  setCookie: string | undefined;
+}
+
+// A WebSocket close frame with status 1001 "going away", server → client (unmasked).
+const WS_GOING_AWAY = Buffer.from([0x88, 0x02, 0x03, 0xe9]);
+
+function maskedGoingAway(): Buffer {
+  const mask = randomBytes(4);
+  return Buffer.from([0x88, 0x82, mask[0], mask[1], mask[2], mask[3], 0x03 ^ mask[0], 0xe9 ^ mask[1]]);
+}
+
+export class GatewayServer implements ExchangeHost {
+  readonly server: http.Server;
+  readonly proto = 'http';
+  closing = false;
+  private readonly dp: Dataplane;
+  private readonly log: Logger;
+  private readonly observer: Observer;
+  private cfg: Config['gateway'];
+  private readonly tunnels = new Set<{ client: Duplex; upstream: Socket }>();
+  private closed = false;
+
+  constructor(opts: GatewayServerOptions) {
+    this.dp = opts.dataplane;
+    this.log = opts.log;
+    this.observer = opts.observer ?? noopObserver;
+    this.cfg = opts.config;
+    const t = opts.config.timeouts;
+    this.server = http.createServer(
+      {
+        maxHeaderSize: opts.config.maxHeaderSize,
+        headersTimeout: t.headersMs,
+        requestTimeout: t.requestMs,
+        keepAliveTimeout: t.keepAliveMs,
+        // How often Node checks the two timeouts above; the default (30 s) would let a
+        // slowloris client hold a socket for up to 30 s past its deadline.
+        connectionsCheckingInterval: Math.min(1000, t.headersMs),
+      },
+      (req, res) => this.onRequest(req, res),
+    );
+    // Count one more than the limit so that going over it is visible (Node silently
+    // drops headers beyond maxHeadersCount).
+    this.server.maxHeadersCount = opts.config.maxHeaderCount + 1;
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.onCheckContinue(req, res));
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
+  }
+
+  /** Limits that can change on reload (listen address and timeouts cannot). */
+  reconfigure(cfg: Config['gateway']): void {
+    this.cfg = cfg;
+    this.server.maxHeadersCount = cfg.maxHeaderCount + 1;
+  }
+
+  async listen(): Promise<AddressInfo> {
+    const { host, port } = splitHostPort(this.cfg.listen);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    return this.server.address() as AddressInfo;
+  }
+
+  // ---- request path ----
+
+  private onCheckContinue(req: IncomingMessage, res: ServerResponse): void {
+    // Refuse an oversized body before the client sends it.
+    const cl = req.headers['content-length'];
+    if (cl !== undefined && Number(cl) > this.cfg.maxBodySize) {
+      this.reject(req, res, 'BODY_TOO_LARGE', `request body exceeds ${this.cfg.maxBodySize} bytes`);
+      return;
+    }
+    res.writeContinue();
+    this.onRequest(req, res);
+  }
+
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
+    const url = req.url as string;
+    if (url.charCodeAt(0) !== 47 /* / */) {
+      this.reject(req, res, 'BAD_REQUEST', 'the request target must be a path (origin-form)', requestId);
+      return;
+    }
+    if (req.rawHeaders.length > 2 * this.cfg.maxHeaderCount) {
+      this.reject(req, res, 'HEADERS_TOO_LARGE', `more than ${this.cfg.maxHeaderCount} header fields`, requestId);
+      return;
+    }
+    const cl = req.headers['content-length'];
+    if (cl !== undefined && Number(cl) > this.cfg.maxBodySize) {
+      this.reject(req, res, 'BODY_TOO_LARGE', `request body exceeds ${this.cfg.maxBodySize} bytes`, requestId);
+      return;
+    }
+    const sel = this.select(req, res, url, requestId);
+    if (sel === undefined) return;
+    const x = new Exchange(this, req, res, sel.service, sel.version, sel.endpoint, requestId, sel.setCookie);
+    if (cl === undefined && req.headers['transfer-encoding'] !== undefined) this.limitChunkedBody(req, x);
+    x.dispatch();
+  }
+
+  /**
+   * Routing rules 1–4. Answers the error itself and returns undefined when the request
+   * cannot be placed.
+   */
+  private select(req: IncomingMessage, res: ServerResponse | undefined, url: string, requestId: string): Selection | undefined {
+    const fail = (code: GatewayErrorCode, message: string): undefined => {
+      if (res !== undefined) this.reject(req, res, code, message, requestId);
+      else this.rejectUpgrade(req, req.socket, code, message, requestId);
+      return undefined;
+    };
+    const q = url.indexOf('?');
+    const path = q === -1 ? url : url.slice(0, q);
+    const host = req.headers.host;
+    const service = matchRoute(this.dp.holder.current, host === undefined ? undefined : host.toLowerCase(), path);
+    if (service === undefined) return fail('NO_ROUTE', `no route for ${host ?? '(no host)'}${path}`);
+
+    let version: VersionSnapshot | undefined;
+    let setCookie: string | undefined;
+    if (service.overrideHeader !== undefined) {
+      const o = req.headers[service.overrideHeader];
+      if (typeof o === 'string' && o !== '') {
+        version = service.byName.get(o);
+        if (version === undefined) return fail('BAD_REQUEST', `service ${service.name} has no version ${JSON.stringify(o.slice(0, 64))}`);
+      }
+    }
+    if (version === undefined) {
+      let key: string | undefined;
+      if (service.stickyHeader !== undefined) {
+        const h = req.headers[service.stickyHeader];
+        if (typeof h === 'string' && h !== '') key = h;
+      }
+      if (key === undefined && service.stickyCookie !== undefined) {
+        key = readCookie(req.headers.cookie, service.stickyCookie);
+        if (key === undefined) {
+          key = randomUUID();
+          setCookie = `${service.stickyCookie}=${key}; Path=/; HttpOnly; SameSite=Lax`;
+        }
+      }
+      version = versionAt(service, key === undefined ? Math.random() : hashToUnit(key));
+      if (version === undefined) return fail('NO_HEALTHY_UPSTREAM', `service ${service.name} has no available endpoint in any version`);
+    }
+    const endpoint = pickEndpoint(version);
+    if (endpoint === undefined) return fail('NO_HEALTHY_UPSTREAM', `version ${version.name} of ${service.name} has no available endpoint`);
+    return { service, version, endpoint, setCookie };
+  }
+
+  /** Content-Length bodies are checked up front; a chunked body is counted as it streams. */
+  private limitChunkedBody(req: IncomingMessage, x: Exchange): void {
+    const max = this.cfg.maxBodySize;
+    let seen = 0;
+    const onData = (chunk: Buffer): void => {
+      seen += chunk.length;
+      if (seen > max) {
+        req.off('data', onData);
+        x.abort(new GatewayError('BODY_TOO_LARGE', `request body exceeds ${max} bytes`));
+      }
+    };
+    req.on('data', onData);
+  }
+
+  private reject(req: IncomingMessage, res: ServerResponse, code: GatewayErrorCode, message: string, requestId?: string): void {
+    this.sendError(req, res, new GatewayError(code, message), requestId ?? acceptableRequestId(req.headers['x-request-id']) ?? randomUUID());
+  }
+
+  sendError(req: IncomingMessage, res: ServerResponse, err: GatewayError, requestId: string): void {
+    if (err.statusCode >= 500) {
+      this.log.warn({ reqId: requestId, code: err.code, err: err.cause ?? err.message, url: req.url }, 'gateway error');
+    }
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const body = errorBody(err.code, err.message, requestId);
+    const headers = ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'x-request-id', requestId];
+    // An unread request body (an early 413, an upstream that failed mid-upload) would
+    // otherwise have to be read to the end to keep the connection: close it instead.
+    if (this.closing || !req.complete) headers.push('connection', 'close');
+    res.writeHead(err.statusCode, headers);
+    res.end(body);
+  }
+
+  upstreamResult(endpoint: Endpoint, status: number, failure: UpstreamFailure | undefined): void {
+    this.observer.upstreamResult(endpoint, status, failure);
+  }
+
+  exchangeDone(x: Exchange, status: number): void {
+    const seconds = (performance.now() - x.start) / 1000;
+    this.observer.requestDone(x.service.name, x.version.name, status, seconds);
+    if (this.cfg.accessLog) {
+      this.log.info(
+        {
+          reqId: x.requestId,
+          method: x.req.method,
+          url: x.req.url,
+          status,
+          service: x.service.name,
+          version: x.version.name,
+          endpoint: x.endpoint.id,
+          attempts: x.attempts,
+          ms: Math.round(seconds * 1e6) / 1e3,
+        },
+        'request',
+      );
+    }
+  }
+
+  private onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    let status = 400;
+    let code = 'BAD_REQUEST';
+    let message = 'malformed HTTP request';
+    if (err.code === 'HPE_HEADER_OVERFLOW') {
+      status = 431;
+      code = 'HEADERS_TOO_LARGE';
+      message = `request headers exceed ${this.cfg.maxHeaderSize} bytes`;
+    } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      status = 408;
+      code = 'REQUEST_TIMEOUT';
+      message = 'the request was not received in time';
+    } else if (typeof err.code === 'string' && err.code.startsWith('HPE_')) {
+      message = `malformed HTTP request (${err.code})`;
+    }
+    writeRawError(socket, status, code, message, randomUUID());
+  }
+
+  // ---- WebSocket (and any other Upgrade) ----
+
+  private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
+    if (this.closing) {
+      writeRawError(socket, 503, 'DRAINING', 'the gateway is shutting down', requestId);
+      return;
+    }
+    const url = req.url as string;
+    if (url.charCodeAt(0) !== 47) {
+      writeRawError(socket, 400, 'BAD_REQUEST', 'the request target must be a path (origin-form)', requestId);
+      return;
+    }
+    const sel = this.select(req, undefined, url, requestId);
+    if (sel === undefined) return;
+    const ep = sel.endpoint;
+    const up = http.request({
+      host: ep.address.host,
+      port: ep.address.port,
+      method: req.method,
+      path: url,
+      headers: upstreamRequestHeaders(req, requestId, this.proto, true),
+      setHost: false,
+      agent: false,
+      timeout: sel.service.config.timeouts.connectMs,
+    });
+    const fail = (status: number, code: string, message: string): void => {
+      up.destroy();
+      if (socket.writable) writeRawError(socket, status, code, message, requestId);
+      else socket.destroy();
+    };
+    up.once('timeout', () => fail(504, 'UPSTREAM_TIMEOUT', 'upstream did not answer the upgrade in time'));
+    up.once('error', (err) => fail(502, 'UPSTREAM_ERROR', `upstream upgrade failed: ${err.message}`));
+    up.once('response', (ures) => {
+      // The backend refused the upgrade: relay its answer and close.
+      const lines = [`HTTP/1.1 ${ures.statusCode} ${ures.statusMessage ?? ''}`];
+      for (let i = 0; i < ures.rawHeaders.length; i += 2) {
+        const n = ures.rawHeaders[i].toLowerCase();
+        if (n === 'connection' || n === 'transfer-encoding' || n === 'keep-alive') continue;
+        lines.push(`${ures.rawHeaders[i]}: ${ures.rawHeaders[i + 1]}`);
+      }
+      lines.push(`x-request-id: ${requestId}`, 'connection: close', '', '');
+      socket.write(lines.join('\r\n'));
+      ures.pipe(socket);
+    });
+    up.once('upgrade', (ures, usocket: Socket, uhead: Buffer) => {
+      up.setTimeout(0);
+      usocket.setTimeout(0);
+      const lines = [`HTTP/1.1 ${ures.statusCode} ${ures.statusMessage ?? 'Switching Protocols'}`];
+      for (let i = 0; i < ures.rawHeaders.length; i += 2) lines.push(`${ures.rawHeaders[i]}: ${ures.rawHeaders[i + 1]}`);
+      lines.push(`x-request-id: ${requestId}`, '', '');
+      socket.write(lines.join('\r\n'));
+      if (uhead.length) socket.write(uhead);
+      if (head.length) usocket.write(head);
+      const tunnel = { client: socket, upstream: usocket };
+      this.tunnels.add(tunnel);
+      // Either side closing closes the other.
+      const teardown = (): void => {
+        if (!this.tunnels.delete(tunnel)) return;
+        socket.destroy();
+        usocket.destroy();
+      };
+      socket.once('close', teardown);
+      usocket.once('close', teardown);
+      socket.on('error', teardown);
+      usocket.on('error', teardown);
+      socket.pipe(usocket);
+      usocket.pipe(socket);
+    });
+    socket.on('error', () => up.destroy());
+    up.end();
+  }
+
+  private rejectUpgrade(_req: IncomingMessage, socket: Duplex, code: GatewayErrorCode, message: string, requestId: string): void {
+    const e = new GatewayError(code, message);
+    writeRawError(socket, e.statusCode, code, message, requestId);
+  }
+
+  // ---- shutdown ----
+
+  /** Stops accepting connections; requests on open connections are still served, each
+   * answered with Connection: close; idle keep-alive connections are closed. */
+  stopAccepting(): void {
+    this.closing = true;
+    this.server.close();
+    this.server.closeIdleConnections();
+  }
+
+  /** Closes proxied WebSockets with 1001 "going away" on both sides. */
+  closeTunnels(): void {
+    for (const t of this.tunnels) {
+      if (t.client.writable) t.client.end(WS_GOING_AWAY);
+      if (t.upstream.writable) t.upstream.end(maskedGoingAway());
+      setTimeout(() => {
+        t.client.destroy();
+        t.upstream.destroy();
+      }, 1000).unref();
+    }
+  }
+
+  get openTunnels(): number {
+    return this.tunnels.size;
+  }
+
+  /** Closes every connection at once; idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closing = true;
+    this.server.close();
+    this.server.closeAllConnections();
+    for (const t of this.tunnels) {
+      t.client.destroy();
+      t.upstream.destroy();
+    }
+  }
+}
+
+const REASONS: Record<number, string> = {
+  400: 'Bad Request',
+  404: 'Not Found',
+  408: 'Request Timeout',
+  413: 'Payload Too Large',
+  431: 'Request Header Fields Too Large',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+/** Writes an error response straight to a socket (no ServerResponse exists for it). */
+function writeRawError(socket: Duplex, status: number, code: string, message: string, requestId: string): void {
+  const body = errorBody(code, message, requestId);
+  socket.end(
+    `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\ncontent-type: application/json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
