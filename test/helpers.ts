@@ -1,0 +1,235 @@
+// Shared harness for the suites: real loopback upstreams, a gateway started in-process
+// or as a real process, a bounded load generator, and waitFor. No HTTP mocks.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { Agent, request } from 'undici';
+import { stringify } from 'yaml';
+import pino from 'pino';
+import { startGateway, type RunningGateway } from '../bin/serve.js';
+
+export const ROOT = resolve(import.meta.dirname, '..');
+export const CLI = join(ROOT, 'dist/bin/switchyard.js');
+
+export interface Upstream {
+  name: string;
+  port: number;
+  address: string; // 127.0.0.1:port
+  server: http.Server;
+  /** Requests seen, in order. */
+  seen: { method: string; url: string; headers: http.IncomingHttpHeaders }[];
+  close(): Promise<void>;
+}
+
+export type Handler = (req: IncomingMessage, res: ServerResponse, up: Upstream) => void;
+
+/** Answers JSON {name, method, url, headers} unless given a handler. */
+export function defaultHandler(req: IncomingMessage, res: ServerResponse, up: Upstream): void {
+  const body = JSON.stringify({ name: up.name, method: req.method, url: req.url, headers: req.headers });
+  req.resume();
+  req.on('end', () => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(body);
+  });
+}
+
+export async function startUpstream(name: string, handler: Handler = defaultHandler, host = '127.0.0.1'): Promise<Upstream> {
+  const up = { name, seen: [] } as unknown as Upstream;
+  const server = http.createServer((req, res) => {
+    up.seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
+    handler(req, res, up);
+  });
+  await new Promise<void>((r) => server.listen(0, host, r));
+  up.server = server;
+  up.port = (server.address() as AddressInfo).port;
+  up.address = `${host}:${up.port}`;
+  up.close = () =>
+    new Promise<void>((r) => {
+      server.close(() => r());
+      server.closeAllConnections();
+    });
+  return up;
+}
+
+export function writeConfig(config: object | string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'switchyard-test-'));
+  const file = join(dir, 'switchyard.yaml');
+  writeFileSync(file, typeof config === 'string' ? config : stringify(config));
+  return file;
+}
+
+/** A minimal config: one service "shop" on every host and path. */
+export function shopConfig(versions: Record<string, { weight: number; endpoints: string[] }>, service: Record<string, unknown> = {}, top: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    gateway: { listen: '127.0.0.1:0', ...((top.gateway as object) ?? {}) },
+    admin: { listen: '127.0.0.1:0' },
+    state: { store: 'memory' },
+    log: { level: 'silent' },
+    shutdown: { drainDelay: '0s', grace: '5s' },
+    ...Object.fromEntries(Object.entries(top).filter(([k]) => k !== 'gateway')),
+    services: { shop: { routes: [{ path: '/' }], versions, ...service } },
+  };
+}
+
+export interface InProcessGateway {
+  gw: RunningGateway;
+  url: string;
+  adminUrl: string;
+  file: string;
+  close(): Promise<void>;
+}
+
+export async function startInProcess(config: object | string): Promise<InProcessGateway> {
+  const file = writeConfig(config);
+  const level = process.env.SWITCHYARD_TEST_LOG ?? 'silent';
+  const gw = await startGateway({ configFile: file, log: pino({ level }) });
+  return {
+    gw,
+    file,
+    url: `http://127.0.0.1:${gw.addresses.gateway.port}`,
+    adminUrl: `http://127.0.0.1:${gw.addresses.admin.port}`,
+    close: () => gw.close(),
+  };
+}
+
+export interface GatewayProcess {
+  proc: ChildProcess;
+  pid: number;
+  url: string;
+  adminUrl: string;
+  file: string;
+  /** Every stdout line parsed as JSON (log lines). */
+  logs: Record<string, unknown>[];
+  stderr: string;
+  exited: Promise<number | null>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Runs `switchyard serve` from dist/ as a real process. */
+export async function startProcess(config: object | string, file?: string): Promise<GatewayProcess> {
+  // The harness finds the ports in the "listening" log line, so the process logs at info.
+  file ??= writeConfig(typeof config === 'string' ? config : { ...config, log: { level: 'info' } });
+  const proc = spawn(process.execPath, [CLI, 'serve', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: Record<string, unknown>[] = [];
+  let stderr = '';
+  let buf = '';
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  const listening = new Promise<Record<string, unknown>>((resolveL, rejectL) => {
+    proc.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i;
+      while ((i = buf.indexOf('\n')) !== -1) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          const o = JSON.parse(line);
+          logs.push(o);
+          if (o.msg === 'listening') resolveL(o);
+        } catch {
+          /* not a log line */
+        }
+      }
+    });
+    proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    void exited.then((code) => rejectL(new Error(`gateway exited with ${code} before listening: ${stderr}`)));
+  });
+  const l = await listening;
+  const port = (s: unknown) => String(s).split(':').pop();
+  const gp: GatewayProcess = {
+    proc,
+    pid: proc.pid!,
+    url: `http://127.0.0.1:${port(l.gateway)}`,
+    adminUrl: `http://127.0.0.1:${port(l.admin)}`,
+    file,
+    logs,
+    get stderr() {
+      return stderr;
+    },
+    exited,
+    async stop(signal: NodeJS.Signals = 'SIGKILL') {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      return exited;
+    },
+  };
+  return gp;
+}
+
+export async function waitFor<T>(cond: () => T | Promise<T>, opts: { timeout?: number; interval?: number; message?: string } = {}): Promise<T> {
+  const deadline = Date.now() + (opts.timeout ?? 10_000);
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await cond();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`waitFor timed out: ${opts.message ?? ''} ${last ? String(last) : ''}`);
+    await new Promise((r) => setTimeout(r, opts.interval ?? 20));
+  }
+}
+
+export interface LoadResult {
+  sent: number;
+  ok: number;
+  failed: number;
+  statuses: Record<number, number>;
+  errors: string[];
+  /** Body "name" field counts when upstreams answer JSON with a name. */
+  byName: Record<string, number>;
+}
+
+/**
+ * A bounded load generator: `concurrency` workers send requests back to back until
+ * `count` requests were sent or `until()` says stop. Counts every outcome.
+ */
+export async function load(url: string, opts: { concurrency: number; count?: number; until?: () => boolean; headers?: Record<string, string>; method?: string; ok?: (status: number) => boolean; ratePerWorker?: number }): Promise<LoadResult> {
+  const agent = new Agent({ connections: opts.concurrency, pipelining: 1 });
+  const r: LoadResult = { sent: 0, ok: 0, failed: 0, statuses: {}, errors: [], byName: {} };
+  const isOk = opts.ok ?? ((s: number) => s < 500);
+  const max = opts.count ?? Infinity;
+  const gap = opts.ratePerWorker ? 1000 / opts.ratePerWorker : 0;
+  const worker = async (): Promise<void> => {
+    while (r.sent < max && !(opts.until?.() ?? false)) {
+      r.sent++;
+      const t0 = Date.now();
+      try {
+        const res = await request(url, { method: (opts.method ?? 'GET') as 'GET', headers: opts.headers, dispatcher: agent });
+        const text = await res.body.text();
+        r.statuses[res.statusCode] = (r.statuses[res.statusCode] ?? 0) + 1;
+        if (isOk(res.statusCode)) r.ok++;
+        else {
+          r.failed++;
+          if (r.errors.length < 20) r.errors.push(`${res.statusCode} ${text.slice(0, 200)}`);
+        }
+        try {
+          const name = JSON.parse(text).name;
+          if (typeof name === 'string') r.byName[name] = (r.byName[name] ?? 0) + 1;
+        } catch {
+          /* not JSON */
+        }
+      } catch (err) {
+        r.failed++;
+        if (r.errors.length < 20) r.errors.push(String((err as Error).message ?? err));
+      }
+      if (gap) {
+        const wait = gap - (Date.now() - t0);
+        if (wait > 0) await new Promise((res) => setTimeout(res, wait));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: opts.concurrency }, worker));
+  await agent.close();
+  return r;
+}
+
+/** RSS of a process in bytes, from /proc. */
+export function rssOf(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /VmRSS:\s+(\d+) kB/.exec(status);
+  return m ? Number(m[1]) * 1024 : 0;
+}
