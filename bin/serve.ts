@@ -9,7 +9,9 @@ import { ConfigError, loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { AdminServer } from '../gateway/admin.js';
 import { Dataplane } from '../gateway/dataplane.js';
-import { GatewayServer } from '../gateway/server.js';
+import { GatewayServer, type Observer } from '../gateway/server.js';
+import { ActiveHealthChecker } from '../gateway/health/active.js';
+import { OutlierDetector } from '../gateway/health/passive.js';
 import type { Provider } from '../discovery/provider.js';
 import { StaticProvider } from '../discovery/static.js';
 
@@ -55,7 +57,13 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
   const dataplane = new Dataplane({ log });
   dataplane.applyConfig(config);
   const providers: Provider[] = [new StaticProvider(config)];
-  const gateway = new GatewayServer({ config: config.gateway, dataplane, log });
+  const outliers = new OutlierDetector(dataplane, log);
+  const checker = new ActiveHealthChecker(dataplane, log);
+  const observer: Observer = {
+    upstreamResult: (e, status, failure) => outliers.upstreamResult(e, status, failure),
+    requestDone: () => {},
+  };
+  const gateway = new GatewayServer({ config: config.gateway, dataplane, log, observer });
   const admin = new AdminServer({ listen: config.admin.listen, isReady: () => ready && !shuttingDown });
 
   const cleanup: (() => void)[] = [];
@@ -65,6 +73,8 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     for (const fn of cleanup) fn();
     gateway.close();
     admin.close();
+    outliers.close();
+    await checker.close();
     await Promise.all(providers.map((p) => p.close()));
     await dataplane.close(true);
   };
@@ -72,6 +82,8 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
   try {
     const adminAddr = await admin.listen();
     for (const p of providers) await p.start((sets) => dataplane.applyDiscovery(sets));
+    dataplane.markStarted();
+    dataplane.subscribe((snap) => checker.sync(snap));
     const gatewayAddr = await gateway.listen();
     ready = true;
     log.info({ gateway: `${gatewayAddr.address}:${gatewayAddr.port}`, admin: `${adminAddr.address}:${adminAddr.port}` }, 'listening');
@@ -103,7 +115,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
         const { drainDelayMs, graceMs } = config.shutdown;
         log.info({ reason, drainDelayMs }, 'shutdown: /ready now answers 503; still serving during the drain delay');
         await delay(drainDelayMs);
-        gateway.stopAccepting();
+        const allClosed = gateway.stopAccepting();
         log.info({ inflight: dataplane.inflight() }, 'shutdown: stopped accepting; closing idle connections; waiting for in-flight requests');
         const deadline = Date.now() + graceMs;
         while (dataplane.inflight() > 0 && Date.now() < deadline) await delay(25);
@@ -114,6 +126,9 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
           log.info({ websockets: gateway.openTunnels }, 'shutdown: closing WebSockets with 1001');
           gateway.closeTunnels();
         }
+        // Let the last responses flush: each connection closes itself after a response
+        // marked Connection: close. Bounded by what is left of the grace.
+        await Promise.race([allClosed, delay(Math.max(100, deadline - Date.now()))]);
         await close();
         log.info('shutdown: upstream pools closed; exiting');
         opts.onExit?.(0);

@@ -25,8 +25,6 @@ function vkey(service: string, version: string): string {
 
 export interface DataplaneOptions {
   log: Logger;
-  /** Called after every snapshot swap (health checking follows the endpoint set). */
-  onSnapshot?: (snap: Snapshot) => void;
 }
 
 export class Dataplane {
@@ -43,11 +41,13 @@ export class Dataplane {
   private rebuildQueued = false;
   private closed = false;
   private readonly log: Logger;
-  private readonly onSnapshot?: (snap: Snapshot) => void;
+  private readonly listeners: ((snap: Snapshot) => void)[] = [];
+  /** Set once the first discovery snapshot is in: endpoints added after that wait for
+   * a passing probe (when probes are on) before they take traffic. */
+  private started = false;
 
   constructor(opts: DataplaneOptions) {
     this.log = opts.log;
-    this.onSnapshot = opts.onSnapshot;
     this.holder = new SnapshotHolder(buildSnapshot({ services: [], weights: this.weights, endpointsOf: () => [], statsOf: () => new VersionStats('', '') }));
   }
 
@@ -165,6 +165,10 @@ export class Dataplane {
     };
     const e = new Endpoint(service, version, a, this.statsOf(service, version), opts);
     e.availableSince = Date.now();
+    if (this.started && sc?.healthCheck.enabled) {
+      e.healthy = false;
+      e.probePending = true;
+    }
     this.log.debug({ service, version, endpoint: a.id }, 'endpoint added');
     return e;
   }
@@ -261,7 +265,18 @@ export class Dataplane {
       statsOf: (s, v) => this.statsOf(s, v),
     });
     this.holder.swap(snap);
-    this.onSnapshot?.(snap);
+    for (const fn of this.listeners) fn(snap);
+  }
+
+  /** Calls fn after every snapshot swap (health checking follows the endpoint set). */
+  subscribe(fn: (snap: Snapshot) => void): void {
+    this.listeners.push(fn);
+    fn(this.holder.current);
+  }
+
+  /** The first discovery snapshot has been applied. */
+  markStarted(): void {
+    this.started = true;
   }
 
   /** Total in-flight requests, all services. */

@@ -44,6 +44,8 @@ export class Endpoint {
 
   /** Result of active health checks; true until probes say otherwise. */
   healthy = true;
+  /** Waiting for its first passing probe (added after start, or back from ejection). */
+  probePending = false;
   /** Passive outlier detection. */
   ejectedUntil = 0;
   ejectionCount = 0;

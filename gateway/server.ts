@@ -347,11 +347,13 @@ export class GatewayServer implements ExchangeHost {
   // ---- shutdown ----
 
   /** Stops accepting connections; requests on open connections are still served, each
-   * answered with Connection: close; idle keep-alive connections are closed. */
-  stopAccepting(): void {
+   * answered with Connection: close; idle keep-alive connections are closed. Resolves
+   * when the last connection has closed. */
+  stopAccepting(): Promise<void> {
     this.closing = true;
-    this.server.close();
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
+    return closed;
   }
 
   /** Closes proxied WebSockets with 1001 "going away" on both sides. */
