@@ -4,6 +4,7 @@
 
 import { Pool } from 'undici';
 import type { EndpointAddress } from '../config/types.js';
+import { WindowCounters } from './stats.js';
 
 export interface PoolOptions {
   maxConnections: number;
@@ -14,6 +15,8 @@ export interface PoolOptions {
 /** Per-version counters that outlive snapshots (the control plane waits on them). */
 export class VersionStats {
   inflight = 0;
+  /** Requests, errors and latency per second (rollout analysis, dashboard). */
+  readonly window = new WindowCounters();
   /** Resolvers waiting for inflight to reach zero. */
   private idleWaiters: (() => void)[] = [];
 

@@ -225,6 +225,7 @@ export class GatewayServer implements ExchangeHost {
 
   exchangeDone(x: Exchange, status: number): void {
     const seconds = (performance.now() - x.start) / 1000;
+    x.version.stats.window.record(status, seconds);
     this.observer.requestDone(x.service.name, x.version.name, status, seconds);
     if (this.cfg.accessLog) {
       this.log.info(

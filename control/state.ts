@@ -1,0 +1,106 @@
+// The desired state the control plane owns, as stored: weights per service, the
+// rollout of each service, and the audit events. One revision counter for all of it;
+// every change increments it.
+
+export type Weights = Record<string, number>;
+
+export interface ControlEvent {
+  id: number;
+  time: string;
+  actor: string;
+  service: string | null;
+  action: string;
+  revision: number;
+  detail: Record<string, unknown>;
+}
+
+export type RolloutStatus = 'running' | 'paused' | 'succeeded' | 'aborted' | 'rolled_back';
+
+export interface AnalysisConfig {
+  /** Fraction, 0.01 = 1%. */
+  maxErrorRate?: number;
+  maxP99Ms?: number;
+  /** How much worse than the baseline the target may be (defaults to the absolute thresholds). */
+  maxErrorRateOverBaseline?: number;
+  maxP99OverBaselineMs?: number;
+  minRequests: number;
+  /** What a step does when it saw fewer than minRequests for `noTrafficIntervals` intervals. */
+  noTrafficPolicy: 'fail' | 'continue';
+  noTrafficIntervals: number;
+}
+
+export interface AnalysisResult {
+  step: number;
+  at: string;
+  verdict: 'pass' | 'fail' | 'wait';
+  target: { version: string; requests: number; errorRate: number; p99Ms: number };
+  baseline?: { version: string; requests: number; errorRate: number; p99Ms: number };
+  reason?: string;
+}
+
+export interface RolloutRecord {
+  id: string;
+  service: string;
+  to: string;
+  baseline: string | null;
+  steps: number[];
+  /** Index into steps of the step now applied. */
+  step: number;
+  intervalMs: number;
+  analysis: AnalysisConfig;
+  state: RolloutStatus;
+  /** Weights before the rollout began; restored on abort and rollback. */
+  fromWeights: Weights;
+  weights: Weights;
+  /** When the current step's analysis window began (ms since epoch). */
+  stepStartedAt: number;
+  /** Intervals in a row in which the step saw fewer than minRequests. */
+  idleIntervals: number;
+  reason?: string;
+  lastAnalysis?: AnalysisResult;
+  /** Every step applied, in order: [step index, percent, time]. */
+  history: { step: number; percent: number; at: string }[];
+  actor: string;
+  startedAt: string;
+  endedAt?: string;
+}
+
+export interface ServiceState {
+  weights: Weights;
+  /** Revision of this service's last change. */
+  revision: number;
+  /** Weights before the last change (what `rollback` restores). */
+  previousWeights?: Weights;
+  rollout?: RolloutRecord;
+}
+
+export interface DesiredState {
+  revision: number;
+  services: Record<string, ServiceState>;
+  events: ControlEvent[];
+  nextEventId: number;
+}
+
+export const MAX_EVENTS = 1000;
+
+export function emptyState(): DesiredState {
+  return { revision: 0, services: {}, events: [], nextEventId: 1 };
+}
+
+export function isTerminal(s: RolloutStatus): boolean {
+  return s === 'succeeded' || s === 'aborted' || s === 'rolled_back';
+}
+
+/** A structural check of a loaded state file: refuses anything that is not one. */
+export function isDesiredState(v: unknown): v is DesiredState {
+  const o = v as DesiredState;
+  return (
+    o !== null &&
+    typeof o === 'object' &&
+    Number.isInteger(o.revision) &&
+    typeof o.services === 'object' &&
+    o.services !== null &&
+    Array.isArray(o.events) &&
+    Number.isInteger(o.nextEventId)
+  );
+}
