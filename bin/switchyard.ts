@@ -17,9 +17,25 @@ function usage(message?: string): never {
   process.exit(2);
 }
 
+/** `--config FILE` or `--config=FILE`, and nothing else: any other argument is a usage
+ * error (exit 2), so a mistyped flag is never silently ignored. */
 function configArg(args: string[]): string {
-  const i = args.indexOf('--config');
-  const file = i === -1 ? undefined : args[i + 1];
+  let file: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--config') {
+      const v = args[++i];
+      if (v === undefined || v === '' || v.startsWith('--')) usage('--config needs a FILE');
+      file = v;
+    } else if (a.startsWith('--config=')) {
+      file = a.slice('--config='.length);
+      if (file === '') usage('--config needs a FILE');
+    } else if (a.startsWith('-')) {
+      usage(`unknown flag ${a}`);
+    } else {
+      usage(`unexpected argument ${a}`);
+    }
+  }
   if (!file) usage('--config FILE is required');
   return file;
 }
