@@ -14,14 +14,24 @@ import { ActiveHealthChecker } from '../gateway/health/active.js';
 import { OutlierDetector } from '../gateway/health/passive.js';
 import type { Provider } from '../discovery/provider.js';
 import { StaticProvider } from '../discovery/static.js';
+import { dirname, resolve } from 'node:path';
+import { Controller } from '../control/controller.js';
+import { ControlApi } from '../control/api.js';
+import { Webhooks } from '../control/webhooks.js';
+import type { Store } from '../control/store/store.js';
+import { MemoryStore } from '../control/store/memory.js';
+import { FileStore } from '../control/store/file.js';
 
 export interface RunningGateway {
   config: Config;
   dataplane: Dataplane;
   gateway: GatewayServer;
   admin: AdminServer;
+  controller: Controller;
+  api: ControlApi;
+  webhooks: Webhooks;
   log: Logger;
-  addresses: { gateway: AddressInfo; admin: AddressInfo };
+  addresses: { gateway: AddressInfo; admin: AddressInfo; control: AddressInfo };
   /** Re-reads the config file; a config that does not validate is refused and the
    * running one stays. Returns the problems, or [] when the new config is in. */
   reload(): string[];
@@ -41,6 +51,18 @@ export interface StartOptions {
   signals?: boolean;
   /** Called when shutdown has finished (the CLI exits the process). */
   onExit?: (code: number) => void;
+}
+
+/** The state store the config names. A relative state.file is relative to the config file. */
+export function createStore(config: Config, configFile: string): Store {
+  switch (config.state.store) {
+    case 'memory':
+      return new MemoryStore();
+    case 'file':
+      return new FileStore(resolve(dirname(configFile), config.state.file));
+    default:
+      throw new Error(`state.store: ${config.state.store} is not supported by this build`);
+  }
 }
 
 export function createLogger(level: string): Logger {
@@ -65,6 +87,18 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
   };
   const gateway = new GatewayServer({ config: config.gateway, dataplane, log, observer });
   const admin = new AdminServer({ listen: config.admin.listen, isReady: () => ready && !shuttingDown });
+  const controller = new Controller({ dataplane, store: createStore(config, opts.configFile), log });
+  const webhooks = new Webhooks(config.control.webhooks, log);
+  controller.on('event', (e) => webhooks.publish(e));
+  // reload is defined once the listeners are up; the API calls it through this holder.
+  let reloadFn: () => string[] = () => ['the gateway is still starting'];
+  const api = new ControlApi({
+    config: config.control,
+    controller,
+    log,
+    reload: () => reloadFn(),
+    info: () => ({ store: config.state.store, webhooks: webhooks.stats(), inflight: dataplane.inflight(), ready: ready && !shuttingDown }),
+  });
 
   const cleanup: (() => void)[] = [];
   const close = async (): Promise<void> => {
@@ -73,6 +107,10 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     for (const fn of cleanup) fn();
     gateway.close();
     admin.close();
+    await api.close().catch(() => {});
+    await controller.close();
+    await webhooks.flush(1000);
+    await webhooks.close();
     outliers.close();
     await checker.close();
     await Promise.all(providers.map((p) => p.close()));
@@ -81,12 +119,22 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
 
   try {
     const adminAddr = await admin.listen();
+    await controller.start();
+    const controlAddr = await api.listen();
     for (const p of providers) await p.start((sets) => dataplane.applyDiscovery(sets));
     dataplane.markStarted();
     dataplane.subscribe((snap) => checker.sync(snap));
     const gatewayAddr = await gateway.listen();
     ready = true;
-    log.info({ gateway: `${gatewayAddr.address}:${gatewayAddr.port}`, admin: `${adminAddr.address}:${adminAddr.port}` }, 'listening');
+    log.info(
+      {
+        gateway: `${gatewayAddr.address}:${gatewayAddr.port}`,
+        admin: `${adminAddr.address}:${adminAddr.port}`,
+        control: `${controlAddr.address}:${controlAddr.port}`,
+        store: config.state.store,
+      },
+      'listening',
+    );
 
     const reload = (): string[] => {
       let next: Config;
@@ -104,11 +152,13 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       if (fixed.length) log.warn({ keys: fixed }, 'listen addresses change only on restart');
       config = next;
       dataplane.applyConfig(next);
+      controller.applyStoredWeights();
       for (const p of providers) p.update(next);
       gateway.reconfigure(next.gateway);
       log.info({ services: next.services.map((s) => s.name) }, 'config reloaded');
       return [];
     };
+    reloadFn = reload;
 
     const shutdown = (reason = 'shutdown'): Promise<void> => {
       shuttingDown ??= (async () => {
@@ -165,8 +215,11 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       dataplane,
       gateway,
       admin,
+      controller,
+      api,
+      webhooks,
       log,
-      addresses: { gateway: gatewayAddr, admin: adminAddr },
+      addresses: { gateway: gatewayAddr, admin: adminAddr, control: controlAddr },
       reload,
       shutdown,
       close,

@@ -63,6 +63,10 @@ export function splitHostPort(s: string): { host: string; port: number } {
   return { host: host === '' ? '0.0.0.0' : host, port: Number(s.slice(i + 1)) };
 }
 
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
 function pathOf(instancePath: string, extra?: string): string {
   const parts = instancePath.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
   if (extra !== undefined) parts.push(extra);
@@ -261,7 +265,15 @@ function normalize(raw: RawConfig): Config {
   }
   if (raw.state?.store === 'redis') problems.push('state.store: the redis store is not supported by this build yet');
   if (raw.discovery?.consul !== undefined) problems.push('discovery.consul: Consul discovery is not supported by this build yet');
-  if (raw.control?.webhooks !== undefined) problems.push('control.webhooks: webhooks are not supported by this build yet');
+  const tokens: { name: string; token: string }[] = raw.control?.tokens ?? [];
+  tokens.forEach((t, i) => {
+    if (tokens.findIndex((o) => o.name === t.name) !== i) problems.push(`control.tokens.${i}.name: duplicate token name ${t.name}`);
+    if (tokens.findIndex((o) => o.token === t.token) !== i) problems.push(`control.tokens.${i}.token: the same token is configured twice`);
+  });
+  const controlListen: string = raw.control?.listen ?? defaults.control.listen;
+  if (tokens.length === 0 && !isLoopbackHost(splitHostPort(controlListen).host)) {
+    problems.push(`control.tokens: required when control.listen (${controlListen}) is not a loopback address`);
+  }
 
   if (problems.length) throw new ConfigError(problems);
 
@@ -289,6 +301,7 @@ function normalize(raw: RawConfig): Config {
     control: {
       listen: raw.control?.listen ?? defaults.control.listen,
       tokens: raw.control?.tokens ?? [],
+      webhooks: raw.control?.webhooks ?? [],
     },
     state: {
       store: raw.state?.store ?? defaults.state.store,

@@ -70,6 +70,7 @@ export interface Config {
   control: {
     listen: string;
     tokens: { name: string; token: string; scopes: ('read' | 'deploy' | 'admin')[] }[];
+    webhooks: { url: string; events?: string[]; secret?: string }[];
   };
   state: { store: 'memory' | 'file' | 'redis'; file: string };
   log: { level: string };

@@ -77,6 +77,10 @@ export class Dataplane {
     this.rebuild();
   }
 
+  get serviceList(): readonly ServiceConfig[] {
+    return this.services;
+  }
+
   service(name: string): ServiceConfig | undefined {
     return this.services.find((s) => s.name === name);
   }

@@ -67,6 +67,7 @@ export function shopConfig(versions: Record<string, { weight: number; endpoints:
   return {
     gateway: { listen: '127.0.0.1:0', ...((top.gateway as object) ?? {}) },
     admin: { listen: '127.0.0.1:0' },
+    control: { listen: '127.0.0.1:0' },
     state: { store: 'memory' },
     log: { level: 'silent' },
     shutdown: { drainDelay: '0s', grace: '5s' },
@@ -79,6 +80,7 @@ export interface InProcessGateway {
   gw: RunningGateway;
   url: string;
   adminUrl: string;
+  controlUrl: string;
   file: string;
   close(): Promise<void>;
 }
@@ -101,6 +103,7 @@ export interface GatewayProcess {
   pid: number;
   url: string;
   adminUrl: string;
+  controlUrl: string;
   file: string;
   /** Every stdout line parsed as JSON (log lines). */
   logs: Record<string, unknown>[];
@@ -144,6 +147,7 @@ export async function startProcess(config: object | string, file?: string): Prom
     pid: proc.pid!,
     url: `http://127.0.0.1:${port(l.gateway)}`,
     adminUrl: `http://127.0.0.1:${port(l.admin)}`,
+    controlUrl: `http://127.0.0.1:${port(l.control)}`,
     file,
     logs,
     get stderr() {

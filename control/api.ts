@@ -1,0 +1,371 @@
+// The control API (fastify) on control.listen: the routes of SPEC "Control API".
+// Request bodies are validated with the config's own ajv instance and schemas, so a
+// weight or a duration means the same thing in the file and on the wire. Every error is
+// {"error":{"code","message",...}}; nothing is changed by a request that fails.
+//
+// Authentication: `Authorization: Bearer TOKEN`. Configured tokens are kept only as
+// SHA-256 digests and compared with timingSafeEqual against every digest (no early
+// exit), so timing reveals neither a token nor which one matched. Tokens are never
+// logged (fastify's own logger is off; our log lines carry the token's name only).
+// With no token configured the API accepts anyone, which start() allows only on a
+// loopback address; the actor is then "local".
+
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { ErrorObject } from 'ajv';
+import type { Logger } from 'pino';
+import { ajv, describeErrors, isLoopbackHost, parseDuration, splitHostPort } from '../config/load.js';
+import { durationSchema, weightsSchema } from '../config/schema.js';
+import type { Config } from '../config/types.js';
+import type { Controller } from './controller.js';
+import { ControlError } from './errors.js';
+import type { AnalysisConfig, RolloutRecord } from './state.js';
+
+export type Scope = 'read' | 'deploy' | 'admin';
+const RANK: Record<Scope, number> = { read: 1, deploy: 2, admin: 3 };
+
+export interface ControlApiOptions {
+  config: Config['control'];
+  controller: Controller;
+  log: Logger;
+  /** POST /v1/reload: re-reads the config file; returns the problems or []. */
+  reload: () => string[];
+  /** Extra state shown by GET /v1/status (webhook counters, store kind). */
+  info?: () => Record<string, unknown>;
+}
+
+export const ANALYSIS_DEFAULTS: AnalysisConfig = {
+  maxErrorRate: 0.01,
+  minRequests: 20,
+  noTrafficPolicy: 'fail',
+  noTrafficIntervals: 3,
+};
+
+export { isLoopbackHost as isLoopback } from '../config/load.js';
+
+const name = { type: 'string', format: 'name' } as const;
+
+const schemas = {
+  weights: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['weights'],
+    properties: { weights: weightsSchema },
+  },
+  cutover: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['to'],
+    properties: { to: name, wait: { type: 'boolean' }, timeout: durationSchema, force: { type: 'boolean' } },
+  },
+  rollout: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['to', 'steps', 'interval'],
+    properties: {
+      to: name,
+      steps: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'integer', minimum: 1, maximum: 100 } },
+      interval: durationSchema,
+      force: { type: 'boolean' },
+      analysis: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          maxErrorRate: { type: 'number', minimum: 0, maximum: 1 },
+          maxP99: durationSchema,
+          maxErrorRateOverBaseline: { type: 'number', minimum: 0, maximum: 1 },
+          maxP99OverBaseline: durationSchema,
+          minRequests: { type: 'integer', minimum: 0 },
+          noTrafficPolicy: { enum: ['fail', 'continue'] },
+          noTrafficIntervals: { type: 'integer', minimum: 1, maximum: 1000 },
+        },
+      },
+    },
+  },
+  serviceParams: { type: 'object', properties: { name }, required: ['name'] },
+  events: {
+    type: 'object',
+    additionalProperties: false,
+    properties: { since: { type: 'string', pattern: '^[0-9]{1,15}$' }, limit: { type: 'string', pattern: '^[0-9]{1,4}$' } },
+  },
+} as const;
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s, 'utf8').digest();
+}
+
+export function rolloutView(r: RolloutRecord | undefined): Record<string, unknown> | null {
+  if (r === undefined) return null;
+  return {
+    id: r.id,
+    service: r.service,
+    state: r.state,
+    to: r.to,
+    baseline: r.baseline,
+    step: r.step,
+    percent: r.steps[r.step],
+    steps: r.steps,
+    interval: `${r.intervalMs}ms`,
+    weights: r.weights,
+    fromWeights: r.fromWeights,
+    analysis: { ...r.analysis, last: r.lastAnalysis ?? null },
+    reason: r.reason ?? null,
+    history: r.history,
+    actor: r.actor,
+    startedAt: r.startedAt,
+    endedAt: r.endedAt ?? null,
+  };
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    scope?: Scope;
+  }
+  interface FastifyRequest {
+    actor: string;
+  }
+}
+
+export class ControlApi {
+  readonly app: FastifyInstance;
+  private readonly tokens: { name: string; digest: Buffer; rank: number }[];
+  private readonly streams = new Set<FastifyReply>();
+
+  constructor(private readonly opts: ControlApiOptions) {
+    this.tokens = opts.config.tokens.map((t) => ({ name: t.name, digest: digest(t.token), rank: Math.max(...t.scopes.map((s) => RANK[s])) }));
+    this.app = Fastify({ logger: false, bodyLimit: 64 * 1024, return503OnClosing: true, forceCloseConnections: true });
+    this.app.setValidatorCompiler(({ schema }) => ajv.compile(schema));
+    this.app.decorateRequest('actor', '');
+    this.app.addHook('onRequest', async (req) => this.authenticate(req));
+    this.app.setErrorHandler((err, req, reply) => this.sendError(err, req, reply));
+    this.app.setNotFoundHandler((req, reply) => {
+      void reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no control endpoint ${req.method} ${req.url.split('?')[0]}` } });
+    });
+    this.routes();
+  }
+
+  private authenticate(req: FastifyRequest): void {
+    const need = req.routeOptions.config?.scope;
+    if (need === undefined) return;
+    if (this.tokens.length === 0) {
+      req.actor = 'local';
+      return;
+    }
+    const h = req.headers.authorization;
+    const m = typeof h === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
+    if (m === null) throw new ControlError(401, 'UNAUTHORIZED', 'missing bearer token (Authorization: Bearer TOKEN)');
+    const d = digest(m[1]);
+    let found: (typeof this.tokens)[number] | undefined;
+    for (const t of this.tokens) {
+      // Every digest is compared, whatever matched before.
+      if (timingSafeEqual(d, t.digest) && found === undefined) found = t;
+    }
+    if (found === undefined) throw new ControlError(401, 'UNAUTHORIZED', 'invalid token');
+    if (found.rank < RANK[need]) throw new ControlError(403, 'FORBIDDEN', `token ${found.name} lacks the ${need} scope`);
+    req.actor = found.name;
+  }
+
+  private sendError(err: unknown, req: FastifyRequest, reply: FastifyReply): void {
+    if (err instanceof ControlError) {
+      void reply.code(err.statusCode).send({ error: { code: err.code, message: err.message, ...err.extra } });
+      return;
+    }
+    const e = err as Error & { code?: string; statusCode?: number; validation?: ErrorObject[]; validationContext?: string };
+    if (e.validation !== undefined) {
+      const problems = describeErrors(e.validation).map((p) => `${e.validationContext ?? 'body'}${p.startsWith('(root)') ? p.slice(6) : `.${p}`}`);
+      void reply.code(400).send({ error: { code: 'INVALID_REQUEST', message: problems.join('; '), problems } });
+      return;
+    }
+    const map: Record<string, [number, string]> = {
+      FST_ERR_CTP_INVALID_JSON_BODY: [400, 'MALFORMED_JSON'],
+      FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'MALFORMED_JSON'],
+      FST_ERR_CTP_BODY_TOO_LARGE: [413, 'BODY_TOO_LARGE'],
+      FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'UNSUPPORTED_MEDIA_TYPE'],
+      FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'BAD_REQUEST'],
+    };
+    const known = e.code !== undefined ? map[e.code] : undefined;
+    if (known !== undefined) {
+      void reply.code(known[0]).send({ error: { code: known[1], message: e.message } });
+      return;
+    }
+    if (e instanceof SyntaxError || (e.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500)) {
+      void reply.code(e.statusCode ?? 400).send({ error: { code: 'BAD_REQUEST', message: e.message } });
+      return;
+    }
+    this.opts.log.error({ err: e.message, route: req.routeOptions.url }, 'control API error');
+    void reply.code(500).send({ error: { code: 'INTERNAL', message: 'internal error' } });
+  }
+
+  private serviceView(name: string): Record<string, unknown> {
+    const c = this.opts.controller;
+    const dp = c.dp;
+    const sc = dp.service(name);
+    if (sc === undefined) throw new ControlError(404, 'UNKNOWN_SERVICE', `unknown service ${name}`);
+    const weights = dp.getWeights(name);
+    const versions: Record<string, unknown> = {};
+    for (const v of sc.versions) {
+      versions[v.name] = {
+        weight: weights[v.name],
+        inflight: dp.statsOf(name, v.name).inflight,
+        endpoints: dp.endpointsOf(name, v.name).map((e) => ({ id: e.id, address: e.address.origin, state: e.state, inflight: e.inflight })),
+      };
+    }
+    return { name, revision: c.serviceRevision(name), weights, versions, rollout: rolloutView(c.rollout(name)) };
+  }
+
+  private routes(): void {
+    const app = this.app;
+    const c = this.opts.controller;
+    type P = { Params: { name: string } };
+    const params = schemas.serviceParams;
+
+    app.get('/v1/services', { config: { scope: 'read' } }, async () => ({
+      revision: c.revision,
+      services: c.dp.serviceList.map((s) => ({
+        name: s.name,
+        revision: c.serviceRevision(s.name),
+        weights: c.dp.getWeights(s.name),
+        rollout: rolloutView(c.rollout(s.name)),
+      })),
+    }));
+
+    app.get<P>('/v1/services/:name', { config: { scope: 'read' }, schema: { params } }, async (req, reply) => {
+      const view = this.serviceView(req.params.name);
+      void reply.header('etag', `"${view.revision}"`);
+      return view;
+    });
+
+    app.put<P & { Body: { weights: Record<string, number> } }>(
+      '/v1/services/:name/weights',
+      { config: { scope: 'deploy' }, schema: { params, body: schemas.weights } },
+      async (req, reply) => {
+        let ifMatch: number | undefined;
+        const im = req.headers['if-match'];
+        if (im !== undefined) {
+          const m = /^\s*(?:W\/)?"?(\d+)"?\s*$/.exec(String(im));
+          if (m === null) throw new ControlError(400, 'BAD_REQUEST', 'If-Match must be a revision such as "12"');
+          ifMatch = Number(m[1]);
+        }
+        const r = await c.setWeights(req.actor, req.params.name, req.body.weights, ifMatch);
+        void reply.header('etag', `"${r.revision}"`);
+        return r;
+      },
+    );
+
+    app.post<P & { Body: { to: string; wait?: boolean; timeout?: string; force?: boolean } }>(
+      '/v1/services/:name/cutover',
+      { config: { scope: 'deploy' }, schema: { params, body: schemas.cutover } },
+      async (req) => {
+        const { name } = req.params;
+        const timeoutMs = parseDuration(req.body.timeout ?? '60s');
+        const r = await c.cutover(req.actor, name, req.body.to, { force: req.body.force });
+        const others = (c.dp.service(name)?.versions ?? []).map((v) => v.name).filter((v) => v !== req.body.to);
+        if (req.body.wait !== true) return { revision: r.revision, weights: r.weights, drained: others.every((v) => c.dp.statsOf(name, v).inflight === 0) };
+        const drained = await c.waitDrained(name, others, timeoutMs);
+        if (!drained) {
+          throw new ControlError(504, 'DRAIN_TIMEOUT', `the old version still had requests in flight after ${req.body.timeout ?? '60s'}`, {
+            revision: r.revision,
+            weights: c.dp.getWeights(name),
+            inflight: c.inflightOf(name),
+            drained: false,
+          });
+        }
+        return { revision: r.revision, weights: r.weights, drained: true };
+      },
+    );
+
+    app.post<P & { Body: { to: string; steps: number[]; interval: string; force?: boolean; analysis?: Record<string, unknown> } }>(
+      '/v1/services/:name/rollout',
+      { config: { scope: 'deploy' }, schema: { params, body: schemas.rollout } },
+      async (req, reply) => {
+        const a = req.body.analysis ?? {};
+        const analysis: AnalysisConfig = {
+          maxErrorRate: (a.maxErrorRate as number | undefined) ?? (a.maxP99 === undefined ? ANALYSIS_DEFAULTS.maxErrorRate : undefined),
+          maxP99Ms: a.maxP99 !== undefined ? parseDuration(a.maxP99 as string) : undefined,
+          maxErrorRateOverBaseline: a.maxErrorRateOverBaseline as number | undefined,
+          maxP99OverBaselineMs: a.maxP99OverBaseline !== undefined ? parseDuration(a.maxP99OverBaseline as string) : undefined,
+          minRequests: (a.minRequests as number | undefined) ?? ANALYSIS_DEFAULTS.minRequests,
+          noTrafficPolicy: (a.noTrafficPolicy as 'fail' | 'continue' | undefined) ?? ANALYSIS_DEFAULTS.noTrafficPolicy,
+          noTrafficIntervals: (a.noTrafficIntervals as number | undefined) ?? ANALYSIS_DEFAULTS.noTrafficIntervals,
+        };
+        for (const k of Object.keys(analysis) as (keyof AnalysisConfig)[]) if (analysis[k] === undefined) delete analysis[k];
+        const intervalMs = parseDuration(req.body.interval);
+        if (intervalMs < 100) throw new ControlError(400, 'INVALID_REQUEST', 'body.interval: must be at least 100ms');
+        const r = await c.startRollout(req.actor, req.params.name, { to: req.body.to, steps: req.body.steps, intervalMs, analysis, force: req.body.force });
+        void reply.code(202);
+        return rolloutView(r);
+      },
+    );
+
+    app.get<P>('/v1/services/:name/rollout', { config: { scope: 'read' }, schema: { params } }, async (req) => {
+      if (c.dp.service(req.params.name) === undefined) throw new ControlError(404, 'UNKNOWN_SERVICE', `unknown service ${req.params.name}`);
+      const r = c.rollout(req.params.name);
+      if (r === undefined) throw new ControlError(404, 'NO_ROLLOUT', `service ${req.params.name} has no rollout`);
+      return rolloutView(r);
+    });
+
+    for (const action of ['pause', 'resume', 'promote', 'abort'] as const) {
+      app.post<P>(`/v1/services/:name/rollout/${action}`, { config: { scope: 'deploy' }, schema: { params } }, async (req) =>
+        rolloutView(await c.steer(req.actor, req.params.name, action)),
+      );
+    }
+
+    app.post<P>('/v1/services/:name/rollback', { config: { scope: 'deploy' }, schema: { params } }, async (req) => c.rollback(req.actor, req.params.name));
+
+    app.post<{ Params: { name: string; id: string } }>(
+      '/v1/services/:name/endpoints/:id/drain',
+      { config: { scope: 'admin' }, schema: { params: { type: 'object', properties: { name, id: { type: 'string', minLength: 1, maxLength: 300 } }, required: ['name', 'id'] } } },
+      async (req) => ({ ...(await c.drainEndpoint(req.actor, req.params.name, req.params.id)), endpoint: req.params.id, draining: true }),
+    );
+
+    app.post('/v1/reload', { config: { scope: 'admin' } }, async (req) => {
+      const problems = this.opts.reload();
+      if (problems.length > 0) throw new ControlError(400, 'CONFIG_INVALID', `the config file was refused; the running config stays: ${problems.join('; ')}`, { problems });
+      await c.record(req.actor, 'config.reloaded', {});
+      return { reloaded: true, revision: c.revision };
+    });
+
+    app.get('/v1/status', { config: { scope: 'read' } }, async () => ({ revision: c.revision, ...(this.opts.info?.() ?? {}) }));
+
+    app.get<{ Querystring: { since?: string; limit?: string } }>('/v1/events', { config: { scope: 'read' }, schema: { querystring: schemas.events } }, async (req, reply) => {
+      const since = Number(req.query.since ?? 0);
+      const accept = String(req.headers.accept ?? '');
+      if (!accept.includes('text/event-stream')) return { events: c.events(since, Number(req.query.limit ?? 1000)) };
+      reply.hijack();
+      const raw = reply.raw;
+      raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      let last = since;
+      const send = (e: { id: number }): void => {
+        if (e.id <= last) return;
+        last = e.id;
+        raw.write(`id: ${e.id}\nevent: change\ndata: ${JSON.stringify(e)}\n\n`);
+      };
+      for (const e of c.events(since)) send(e);
+      const onEvent = (e: { id: number }): void => send(e);
+      c.on('event', onEvent);
+      const beat = setInterval(() => raw.write(': keep-alive\n\n'), 15_000);
+      this.streams.add(reply);
+      raw.on('close', () => {
+        clearInterval(beat);
+        c.off('event', onEvent);
+        this.streams.delete(reply);
+      });
+    });
+  }
+
+  async listen(): Promise<AddressInfo> {
+    const { host, port } = splitHostPort(this.opts.config.listen);
+    if (this.tokens.length === 0 && !isLoopbackHost(host)) {
+      throw new ControlError(500, 'INSECURE_LISTEN', `control.tokens: required when control.listen (${this.opts.config.listen}) is not a loopback address`);
+    }
+    await this.app.listen({ host, port });
+    return this.app.server.address() as AddressInfo;
+  }
+
+  async close(): Promise<void> {
+    for (const r of this.streams) r.raw.end();
+    this.streams.clear();
+    await this.app.close();
+  }
+}

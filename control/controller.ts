@@ -1,0 +1,499 @@
+// The controller owns the desired state. Every change runs through one serialized
+// chain: clone the state, apply the change to the clone, bump the revision, record the
+// event, write the store (compare-and-set on the revision), and only then apply the new
+// weights to the data plane and announce the event. A change that throws, or a store
+// that refuses the write, leaves both the stored and the running state untouched.
+//
+// Rollouts are timers on top of the same chain: each interval analyses the target's
+// window of the gateway's own counters and advances, waits, or rolls back.
+
+import { EventEmitter } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Dataplane } from '../gateway/dataplane.js';
+import { WeightsError } from '../gateway/dataplane.js';
+import { ControlError } from './errors.js';
+import {
+  emptyState,
+  isTerminal,
+  MAX_EVENTS,
+  type AnalysisConfig,
+  type ControlEvent,
+  type DesiredState,
+  type RolloutRecord,
+  type ServiceState,
+  type Weights,
+} from './state.js';
+import { RevisionConflictError, StoreUnavailableError, type Store } from './store/store.js';
+import { baselineOf, stepWeights } from './rollout/plan.js';
+import { analyze } from './rollout/analysis.js';
+
+export interface ControllerOptions {
+  dataplane: Dataplane;
+  store: Store;
+  log: Logger;
+}
+
+export interface RolloutRequest {
+  to: string;
+  steps: number[];
+  intervalMs: number;
+  analysis: AnalysisConfig;
+  force?: boolean;
+}
+
+type Change = { service: string | null; action: string; detail: Record<string, unknown> };
+
+const clone = <T>(v: T): T => structuredClone(v);
+
+class StaleTick extends Error {}
+
+function weightsError(err: unknown): never {
+  if (err instanceof WeightsError) {
+    const status = err.code === 'UNKNOWN_SERVICE' ? 404 : 400;
+    throw new ControlError(status, err.code, err.message);
+  }
+  throw err;
+}
+
+export class Controller extends EventEmitter {
+  private state: DesiredState = emptyState();
+  private chain: Promise<unknown> = Promise.resolve();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private closed = false;
+  readonly dp: Dataplane;
+  private readonly store: Store;
+  private readonly log: Logger;
+
+  constructor(opts: ControllerOptions) {
+    super();
+    this.setMaxListeners(0);
+    this.dp = opts.dataplane;
+    this.store = opts.store;
+    this.log = opts.log;
+  }
+
+  /** Loads the stored state (config seeds it when nothing was written), applies its
+   * weights, and resumes the rollouts that were running. */
+  async start(): Promise<void> {
+    const stored = await this.store.load();
+    if (stored !== null) this.state = stored;
+    this.applyStoredWeights();
+    for (const [name, s] of Object.entries(this.state.services)) {
+      if (s.rollout?.state === 'running') {
+        // The window counters live in this process; the step's analysis starts afresh.
+        s.rollout.stepStartedAt = Date.now();
+        s.rollout.idleIntervals = 0;
+        this.log.info({ service: name, step: s.rollout.step, percent: s.rollout.steps[s.rollout.step] }, 'resuming rollout at its stored step');
+        this.schedule(name);
+      }
+    }
+  }
+
+  /** After a config reload: stored weights win for the versions that still exist. */
+  applyStoredWeights(): void {
+    for (const [name, s] of Object.entries(this.state.services)) {
+      const sc = this.dp.service(name);
+      if (sc === undefined) continue;
+      const w: Weights = {};
+      for (const v of sc.versions) if (s.weights[v.name] !== undefined) w[v.name] = s.weights[v.name];
+      try {
+        this.dp.setWeights(name, w);
+      } catch (err) {
+        this.log.warn({ service: name, err: (err as Error).message }, 'stored weights do not fit the config; the config weights stay');
+      }
+    }
+  }
+
+  get revision(): number {
+    return this.state.revision;
+  }
+
+  snapshot(): DesiredState {
+    return this.state;
+  }
+
+  serviceState(name: string): ServiceState | undefined {
+    return this.state.services[name];
+  }
+
+  /** The service's revision: of its last change, 0 while only the config set it. */
+  serviceRevision(name: string): number {
+    return this.state.services[name]?.revision ?? 0;
+  }
+
+  rollout(name: string): RolloutRecord | undefined {
+    return this.state.services[name]?.rollout;
+  }
+
+  events(since = 0, limit = MAX_EVENTS): ControlEvent[] {
+    return this.state.events.filter((e) => e.id > since).slice(0, limit);
+  }
+
+  private requireService(name: string): void {
+    if (this.dp.service(name) === undefined) throw new ControlError(404, 'UNKNOWN_SERVICE', `unknown service ${name}`);
+  }
+
+  private requireVersion(service: string, version: string): void {
+    if (!this.dp.service(service)!.versions.some((v) => v.name === version)) {
+      throw new ControlError(400, 'UNKNOWN_VERSION', `service ${service} has no version ${version}`);
+    }
+  }
+
+  private svc(state: DesiredState, name: string): ServiceState {
+    let s = state.services[name];
+    if (s === undefined) {
+      s = { weights: this.dp.getWeights(name), revision: 0 };
+      state.services[name] = s;
+    }
+    return s;
+  }
+
+  private activeRollout(name: string): RolloutRecord | undefined {
+    const r = this.state.services[name]?.rollout;
+    return r !== undefined && !isTerminal(r.state) ? r : undefined;
+  }
+
+  private refuseDuringRollout(name: string, what: string): void {
+    const r = this.activeRollout(name);
+    if (r !== undefined) {
+      throw new ControlError(409, 'ROLLOUT_IN_PROGRESS', `cannot ${what} while a rollout of ${name} to ${r.to} is ${r.state}; pause/promote/abort it first`, { rollout: r.id });
+    }
+  }
+
+  /**
+   * The one way to change state. `fn` changes the clone and describes the change; if it
+   * throws, nothing happened. Runs strictly one at a time.
+   */
+  mutate<T>(actor: string, fn: (next: DesiredState) => Change & { result?: T }): Promise<{ revision: number; event: ControlEvent; result?: T }> {
+    const run = async (): Promise<{ revision: number; event: ControlEvent; result?: T }> => {
+      if (this.closed) throw new ControlError(503, 'SHUTTING_DOWN', 'the gateway is shutting down');
+      const prev = this.state;
+      const next = clone(prev);
+      const change = fn(next);
+      next.revision = prev.revision + 1;
+      if (change.service !== null) this.svc(next, change.service).revision = next.revision;
+      const event: ControlEvent = {
+        id: next.nextEventId++,
+        time: new Date().toISOString(),
+        actor,
+        service: change.service,
+        action: change.action,
+        revision: next.revision,
+        detail: change.detail,
+      };
+      next.events.push(event);
+      if (next.events.length > MAX_EVENTS) next.events.splice(0, next.events.length - MAX_EVENTS);
+      try {
+        await this.store.write(prev.revision, next);
+      } catch (err) {
+        if (err instanceof StoreUnavailableError) throw new ControlError(503, 'STORE_UNAVAILABLE', err.message);
+        if (err instanceof RevisionConflictError) throw new ControlError(409, 'REVISION_CONFLICT', err.message);
+        throw err;
+      }
+      this.state = next;
+      if (change.service !== null) {
+        const w = next.services[change.service]?.weights;
+        if (w !== undefined) this.dp.setWeights(change.service, w);
+      }
+      this.log.info({ actor, service: change.service, action: change.action, revision: next.revision, detail: change.detail }, 'control change');
+      this.emit('event', event);
+      return { revision: next.revision, event, result: change.result };
+    };
+    const p = this.chain.then(run, run);
+    this.chain = p.catch(() => {});
+    return p;
+  }
+
+  /** Sets weights (versions not named keep theirs). `ifMatch` is the service revision
+   * the caller last saw. */
+  async setWeights(actor: string, service: string, weights: Weights, ifMatch?: number): Promise<{ revision: number; weights: Weights }> {
+    this.requireService(service);
+    const r = await this.mutate(actor, (next) => {
+      if (ifMatch !== undefined && ifMatch !== this.serviceRevision(service)) {
+        throw new ControlError(412, 'REVISION_MISMATCH', `If-Match revision ${ifMatch} is stale; service ${service} is at revision ${this.serviceRevision(service)}`, {
+          revision: this.serviceRevision(service),
+        });
+      }
+      this.refuseDuringRollout(service, 'set weights');
+      try {
+        this.dp.validateWeights(service, weights);
+      } catch (err) {
+        weightsError(err);
+      }
+      const s = this.svc(next, service);
+      const before = { ...this.dp.getWeights(service) };
+      s.previousWeights = before;
+      s.weights = { ...before, ...weights };
+      return { service, action: 'weights', detail: { from: before, to: s.weights } };
+    });
+    return { revision: r.revision, weights: this.dp.getWeights(service) };
+  }
+
+  /** Preflight for cutover and rollout: the target must have a healthy endpoint. */
+  private preflight(service: string, to: string, force: boolean | undefined): void {
+    const healthy = this.dp.endpointsOf(service, to).filter((e) => e.state === 'healthy').length;
+    if (healthy === 0 && !force) {
+      throw new ControlError(422, 'TARGET_UNHEALTHY', `version ${to} of ${service} has no healthy endpoint; refusing (use force to override)`);
+    }
+  }
+
+  async cutover(actor: string, service: string, to: string, opts: { force?: boolean }): Promise<{ revision: number; weights: Weights; from: string[] }> {
+    this.requireService(service);
+    this.requireVersion(service, to);
+    let from: string[] = [];
+    const r = await this.mutate(actor, (next) => {
+      this.refuseDuringRollout(service, 'cut over');
+      this.preflight(service, to, opts.force);
+      const before = this.dp.getWeights(service);
+      from = Object.keys(before).filter((v) => v !== to && before[v] > 0);
+      const weights: Weights = {};
+      for (const v of Object.keys(before)) weights[v] = v === to ? 100 : 0;
+      const s = this.svc(next, service);
+      s.previousWeights = before;
+      s.weights = weights;
+      return { service, action: 'cutover', detail: { to, from: before, weights, force: opts.force === true } };
+    });
+    return { revision: r.revision, weights: this.dp.getWeights(service), from };
+  }
+
+  /** Resolves true when none of `versions` has a request in flight, false at the deadline. */
+  async waitDrained(service: string, versions: string[], timeoutMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<boolean>((r) => {
+      timer = setTimeout(() => r(false), timeoutMs);
+    });
+    const idle = Promise.all(versions.map((v) => this.dp.whenVersionIdle(service, v))).then(() => true);
+    const ok = await Promise.race([idle, deadline]);
+    clearTimeout(timer);
+    return ok;
+  }
+
+  inflightOf(service: string): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const v of this.dp.service(service)?.versions ?? []) out[v.name] = this.dp.statsOf(service, v.name).inflight;
+    return out;
+  }
+
+  async rollback(actor: string, service: string): Promise<{ revision: number; weights: Weights }> {
+    this.requireService(service);
+    const r = await this.mutate(actor, (next) => {
+      this.refuseDuringRollout(service, 'roll back');
+      const s = this.svc(next, service);
+      if (s.previousWeights === undefined) throw new ControlError(409, 'NOTHING_TO_ROLL_BACK', `service ${service} has no earlier weights to restore`);
+      try {
+        this.dp.validateWeights(service, s.previousWeights);
+      } catch (err) {
+        weightsError(err);
+      }
+      const before = this.dp.getWeights(service);
+      s.weights = { ...before, ...s.previousWeights };
+      s.previousWeights = before;
+      return { service, action: 'rollback', detail: { from: before, to: s.weights } };
+    });
+    return { revision: r.revision, weights: this.dp.getWeights(service) };
+  }
+
+  async startRollout(actor: string, service: string, req: RolloutRequest): Promise<RolloutRecord> {
+    this.requireService(service);
+    this.requireVersion(service, req.to);
+    const steps = req.steps;
+    if (steps.length === 0 || steps.some((s, i) => !Number.isInteger(s) || s < 1 || s > 100 || (i > 0 && s <= steps[i - 1]))) {
+      throw new ControlError(400, 'INVALID_STEPS', 'steps must be integers from 1 to 100, strictly increasing');
+    }
+    if (steps[steps.length - 1] !== 100) throw new ControlError(400, 'INVALID_STEPS', 'the last step must be 100');
+    if (this.dp.service(service)!.versions.length < 2) throw new ControlError(400, 'INVALID_ROLLOUT', `service ${service} has only one version`);
+    const r = await this.mutate(actor, (next) => {
+      this.refuseDuringRollout(service, 'start a rollout');
+      this.preflight(service, req.to, req.force);
+      const from = this.dp.getWeights(service);
+      const weights = stepWeights(from, req.to, steps[0]);
+      const now = Date.now();
+      const rollout: RolloutRecord = {
+        id: randomUUID(),
+        service,
+        to: req.to,
+        baseline: baselineOf(from, req.to),
+        steps,
+        step: 0,
+        intervalMs: req.intervalMs,
+        analysis: req.analysis,
+        state: 'running',
+        fromWeights: from,
+        weights,
+        stepStartedAt: now,
+        idleIntervals: 0,
+        history: [{ step: 0, percent: steps[0], at: new Date(now).toISOString() }],
+        actor,
+        startedAt: new Date(now).toISOString(),
+      };
+      const s = this.svc(next, service);
+      s.previousWeights = from;
+      s.weights = weights;
+      s.rollout = rollout;
+      return { service, action: 'rollout.started', detail: { rollout: rollout.id, to: req.to, steps, intervalMs: req.intervalMs, weights }, result: rollout };
+    });
+    this.schedule(service);
+    return r.result!;
+  }
+
+  private requireRollout(next: DesiredState, service: string): RolloutRecord {
+    const r = next.services[service]?.rollout;
+    if (r === undefined) throw new ControlError(404, 'NO_ROLLOUT', `service ${service} has no rollout`);
+    return r;
+  }
+
+  /** pause | resume | promote | abort. */
+  async steer(actor: string, service: string, action: 'pause' | 'resume' | 'promote' | 'abort'): Promise<RolloutRecord> {
+    this.requireService(service);
+    const r = await this.mutate(actor, (next) => {
+      const ro = this.requireRollout(next, service);
+      const s = next.services[service];
+      const allowed = action === 'resume' ? ro.state === 'paused' : action === 'pause' ? ro.state === 'running' : !isTerminal(ro.state);
+      if (!allowed) throw new ControlError(409, 'ROLLOUT_NOT_ACTIVE', `cannot ${action} a rollout that is ${ro.state}`, { state: ro.state });
+      const now = new Date();
+      switch (action) {
+        case 'pause':
+          ro.state = 'paused';
+          break;
+        case 'resume':
+          ro.state = 'running';
+          ro.stepStartedAt = now.getTime();
+          ro.idleIntervals = 0;
+          break;
+        case 'promote':
+          ro.state = 'succeeded';
+          ro.step = ro.steps.length - 1;
+          ro.weights = stepWeights(ro.fromWeights, ro.to, 100);
+          ro.history.push({ step: ro.step, percent: 100, at: now.toISOString() });
+          ro.endedAt = now.toISOString();
+          ro.reason = `promoted by ${actor}`;
+          s.weights = ro.weights;
+          break;
+        case 'abort':
+          ro.state = 'aborted';
+          ro.weights = { ...ro.fromWeights };
+          ro.endedAt = now.toISOString();
+          ro.reason = `aborted by ${actor}`;
+          s.weights = ro.weights;
+          break;
+      }
+      return { service, action: `rollout.${action === 'abort' ? 'aborted' : action === 'promote' ? 'promoted' : action === 'pause' ? 'paused' : 'resumed'}`, detail: { rollout: ro.id, step: ro.step, weights: ro.weights }, result: ro };
+    });
+    this.clearTimer(service);
+    if (r.result!.state === 'running') this.schedule(service);
+    return r.result!;
+  }
+
+  private clearTimer(service: string): void {
+    const t = this.timers.get(service);
+    if (t !== undefined) clearTimeout(t);
+    this.timers.delete(service);
+  }
+
+  private schedule(service: string): void {
+    this.clearTimer(service);
+    const ro = this.activeRollout(service);
+    if (ro === undefined || ro.state !== 'running' || this.closed) return;
+    const wait = Math.max(0, ro.stepStartedAt + ro.intervalMs - Date.now());
+    const t = setTimeout(() => {
+      this.timers.delete(service);
+      this.tick(service).catch((err) => {
+        this.log.error({ service, err: (err as Error).message }, 'rollout step failed; retrying at the next interval');
+        // A store outage must not lose the rollout: try again one interval later.
+        const cur = this.activeRollout(service);
+        if (cur?.state === 'running' && !this.closed) {
+          const retry = setTimeout(() => void this.tick(service).catch(() => this.schedule(service)), cur.intervalMs);
+          this.timers.set(service, retry);
+        }
+      });
+    }, wait);
+    this.timers.set(service, t);
+  }
+
+  /** One analysis interval of a running rollout. */
+  private async tick(service: string): Promise<void> {
+    const cur = this.activeRollout(service);
+    if (cur === undefined || cur.state !== 'running') return;
+    const now = Date.now();
+    const window = (v: string) => this.dp.statsOf(service, v).window.summary(cur.stepStartedAt, now);
+    const result = analyze(
+      cur.analysis,
+      cur.step,
+      { version: cur.to, w: window(cur.to) },
+      cur.baseline !== null ? { version: cur.baseline, w: window(cur.baseline) } : undefined,
+    );
+    const applied = this.mutate('rollout', (next) => {
+      const ro = this.requireRollout(next, service);
+      // Steered (paused, promoted, aborted) while this interval was being analysed.
+      if (ro.id !== cur.id || ro.state !== 'running') throw new StaleTick();
+      const s = next.services[service];
+      const at = new Date(now).toISOString();
+      ro.lastAnalysis = result;
+      const rollBack = (reason: string): Change => {
+        ro.state = 'rolled_back';
+        ro.reason = reason;
+        ro.weights = { ...ro.fromWeights };
+        ro.endedAt = at;
+        s.weights = ro.weights;
+        return { service, action: 'rollout.rolled_back', detail: { rollout: ro.id, step: ro.step, reason, analysis: result, weights: ro.weights } };
+      };
+      const advance = (): Change => {
+        ro.idleIntervals = 0;
+        ro.stepStartedAt = now;
+        if (ro.step === ro.steps.length - 1) {
+          ro.state = 'succeeded';
+          ro.endedAt = at;
+          ro.reason = `every step passed analysis; ${ro.to} carries 100%`;
+          return { service, action: 'rollout.succeeded', detail: { rollout: ro.id, analysis: result, weights: ro.weights } };
+        }
+        ro.step++;
+        ro.weights = stepWeights(ro.fromWeights, ro.to, ro.steps[ro.step]);
+        ro.history.push({ step: ro.step, percent: ro.steps[ro.step], at });
+        s.weights = ro.weights;
+        return { service, action: 'rollout.step', detail: { rollout: ro.id, step: ro.step, percent: ro.steps[ro.step], analysis: result, weights: ro.weights } };
+      };
+      if (result.verdict === 'fail') return rollBack(`analysis failed at step ${ro.step} (${ro.steps[ro.step]}%): ${result.reason}`);
+      if (result.verdict === 'pass') return advance();
+      ro.idleIntervals++;
+      if (ro.idleIntervals >= ro.analysis.noTrafficIntervals) {
+        if (ro.analysis.noTrafficPolicy === 'continue') return advance();
+        return rollBack(`no traffic: ${result.reason} for ${ro.idleIntervals} interval(s)`);
+      }
+      // Keep the window growing: the step waits for enough requests.
+      return { service, action: 'rollout.waiting', detail: { rollout: ro.id, step: ro.step, analysis: result, idleIntervals: ro.idleIntervals } };
+    });
+    try {
+      await applied;
+    } catch (err) {
+      if (err instanceof StaleTick) return;
+      throw err;
+    }
+    this.schedule(service);
+  }
+
+  /** admin: no new requests to the endpoint; in-flight ones finish. */
+  async drainEndpoint(actor: string, service: string, id: string): Promise<{ revision: number }> {
+    this.requireService(service);
+    const found = this.dp.allEndpoints().some((e) => e.service === service && e.id === id && e.listed);
+    if (!found) throw new ControlError(404, 'UNKNOWN_ENDPOINT', `service ${service} has no endpoint ${id}`);
+    const r = await this.mutate(actor, () => {
+      this.dp.drainEndpoint(service, id);
+      return { service, action: 'endpoint.drained', detail: { endpoint: id } };
+    });
+    return { revision: r.revision };
+  }
+
+  /** Records a non-weight event (config reload) in the audit log. */
+  async record(actor: string, action: string, detail: Record<string, unknown>): Promise<void> {
+    await this.mutate(actor, () => ({ service: null, action, detail }));
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    await this.chain.catch(() => {});
+    await this.store.close();
+  }
+}
