@@ -1,0 +1,432 @@
+// Shared pieces of the benchmark scripts: child processes that are always stopped (by
+// pid) when the script ends however it ends, free loopback ports, readiness polling,
+// wrk runs and their parsing, a bounded load generator, and the results files.
+
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Agent, request } from 'undici';
+import { stringify } from 'yaml';
+
+export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
+export const ROOT = resolve(BENCH_DIR, '..');
+export const CLI = join(ROOT, 'dist/bin/switchyard.js');
+export const RESULTS_DIR = process.env.BENCH_OUT ? resolve(process.env.BENCH_OUT) : join(BENCH_DIR, 'results');
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---- child processes ----
+
+/** Every child started here, by pid, until it has exited. */
+const children = new Map();
+let cleanupInstalled = false;
+
+function killAllSync(signal = 'SIGKILL') {
+  for (const [pid, c] of children) {
+    if (c.exitCode === null && c.signalCode === null) {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+}
+
+function installCleanup() {
+  if (cleanupInstalled) return;
+  cleanupInstalled = true;
+  // The last resort: whatever is still running when this process exits is killed.
+  process.on('exit', () => killAllSync('SIGKILL'));
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.on(sig, () => {
+      process.stderr.write(`bench: ${sig}, stopping ${children.size} child process(es)\n`);
+      killAllSync('SIGKILL');
+      process.exit(130);
+    });
+  }
+}
+
+/**
+ * Starts a child process and follows its stdout line by line (JSON lines parsed).
+ * @returns {{proc, pid, lines: object[], out: () => string, err: () => string, exited: Promise<{code, signal}>, waitLine(pred, timeoutMs): Promise<object>, stop(signal?, timeoutMs?): Promise<{code, signal}>}}
+ */
+export function startChild(cmd, args, opts = {}) {
+  installCleanup();
+  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env, cwd: opts.cwd ?? ROOT });
+  const lines = [];
+  let out = '';
+  let err = '';
+  let buf = '';
+  const waiters = [];
+  if (proc.pid !== undefined) children.set(proc.pid, proc);
+  const exited = new Promise((r) =>
+    proc.once('exit', (code, signal) => {
+      children.delete(proc.pid);
+      for (const w of waiters.splice(0)) w.reject(new Error(`${opts.label ?? cmd} exited (code ${code}, signal ${signal}) before the expected line; stderr: ${err.slice(-2000)}`));
+      r({ code, signal });
+    }),
+  );
+  proc.once('error', (e) => {
+    err += String(e);
+  });
+  proc.stdout.on('data', (d) => {
+    const s = d.toString();
+    if (opts.keepOutput !== false && out.length < 1_000_000) out += s;
+    buf += s;
+    let i;
+    while ((i = buf.indexOf('\n')) !== -1) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      let o;
+      try {
+        o = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      lines.push(o);
+      for (let k = waiters.length - 1; k >= 0; k--) {
+        if (waiters[k].pred(o)) {
+          waiters[k].resolve(o);
+          waiters.splice(k, 1);
+        }
+      }
+    }
+  });
+  proc.stderr.on('data', (d) => {
+    if (err.length < 1_000_000) err += d.toString();
+  });
+  const child = {
+    proc,
+    pid: proc.pid,
+    lines,
+    label: opts.label ?? cmd,
+    out: () => out,
+    err: () => err,
+    exited,
+    get running() {
+      return proc.exitCode === null && proc.signalCode === null;
+    },
+    waitLine(pred, timeoutMs = 15_000) {
+      const found = lines.find(pred);
+      if (found) return Promise.resolve(found);
+      if (!child.running) return Promise.reject(new Error(`${child.label} is not running; stderr: ${err.slice(-2000)}`));
+      return new Promise((resolveW, rejectW) => {
+        const w = { pred, resolve: resolveW, reject: rejectW };
+        waiters.push(w);
+        setTimeout(() => {
+          const k = waiters.indexOf(w);
+          if (k !== -1) {
+            waiters.splice(k, 1);
+            rejectW(new Error(`${child.label}: timed out waiting for a line; stderr: ${err.slice(-2000)}`));
+          }
+        }, timeoutMs).unref();
+      });
+    },
+    /** Sends a signal (default SIGTERM) and waits for exit; SIGKILL after timeoutMs. */
+    async stop(signal = 'SIGTERM', timeoutMs = 5000) {
+      if (child.running) proc.kill(signal);
+      const t = setTimeout(() => {
+        if (child.running) proc.kill('SIGKILL');
+      }, timeoutMs);
+      const r = await exited;
+      clearTimeout(t);
+      return r;
+    },
+    signal(sig) {
+      if (child.running) proc.kill(sig);
+    },
+  };
+  return child;
+}
+
+/** Stops every child still running (SIGTERM, then SIGKILL), by pid. */
+export async function stopAll(timeoutMs = 3000) {
+  const running = [...children.values()];
+  await Promise.all(
+    running.map(
+      (proc) =>
+        new Promise((r) => {
+          if (proc.exitCode !== null || proc.signalCode !== null) return r();
+          const t = setTimeout(() => {
+            try {
+              process.kill(proc.pid, 'SIGKILL');
+            } catch {
+              /* gone */
+            }
+          }, timeoutMs);
+          proc.once('exit', () => {
+            clearTimeout(t);
+            r();
+          });
+          try {
+            process.kill(proc.pid, 'SIGTERM');
+          } catch {
+            clearTimeout(t);
+            r();
+          }
+        }),
+    ),
+  );
+}
+
+export function runningChildren() {
+  return [...children.keys()];
+}
+
+// ---- ports and readiness ----
+
+/** A port that was free on 127.0.0.1 a moment ago. */
+export function freePort() {
+  return new Promise((resolveP, rejectP) => {
+    const s = net.createServer();
+    s.once('error', rejectP);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolveP(port));
+    });
+  });
+}
+
+/** Polls url until it answers `status` (default 200). */
+export async function waitHttp(url, { status = 200, timeoutMs = 15_000, child } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    if (child && !child.running) throw new Error(`${child.label} exited while waiting for ${url}; stderr: ${child.err().slice(-2000)}; stdout: ${child.out().slice(-2000)}`);
+    try {
+      const res = await request(url, { headersTimeout: 1000, bodyTimeout: 1000 });
+      await res.body.dump();
+      if (res.statusCode === status) return;
+      last = `status ${res.statusCode}`;
+    } catch (e) {
+      last = e.message;
+    }
+    await sleep(50);
+  }
+  throw new Error(`timed out waiting for ${url} to answer ${status} (last: ${last})`);
+}
+
+// ---- the pieces under test ----
+
+/** Starts bench/upstream.mjs; resolves once it listens. */
+export async function startUpstream(name, { fail = false, port = 0 } = {}) {
+  const args = [join(BENCH_DIR, 'upstream.mjs'), '--name', name, '--port', String(port)];
+  if (fail) args.push('--fail');
+  const c = startChild(process.execPath, args, { label: `upstream ${name}` });
+  const l = await c.waitLine((o) => o.ready === true);
+  c.port = l.port;
+  c.address = `127.0.0.1:${l.port}`;
+  c.url = `http://127.0.0.1:${l.port}`;
+  c.name = name;
+  return c;
+}
+
+/** Starts bench/http-proxy-forwarder.mjs in front of one upstream. */
+export async function startForwarder(targetUrl, { maxSockets = 256 } = {}) {
+  const c = startChild(process.execPath, [join(BENCH_DIR, 'http-proxy-forwarder.mjs'), '--target', targetUrl, '--max-sockets', String(maxSockets)], { label: 'http-proxy forwarder' });
+  const l = await c.waitLine((o) => o.ready === true);
+  c.port = l.port;
+  c.url = `http://127.0.0.1:${l.port}`;
+  return c;
+}
+
+/** A Switchyard config for the benchmarks; `services` is the services map. */
+export function gatewayConfig({ port, adminPort, controlPort, level = 'warn', services, shutdown = { drainDelay: '0s', grace: '5s' } }) {
+  return {
+    gateway: { listen: `127.0.0.1:${port}` },
+    admin: { listen: `127.0.0.1:${adminPort}` },
+    control: { listen: `127.0.0.1:${controlPort}` },
+    state: { store: 'memory' },
+    log: { level },
+    services,
+    shutdown,
+  };
+}
+
+export function writeYaml(config, file) {
+  file ??= join(mkdtempSync(join(os.tmpdir(), 'switchyard-bench-')), 'switchyard.yaml');
+  writeFileSync(file, stringify(config));
+  return file;
+}
+
+/**
+ * Starts `switchyard serve` on free loopback ports; resolves when /ready answers 200.
+ * @param makeConfig ({port, adminPort, controlPort}) => config object
+ */
+export async function startGateway(makeConfig, { label = 'switchyard' } = {}) {
+  const ports = { port: await freePort(), adminPort: await freePort(), controlPort: await freePort() };
+  const config = makeConfig(ports);
+  const file = writeYaml(config);
+  const c = startChild(process.execPath, [CLI, 'serve', '--config', file], { label });
+  c.file = file;
+  c.config = config;
+  c.port = ports.port;
+  c.url = `http://127.0.0.1:${ports.port}`;
+  c.adminUrl = `http://127.0.0.1:${ports.adminPort}`;
+  await waitHttp(`${c.adminUrl}/ready`, { child: c });
+  /** Rewrites the config file and sends SIGHUP. */
+  c.reconfigure = (next) => {
+    c.config = next;
+    writeYaml(next, file);
+    c.signal('SIGHUP');
+  };
+  return c;
+}
+
+// ---- wrk ----
+
+export function haveWrk() {
+  return spawnSync('wrk', ['--version'], { encoding: 'utf8' }).error === undefined;
+}
+
+const UNIT_MS = { us: 1e-3, ms: 1, s: 1e3, m: 60e3, h: 3600e3 };
+
+/** A wrk duration or latency figure ("812.00us", "1.20ms", "2.00s") in milliseconds. */
+export function wrkTimeMs(s) {
+  const m = /^([\d.]+)(us|ms|s|m|h)$/.exec(s.trim());
+  if (!m) return NaN;
+  return Number(m[1]) * UNIT_MS[m[2]];
+}
+
+/** Parses wrk --latency output. */
+export function parseWrk(text) {
+  const num = (re) => {
+    const m = re.exec(text);
+    return m ? Number(m[1]) : NaN;
+  };
+  const pct = (p) => {
+    const m = new RegExp(`^\\s+${p}%\\s+(\\S+)\\s*$`, 'm').exec(text);
+    return m ? wrkTimeMs(m[1]) : NaN;
+  };
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text);
+  return {
+    rps: num(/^Requests\/sec:\s+([\d.]+)/m),
+    requests: num(/^\s+(\d+) requests in /m),
+    p50Ms: pct(50),
+    p75Ms: pct(75),
+    p90Ms: pct(90),
+    p99Ms: pct(99),
+    non2xx: num(/Non-2xx or 3xx responses: (\d+)/) || 0,
+    socketErrors: sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0,
+  };
+}
+
+/** Runs wrk against url; resolves with the parsed figures (and the raw text). */
+export async function runWrk(url, { threads = 1, connections = 64, duration = '5s' } = {}) {
+  const c = startChild('wrk', [`-t${threads}`, `-c${connections}`, `-d${duration}`, '--latency', url], { label: 'wrk' });
+  const { code, signal } = await c.exited;
+  if (code !== 0) throw new Error(`wrk exited with ${code ?? signal}: ${c.err()}`);
+  const r = parseWrk(c.out());
+  if (!(r.rps > 0)) throw new Error(`could not parse wrk output:\n${c.out()}\n${c.err()}`);
+  return { ...r, raw: c.out() };
+}
+
+// ---- in-script load generator (scenarios) ----
+
+/**
+ * A bounded closed-loop load generator: `concurrency` workers send GETs back to back
+ * over one undici Agent until `until()` is true or `durationMs` passed. Every outcome
+ * counts: a non-2xx answer or a transport error is a failure.
+ */
+export async function drive(url, { concurrency = 64, durationMs = 5000, until } = {}) {
+  const agent = new Agent({ connections: concurrency, pipelining: 1, keepAliveTimeout: 10_000 });
+  const lat = [];
+  const r = { requests: 0, ok: 0, failed: 0, statuses: {}, errors: {}, byUpstream: {} };
+  const t0 = performance.now();
+  const deadline = t0 + durationMs;
+  const worker = async () => {
+    while (performance.now() < deadline && !(until?.() ?? false)) {
+      const s = performance.now();
+      r.requests++;
+      try {
+        const res = await request(url, { dispatcher: agent, headersTimeout: 15_000, bodyTimeout: 15_000 });
+        await res.body.dump();
+        r.statuses[res.statusCode] = (r.statuses[res.statusCode] ?? 0) + 1;
+        const up = res.headers['x-bench-upstream'];
+        if (typeof up === 'string') r.byUpstream[up] = (r.byUpstream[up] ?? 0) + 1;
+        if (res.statusCode >= 200 && res.statusCode < 300) r.ok++;
+        else r.failed++;
+      } catch (e) {
+        r.failed++;
+        const k = e.code ?? e.message ?? String(e);
+        r.errors[k] = (r.errors[k] ?? 0) + 1;
+      }
+      lat.push(performance.now() - s);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const elapsed = (performance.now() - t0) / 1000;
+  await agent.close().catch(() => {});
+  lat.sort((a, b) => a - b);
+  const q = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.ceil(p * lat.length) - 1)] : NaN);
+  return { ...r, seconds: elapsed, rps: r.requests / elapsed, p50Ms: q(0.5), p99Ms: q(0.99), maxMs: lat.length ? lat[lat.length - 1] : NaN };
+}
+
+// ---- statistics and results ----
+
+export function median(xs) {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (!s.length) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+export const fmt = (n, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
+
+export function machineInfo() {
+  return {
+    node: process.version,
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model,
+    loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100),
+    platform: `${os.platform()} ${os.release()}`,
+    wrk: spawnSync('wrk', ['--version'], { encoding: 'utf8' }).stdout?.split('\n')[0]?.trim(),
+  };
+}
+
+export function readResults() {
+  const f = join(RESULTS_DIR, 'latest.json');
+  if (!existsSync(f)) return undefined;
+  try {
+    return JSON.parse(readFileSync(f, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Writes latest.json and latest.md from one results object. */
+export function writeResults(results) {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  writeFileSync(join(RESULTS_DIR, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(join(RESULTS_DIR, 'latest.md'), toMarkdown(results));
+  return RESULTS_DIR;
+}
+
+export function toMarkdown(r) {
+  const out = ['# Switchyard benchmark results', ''];
+  out.push(`Run ${r.date ?? '?'} on ${r.machine?.cpus ?? '?'} CPU(s) (${r.machine?.cpuModel ?? '?'}), Node ${r.machine?.node ?? '?'}, load average at start ${r.machine?.loadavg?.join(' ') ?? '?'}.`);
+  out.push('All traffic on 127.0.0.1; every process (upstream, gateway, forwarder, load generator) shares the same cores, so figures are noisy.', '');
+  const t = r.throughput;
+  if (t) {
+    out.push('## Throughput (wrk)', '');
+    out.push(`\`wrk -t${t.settings.threads} -c${t.settings.connections} -d${t.settings.duration} --latency\`, ${t.settings.rounds} interleaved round(s) (order rotated each round), ${t.settings.warmup} warm-up per target. Upstream: bench/upstream.mjs (own process, ${t.settings.bodyBytes}-byte body).`, '');
+    out.push('| round | target | req/s | p50 ms | p99 ms | non-2xx | socket errors |', '|---|---|---:|---:|---:|---:|---:|');
+    for (const x of t.runs) out.push(`| ${x.round} | ${x.target} | ${fmt(x.rps)} | ${fmt(x.p50Ms, 2)} | ${fmt(x.p99Ms, 2)} | ${x.non2xx} | ${x.socketErrors} |`);
+    out.push('', '| target | median req/s | median p50 ms | median p99 ms |', '|---|---:|---:|---:|');
+    for (const [name, m] of Object.entries(t.medians)) out.push(`| ${name} | ${fmt(m.rps)} | ${fmt(m.p50Ms, 2)} | ${fmt(m.p99Ms, 2)} |`);
+    out.push('', `Switchyard / direct: **${fmt(t.ratios.switchyardToDirect, 2)}**; Switchyard / http-proxy: **${fmt(t.ratios.switchyardToHttpProxy, 2)}** (goal ≥ 2.00).`, '');
+  }
+  const s = r.scenarios;
+  if (s) {
+    out.push('## Zero-loss scenarios (in-script undici load generator)', '');
+    out.push(`Closed loop, ${s.settings.concurrency} concurrent requests for ${s.settings.duration} per scenario; a failure is a non-2xx answer or a transport error. Gateway settings: ${s.settings.gatewaySettings}.`, '');
+    out.push('| scenario | requests | failed | p99 ms | req/s | notes |', '|---|---:|---:|---:|---:|---|');
+    for (const x of s.results) out.push(`| ${x.name} | ${x.requests} | ${x.failed} | ${fmt(x.p99Ms, 1)} | ${fmt(x.rps)} | ${(x.notes ?? '').replace(/\|/g, '/')} |`);
+    out.push('');
+  }
+  return `${out.join('\n')}\n`;
+}
