@@ -4,11 +4,26 @@
 import { ConfigError, loadConfigFile } from '../config/load.js';
 import { runDemo } from './demo.js';
 import { startGateway } from './serve.js';
+import { CliExit, runClient } from '../control/cli.js';
 
 const USAGE = `usage:
   switchyard serve --config FILE     run a gateway
   switchyard check --config FILE     validate a config (exit 0, or 1 with one line per problem)
   switchyard demo [--port 8080]      a gateway with demo blue and green upstreams on loopback
+
+client commands (SWITCHYARD_URL, default http://127.0.0.1:9090; SWITCHYARD_TOKEN; --json):
+  switchyard status [SERVICE]
+  switchyard weights SERVICE blue=90 green=10 [--if-match REVISION]
+  switchyard cutover SERVICE --to green [--wait] [--timeout 60s] [--force]
+  switchyard rollout SERVICE --to green --steps 5,25,50,100 --interval 30s
+                     [--max-error-rate 1%] [--max-p99 500ms] [--min-requests 20]
+                     [--no-traffic fail|continue] [--wait] [--timeout 10m] [--force]
+  switchyard pause|resume|promote|abort SERVICE
+  switchyard rollback SERVICE
+  switchyard events [--follow] [--since ID]
+
+exit codes: 0 done; 1 failed or rolled back; 2 usage error or invalid request;
+            3 authentication or permission refused; 4 unreachable or --timeout passed
 `;
 
 function usage(message?: string): never {
@@ -73,6 +88,29 @@ async function main(argv: string[]): Promise<void> {
     case 'demo':
       await runDemo(args);
       break;
+    case 'status':
+    case 'weights':
+    case 'cutover':
+    case 'rollout':
+    case 'pause':
+    case 'resume':
+    case 'promote':
+    case 'abort':
+    case 'rollback':
+    case 'events': {
+      let code: number;
+      try {
+        code = await runClient(cmd, args);
+      } catch (err) {
+        if (!(err instanceof CliExit)) throw err;
+        process.stderr.write(`switchyard ${cmd}: ${err.message}\n`);
+        if (err.code === 2 && /unknown flag|needs|takes|must be|expected/.test(err.message) && !/^\d{3} /.test(err.message)) process.stderr.write('run switchyard help for usage\n');
+        code = err.code;
+      }
+      // Exit once stdout has flushed; don't wait for idle keep-alive sockets.
+      process.stdout.write('', () => process.exit(code));
+      break;
+    }
     case undefined:
     case '-h':
     case '--help':

@@ -1,0 +1,352 @@
+// The CLI's client commands: thin callers of the control API for people and CI jobs.
+// They read SWITCHYARD_URL (default http://127.0.0.1:9090) and SWITCHYARD_TOKEN, print a
+// human table (or the API's JSON with --json) on stdout, progress on stderr, and exit:
+//   0 done · 1 the operation failed or was rolled back · 2 usage error or a request the
+//   gateway refused as invalid · 3 authentication or permission refused ·
+//   4 gateway unreachable or --timeout passed.
+
+import { request } from 'undici';
+
+export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, AUTH: 3, UNREACHABLE: 4 } as const;
+
+export class CliExit extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Flags {
+  positional: string[];
+  values: Record<string, string>;
+  bools: Set<string>;
+}
+
+const BOOL_FLAGS = new Set(['json', 'wait', 'force', 'follow']);
+
+function parseFlags(args: string[], allowed: string[]): Flags {
+  const f: Flags = { positional: [], values: {}, bools: new Set() };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (!a.startsWith('--')) {
+      f.positional.push(a);
+      continue;
+    }
+    const eq = a.indexOf('=');
+    const key = eq === -1 ? a.slice(2) : a.slice(2, eq);
+    if (!allowed.includes(key)) throw new CliExit(EXIT.USAGE, `unknown flag --${key}`);
+    if (BOOL_FLAGS.has(key)) {
+      if (eq !== -1) throw new CliExit(EXIT.USAGE, `--${key} takes no value`);
+      f.bools.add(key);
+      continue;
+    }
+    const v = eq === -1 ? args[++i] : a.slice(eq + 1);
+    if (v === undefined || v === '' || (eq === -1 && v.startsWith('--'))) throw new CliExit(EXIT.USAGE, `--${key} needs a value`);
+    f.values[key] = v;
+  }
+  return f;
+}
+
+const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
+function durationMs(s: string, flag: string): number {
+  const m = DURATION.exec(s);
+  if (m === null) throw new CliExit(EXIT.USAGE, `--${flag} must be a duration such as 30s or 10m`);
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms']!;
+}
+
+interface ApiError {
+  error?: { code?: string; message?: string; [k: string]: unknown };
+}
+
+export class Client {
+  readonly base: string;
+  constructor(
+    base = process.env.SWITCHYARD_URL ?? 'http://127.0.0.1:9090',
+    private readonly token = process.env.SWITCHYARD_TOKEN,
+  ) {
+    this.base = base.replace(/\/+$/, '');
+  }
+
+  async call<T = Record<string, unknown>>(method: string, path: string, body?: unknown, opts: { timeoutMs?: number; headers?: Record<string, string> } = {}): Promise<{ status: number; body: T & ApiError }> {
+    const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let res;
+    try {
+      res = await request(`${this.base}${path}`, {
+        method: method as 'GET',
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        headersTimeout: opts.timeoutMs ?? 30_000,
+        bodyTimeout: opts.timeoutMs ?? 30_000,
+      });
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      if (e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT') throw new CliExit(EXIT.UNREACHABLE, `no answer from ${this.base} in time`);
+      throw new CliExit(EXIT.UNREACHABLE, `cannot reach the gateway at ${this.base}: ${e.code ?? e.message}`);
+    }
+    const text = await res.body.text();
+    let parsed: T & ApiError;
+    try {
+      parsed = JSON.parse(text) as T & ApiError;
+    } catch {
+      throw new CliExit(EXIT.FAILED, `the gateway answered ${res.statusCode} with a body that is not JSON`);
+    }
+    return { status: res.statusCode, body: parsed };
+  }
+
+  /** Throws CliExit for any non-2xx answer, with the exit code SPEC gives it. */
+  async ok<T = Record<string, unknown>>(method: string, path: string, body?: unknown, opts?: { timeoutMs?: number; headers?: Record<string, string> }): Promise<T> {
+    const r = await this.call<T>(method, path, body, opts);
+    if (r.status >= 200 && r.status < 300) return r.body;
+    const code = r.body.error?.code ?? 'ERROR';
+    const msg = `${r.status} ${code}: ${r.body.error?.message ?? ''}`;
+    if (r.status === 401 || r.status === 403) throw new CliExit(EXIT.AUTH, msg);
+    if (r.status === 504) throw new CliExit(EXIT.UNREACHABLE, msg);
+    if (r.status >= 500) throw new CliExit(EXIT.FAILED, msg);
+    throw new CliExit(EXIT.USAGE, msg);
+  }
+}
+
+type Out = { stdout: (s: string) => void; stderr: (s: string) => void };
+
+const pad = (s: string, n: number): string => (s.length >= n ? s : s + ' '.repeat(n - s.length));
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => pad(c ?? '', widths[i] + 2)).join('').trimEnd()).join('\n') + '\n';
+}
+
+interface ServiceView {
+  name: string;
+  revision: number;
+  weights: Record<string, number>;
+  versions: Record<string, { weight: number; inflight: number; endpoints: { id: string; address: string; state: string; inflight: number }[] }>;
+  rollout: RolloutView | null;
+}
+
+interface RolloutView {
+  state: string;
+  to: string;
+  step: number;
+  percent: number;
+  steps: number[];
+  weights: Record<string, number>;
+  reason: string | null;
+  analysis: { last: { verdict: string; reason?: string; target: { requests: number; errorRate: number; p99Ms: number } } | null };
+}
+
+function fmtWeights(w: Record<string, number>): string {
+  return Object.entries(w)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+}
+
+function fmtRollout(r: RolloutView | null): string {
+  if (r === null) return '-';
+  return `${r.state} → ${r.to} step ${r.step + 1}/${r.steps.length} (${r.percent}%)${r.reason ? `: ${r.reason}` : ''}`;
+}
+
+export async function runClient(cmd: string, args: string[], out: Out = { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) }): Promise<number> {
+  const c = new Client();
+  const svcPath = (s: string): string => `/v1/services/${encodeURIComponent(s)}`;
+  const need = (f: Flags, n: number, what: string): void => {
+    if (f.positional.length !== n) throw new CliExit(EXIT.USAGE, `${cmd} takes ${what}`);
+  };
+  const print = (f: Flags, json: unknown, human: () => string): void => out.stdout(f.bools.has('json') ? `${JSON.stringify(json, null, 2)}\n` : human());
+
+  switch (cmd) {
+    case 'status': {
+      const f = parseFlags(args, ['json']);
+      if (f.positional.length > 1) throw new CliExit(EXIT.USAGE, 'status takes at most one SERVICE');
+      if (f.positional.length === 0) {
+        const r = await c.ok<{ revision: number; services: { name: string; revision: number; weights: Record<string, number>; rollout: RolloutView | null }[] }>('GET', '/v1/services');
+        print(f, r, () => table([['SERVICE', 'REVISION', 'WEIGHTS', 'ROLLOUT'], ...r.services.map((s) => [s.name, String(s.revision), fmtWeights(s.weights), fmtRollout(s.rollout)])]));
+        return EXIT.OK;
+      }
+      const s = await c.ok<ServiceView>('GET', svcPath(f.positional[0]));
+      print(f, s, () => {
+        const rows = [['VERSION', 'WEIGHT', 'INFLIGHT', 'ENDPOINT', 'STATE', 'EP-INFLIGHT']];
+        for (const [v, d] of Object.entries(s.versions)) {
+          if (d.endpoints.length === 0) rows.push([v, String(d.weight), String(d.inflight), '-', '-', '-']);
+          d.endpoints.forEach((e, i) => rows.push(i === 0 ? [v, String(d.weight), String(d.inflight), e.id, e.state, String(e.inflight)] : ['', '', '', e.id, e.state, String(e.inflight)]));
+        }
+        return `service ${s.name}  revision ${s.revision}  rollout ${fmtRollout(s.rollout)}\n${table(rows)}`;
+      });
+      return EXIT.OK;
+    }
+    case 'weights': {
+      const f = parseFlags(args, ['json', 'if-match']);
+      if (f.positional.length < 2) throw new CliExit(EXIT.USAGE, 'weights takes SERVICE VERSION=WEIGHT...');
+      const [service, ...pairs] = f.positional;
+      const weights: Record<string, number> = {};
+      for (const p of pairs) {
+        const m = /^([^=]+)=(\d+)$/.exec(p);
+        if (m === null) throw new CliExit(EXIT.USAGE, `${p}: expected VERSION=WEIGHT with a non-negative integer weight`);
+        weights[m[1]] = Number(m[2]);
+      }
+      const headers = f.values['if-match'] !== undefined ? { 'if-match': `"${f.values['if-match']}"` } : undefined;
+      const r = await c.ok<{ revision: number; weights: Record<string, number> }>('PUT', `${svcPath(service)}/weights`, { weights }, { headers });
+      print(f, r, () => `${service}: ${fmtWeights(r.weights)} (revision ${r.revision})\n`);
+      return EXIT.OK;
+    }
+    case 'cutover': {
+      const f = parseFlags(args, ['json', 'to', 'wait', 'timeout', 'force']);
+      need(f, 1, 'SERVICE --to VERSION');
+      const to = f.values.to;
+      if (!to) throw new CliExit(EXIT.USAGE, 'cutover needs --to VERSION');
+      const timeout = f.values.timeout ?? '60s';
+      const timeoutMs = durationMs(timeout, 'timeout');
+      const service = f.positional[0];
+      const wait = f.bools.has('wait');
+      let done = false;
+      let last = '';
+      const progress = async (): Promise<void> => {
+        while (!done) {
+          await new Promise((r) => setTimeout(r, 500));
+          if (done) break;
+          const s = await c.call<ServiceView>('GET', svcPath(service)).catch(() => undefined);
+          if (s === undefined || s.status !== 200) continue;
+          const left = Object.entries(s.body.versions)
+            .filter(([v, d]) => v !== to && d.inflight > 0)
+            .map(([v, d]) => `${v} ${d.inflight} in flight`);
+          const line = left.length ? `draining: ${left.join(', ')}` : 'draining: nothing left in flight';
+          if (line !== last && !done) out.stderr(`${line}\n`);
+          last = line;
+        }
+      };
+      if (wait) {
+        out.stderr(`cutover ${service} → ${to}; waiting up to ${timeout} for the old version to drain\n`);
+        void progress();
+      }
+      try {
+        const r = await c.ok<{ revision: number; weights: Record<string, number>; drained: boolean }>(
+          'POST',
+          `${svcPath(service)}/cutover`,
+          { to, wait, timeout, ...(f.bools.has('force') ? { force: true } : {}) },
+          { timeoutMs: timeoutMs + 15_000 },
+        );
+        print(f, r, () => `${service}: ${fmtWeights(r.weights)} (revision ${r.revision})${wait ? '; old version drained' : ''}\n`);
+        return EXIT.OK;
+      } finally {
+        done = true;
+      }
+    }
+    case 'rollout': {
+      const f = parseFlags(args, ['json', 'to', 'steps', 'interval', 'max-error-rate', 'max-p99', 'min-requests', 'no-traffic', 'wait', 'timeout', 'force']);
+      need(f, 1, 'SERVICE --to VERSION --steps 5,25,50,100 --interval 30s');
+      const service = f.positional[0];
+      const { to, steps, interval } = f.values;
+      if (!to || !steps || !interval) throw new CliExit(EXIT.USAGE, 'rollout needs --to, --steps and --interval');
+      const stepList = steps.split(',').map((s) => (/^\d+$/.test(s.trim()) ? Number(s.trim()) : NaN));
+      if (stepList.some(Number.isNaN)) throw new CliExit(EXIT.USAGE, '--steps must be a comma-separated list of percentages such as 5,25,50,100');
+      durationMs(interval, 'interval');
+      const analysis: Record<string, unknown> = {};
+      const er = f.values['max-error-rate'];
+      if (er !== undefined) {
+        const m = /^(\d+(?:\.\d+)?)(%?)$/.exec(er);
+        if (m === null) throw new CliExit(EXIT.USAGE, '--max-error-rate must be a percentage such as 1% or a fraction such as 0.01');
+        analysis.maxErrorRate = m[2] === '%' ? Number(m[1]) / 100 : Number(m[1]);
+      }
+      if (f.values['max-p99'] !== undefined) {
+        durationMs(f.values['max-p99'], 'max-p99');
+        analysis.maxP99 = f.values['max-p99'];
+      }
+      if (f.values['min-requests'] !== undefined) {
+        if (!/^\d+$/.test(f.values['min-requests'])) throw new CliExit(EXIT.USAGE, '--min-requests must be a non-negative integer');
+        analysis.minRequests = Number(f.values['min-requests']);
+      }
+      if (f.values['no-traffic'] !== undefined) {
+        if (!['fail', 'continue'].includes(f.values['no-traffic'])) throw new CliExit(EXIT.USAGE, '--no-traffic must be fail or continue');
+        analysis.noTrafficPolicy = f.values['no-traffic'];
+      }
+      const timeoutMs = durationMs(f.values.timeout ?? '10m', 'timeout');
+      const started = Date.now();
+      let r = await c.ok<RolloutView>('POST', `${svcPath(service)}/rollout`, {
+        to,
+        steps: stepList,
+        interval,
+        ...(Object.keys(analysis).length ? { analysis } : {}),
+        ...(f.bools.has('force') ? { force: true } : {}),
+      });
+      out.stderr(`rollout ${service} → ${to} started: step 1/${r.steps.length} (${r.percent}%)\n`);
+      if (!f.bools.has('wait')) {
+        print(f, r, () => `${service}: rollout ${fmtRollout(r)}\n`);
+        return EXIT.OK;
+      }
+      let seen = `${r.state}/${r.step}`;
+      let lastVerdict = '';
+      while (r.state === 'running' || r.state === 'paused') {
+        if (Date.now() - started > timeoutMs) {
+          print(f, r, () => `${service}: rollout still ${r.state} at step ${r.step + 1}/${r.steps.length} after --timeout ${f.values.timeout ?? '10m'}\n`);
+          out.stderr(`timeout: the rollout keeps running on the gateway; steer it with pause/promote/abort ${service}\n`);
+          return EXIT.UNREACHABLE;
+        }
+        await new Promise((res) => setTimeout(res, 250));
+        r = await c.ok<RolloutView>('GET', `${svcPath(service)}/rollout`);
+        const key = `${r.state}/${r.step}`;
+        const v = r.analysis.last;
+        const verdict = v ? `${v.verdict}:${v.reason ?? ''}:${v.target.requests}` : '';
+        if (key !== seen) out.stderr(`rollout ${service}: ${r.state} step ${r.step + 1}/${r.steps.length} (${r.percent}%) weights ${fmtWeights(r.weights)}\n`);
+        else if (verdict !== lastVerdict && v !== null && v.verdict === 'wait') out.stderr(`rollout ${service}: waiting: ${v.reason}\n`);
+        seen = key;
+        lastVerdict = verdict;
+      }
+      print(f, r, () => `${service}: rollout ${fmtRollout(r)}\n`);
+      if (r.state !== 'succeeded') {
+        out.stderr(`rollout ${r.state}: ${r.reason ?? ''}\n`);
+        return EXIT.FAILED;
+      }
+      return EXIT.OK;
+    }
+    case 'pause':
+    case 'resume':
+    case 'promote':
+    case 'abort': {
+      const f = parseFlags(args, ['json']);
+      need(f, 1, 'SERVICE');
+      const r = await c.ok<RolloutView>('POST', `${svcPath(f.positional[0])}/rollout/${cmd}`);
+      print(f, r, () => `${f.positional[0]}: rollout ${fmtRollout(r)} weights ${fmtWeights(r.weights)}\n`);
+      return EXIT.OK;
+    }
+    case 'rollback': {
+      const f = parseFlags(args, ['json']);
+      need(f, 1, 'SERVICE');
+      const r = await c.ok<{ revision: number; weights: Record<string, number> }>('POST', `${svcPath(f.positional[0])}/rollback`);
+      print(f, r, () => `${f.positional[0]}: ${fmtWeights(r.weights)} (revision ${r.revision})\n`);
+      return EXIT.OK;
+    }
+    case 'events': {
+      const f = parseFlags(args, ['json', 'follow', 'since']);
+      need(f, 0, 'no positional arguments');
+      let since = Number(f.values.since ?? 0);
+      if (!Number.isInteger(since) || since < 0) throw new CliExit(EXIT.USAGE, '--since must be an event id');
+      type Ev = { id: number; time: string; actor: string; service: string | null; action: string; revision: number; detail: unknown };
+      const line = (e: Ev): string => (f.bools.has('json') ? `${JSON.stringify(e)}\n` : `${e.id}\t${e.time}\t${e.actor}\t${e.service ?? '-'}\t${e.action}\trev ${e.revision}\t${JSON.stringify(e.detail)}\n`);
+      const r = await c.ok<{ events: Ev[] }>('GET', `/v1/events?since=${since}`);
+      if (!f.bools.has('follow')) {
+        out.stdout(f.bools.has('json') ? `${JSON.stringify(r, null, 2)}\n` : r.events.map(line).join(''));
+        return EXIT.OK;
+      }
+      for (const e of r.events) {
+        out.stdout(line(e));
+        since = e.id;
+      }
+      // Follow: poll the event list (works through any proxy that buffers streams).
+      for (;;) {
+        await new Promise((res) => setTimeout(res, 500));
+        const n = await c.ok<{ events: Ev[] }>('GET', `/v1/events?since=${since}`);
+        for (const e of n.events) {
+          out.stdout(line(e));
+          since = e.id;
+        }
+      }
+    }
+    default:
+      throw new CliExit(EXIT.USAGE, `unknown command ${cmd}`);
+  }
+}
+
+export const CLIENT_COMMANDS = ['status', 'weights', 'cutover', 'rollout', 'pause', 'resume', 'promote', 'abort', 'rollback', 'events'];
