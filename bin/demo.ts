@@ -37,6 +37,7 @@ export function demoUpstream(version: string, index: number): Promise<DemoUpstre
 export async function runDemo(argv: string[]): Promise<void> {
   const port = Number(argv[argv.indexOf('--port') + 1] ?? '') || Number(process.env.SWITCHYARD_DEMO_PORT ?? '') || 8080;
   const adminPort = Number(process.env.SWITCHYARD_DEMO_ADMIN_PORT ?? '') || 9901;
+  const controlPort = Number(process.env.SWITCHYARD_DEMO_CONTROL_PORT ?? '') || 9090;
   const ups = await Promise.all([demoUpstream('blue', 1), demoUpstream('blue', 2), demoUpstream('green', 1), demoUpstream('green', 2)]);
   const ep = (v: string) => ups.filter((u) => u.version === v).map((u) => `127.0.0.1:${u.port}`);
   const dir = mkdtempSync(join(tmpdir(), 'switchyard-demo-'));
@@ -49,6 +50,9 @@ gateway:
   accessLog: true
 admin:
   listen: 127.0.0.1:${adminPort}
+control:
+  # loopback and no tokens: the local user may steer it (never expose it like this)
+  listen: 127.0.0.1:${controlPort}
 state:
   store: memory
 services:
@@ -90,11 +94,15 @@ shutdown: { drainDelay: 0s, grace: 5s }
   }
   const url = `http://127.0.0.1:${gw.addresses.gateway.port}`;
   const admin = `http://127.0.0.1:${gw.addresses.admin.port}`;
+  const control = `http://127.0.0.1:${gw.addresses.control.port}`;
+  const cli = 'node dist/bin/switchyard.js';
+  const env = gw.addresses.control.port === 9090 ? '' : `SWITCHYARD_URL=${control} `;
   process.stderr.write(`
 Switchyard demo is running.
 
   gateway   ${url}        (service "shop": blue = 100, green = 0)
   admin     ${admin}/live  ${admin}/ready
+  control   ${control}/v1/services   (no token: loopback only)
   config    ${file}
   upstreams blue  ${ep('blue').join('  ')}
             green ${ep('green').join('  ')}
@@ -105,9 +113,18 @@ Try:
   curl -s -H 'x-switchyard-version: purple' ${url}/       # unknown version: 400 JSON
   curl -s -H 'x-user-id: alice' ${url}/                   # sticky: alice keeps her version
 
-Shift weights: edit ${file}
-  (blue: weight 50, green: weight 50), then:  kill -HUP ${process.pid}
+Steer it from another terminal (the control API and CLI):
+  ${env}${cli} status shop                     # weights, endpoints, health, in flight
+  ${env}${cli} weights shop blue=80 green=20   # a canary
   for i in $(seq 20); do curl -s ${url}/ | grep -o '"version":"[a-z]*"'; done | sort | uniq -c
+  ${env}${cli} cutover shop --to green --wait  # all to green, returns once blue is drained
+  ${env}${cli} rollback shop                   # back to the weights before
+  ${env}${cli} rollout shop --to green --steps 10,50,100 --interval 10s --min-requests 5 --wait
+                                               # (send traffic meanwhile, or it rolls back: no traffic)
+  ${env}${cli} events                          # the audit log
+
+Or edit ${file} and re-read it:  kill -HUP ${process.pid}
+  (weights the control API has set win over the file for that service)
 
 Stop with Ctrl-C (a graceful drain; a second Ctrl-C exits at once).
 `);
