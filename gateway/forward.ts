@@ -124,6 +124,23 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   statusCode = 0;
 
+  /**
+   * The body limit for a chunked upload (Content-Length ones are refused up front).
+   * Counted here, as undici writes the body upstream: a 'data' listener of our own on
+   * the request would switch it to flowing mode before undici starts reading, and the
+   * bytes emitted in between would never reach the upstream.
+   */
+  bodyLimit = Infinity;
+  private bodySent = 0;
+
+  // undici's runtime passes the chunk written; its typings say a size. Take either.
+  onBodySent(chunk: Buffer | string | number): void {
+    this.bodySent += typeof chunk === 'number' ? chunk : chunk.length;
+    if (this.bodySent > this.bodyLimit) {
+      this.abortFn?.(new GatewayError('BODY_TOO_LARGE', `request body exceeds ${this.bodyLimit} bytes`));
+    }
+  }
+
   onData(chunk: Buffer): boolean {
     const ok = this.res.write(chunk);
     if (!ok) this.res.once('drain', onClientDrain);

@@ -134,7 +134,8 @@ export class GatewayServer implements ExchangeHost {
     const sel = this.select(req, res, url, requestId);
     if (sel === undefined) return;
     const x = new Exchange(this, req, res, sel.service, sel.version, sel.endpoint, requestId, sel.setCookie);
-    if (cl === undefined && req.headers['transfer-encoding'] !== undefined) this.limitChunkedBody(req, x);
+    // Content-Length bodies are checked up front; a chunked body is counted as it streams.
+    if (cl === undefined && req.headers['transfer-encoding'] !== undefined) x.bodyLimit = this.cfg.maxBodySize;
     x.dispatch();
   }
 
@@ -182,20 +183,6 @@ export class GatewayServer implements ExchangeHost {
     const endpoint = pickEndpoint(version);
     if (endpoint === undefined) return fail('NO_HEALTHY_UPSTREAM', `version ${version.name} of ${service.name} has no available endpoint`);
     return { service, version, endpoint, setCookie };
-  }
-
-  /** Content-Length bodies are checked up front; a chunked body is counted as it streams. */
-  private limitChunkedBody(req: IncomingMessage, x: Exchange): void {
-    const max = this.cfg.maxBodySize;
-    let seen = 0;
-    const onData = (chunk: Buffer): void => {
-      seen += chunk.length;
-      if (seen > max) {
-        req.off('data', onData);
-        x.abort(new GatewayError('BODY_TOO_LARGE', `request body exceeds ${max} bytes`));
-      }
-    };
-    req.on('data', onData);
   }
 
   private reject(req: IncomingMessage, res: ServerResponse, code: GatewayErrorCode, message: string, requestId?: string): void {
