@@ -73,6 +73,10 @@ export class GatewayServer implements ExchangeHost {
         // How often Node checks the two timeouts above; the default (30 s) would let a
         // slowloris client hold a socket for up to 30 s past its deadline.
         connectionsCheckingInterval: Math.min(1000, t.headersMs),
+        // Node would answer an HTTP/1.1 request without Host with a bare 400 (no JSON,
+        // no x-request-id) before onRequest runs; onRequest refuses it itself. This also
+        // covers a Host header dropped for being past maxHeadersCount, which must be a 431.
+        requireHostHeader: false,
       },
       (req, res) => this.onRequest(req, res),
     );
@@ -124,6 +128,10 @@ export class GatewayServer implements ExchangeHost {
     }
     if (req.rawHeaders.length > 2 * this.cfg.maxHeaderCount) {
       this.reject(req, res, 'HEADERS_TOO_LARGE', `more than ${this.cfg.maxHeaderCount} header fields`, requestId);
+      return;
+    }
+    if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 1) {
+      this.reject(req, res, 'BAD_REQUEST', 'an HTTP/1.1 request must carry a Host header', requestId);
       return;
     }
     const cl = req.headers['content-length'];
