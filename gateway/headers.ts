@@ -10,6 +10,9 @@ const HOP_BY_HOP = new Set([
   'keep-alive',
   'proxy-connection',
   'proxy-authorization',
+  // Its response-side pair (RFC 2616 §13.5.1): a challenge for the next proxy on the
+  // chain, not for the gateway's clients.
+  'proxy-authenticate',
   'transfer-encoding',
   'te',
   'trailer',
