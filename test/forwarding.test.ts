@@ -36,9 +36,16 @@ function raw(
   opts: { method?: string; path?: string; headers?: Record<string, string | string[]>; body?: Buffer | Buffer[]; agent?: http.Agent | false } = {},
 ): Promise<Reply> {
   const u = new URL(url);
+  const body = opts.body === undefined ? [] : Array.isArray(opts.body) ? opts.body : [opts.body];
+  const headers = { ...opts.headers };
+  const named = Object.keys(headers).map((k) => k.toLowerCase());
+  // A body is sent with a Content-Length unless the caller asks for chunked.
+  if (body.length && !named.includes('content-length') && !named.includes('transfer-encoding')) {
+    headers['content-length'] = String(body.reduce((n, b) => n + b.length, 0));
+  }
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { host: u.hostname, port: u.port, path: opts.path ?? u.pathname + u.search, method: opts.method ?? 'GET', headers: opts.headers, agent: opts.agent ?? false },
+      { host: u.hostname, port: u.port, path: opts.path ?? u.pathname + u.search, method: opts.method ?? 'GET', headers, agent: opts.agent ?? false },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -56,7 +63,6 @@ function raw(
       },
     );
     req.on('error', reject);
-    const body = opts.body === undefined ? [] : Array.isArray(opts.body) ? opts.body : [opts.body];
     for (const b of body) req.write(b);
     req.end();
   });
@@ -244,6 +250,7 @@ describe('forwarding', () => {
 
         expect(samples.length).toBeGreaterThan(5);
         const growth = Math.max(...samples) - baseline;
+        if (process.env.DEBUG_RSS) console.log(`RSS baseline ${(baseline / MB).toFixed(1)} MB, growth ${(growth / MB).toFixed(1)} MB, ${samples.length} samples`);
         expect(growth, `gateway RSS grew by ${(growth / MB).toFixed(1)} MB`).toBeLessThan(64 * MB);
       } finally {
         clearInterval(timer);
@@ -721,9 +728,14 @@ describe('forwarding', () => {
         ),
       );
       try {
-        const r = await raw(`${g.url}/order`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: Buffer.from(JSON.stringify({ item: 42 })) });
-        expectGatewayError(r, status, code);
-        expect(a.seen.length + b.seen.length).toBe(1);
+        // With a Content-Length body, then a chunked one.
+        for (const chunked of [false, true]) {
+          const before = a.seen.length + b.seen.length;
+          const headers: Record<string, string> = { 'content-type': 'application/json', ...(chunked ? { 'transfer-encoding': 'chunked' } : {}) };
+          const r = await raw(`${g.url}/order`, { method: 'POST', headers, body: Buffer.from(JSON.stringify({ item: 42 })) });
+          expectGatewayError(r, status, code);
+          expect(a.seen.length + b.seen.length - before, chunked ? 'chunked' : 'content-length').toBe(1);
+        }
       } finally {
         await g.close();
         await a.close();

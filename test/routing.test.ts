@@ -396,7 +396,9 @@ describe('routing', () => {
       const g = await startInProcess(
         shopConfig(
           { blue: { weight: 30, endpoints: [live.address] }, green: { weight: 70, endpoints: [`127.0.0.1:${dead}`] } },
-          { healthCheck: { path: '/healthz', interval: '100ms', timeout: '100ms', unhealthyThreshold: 1, healthyThreshold: 1 } },
+          // A dead port fails at once (connection refused); the generous timeout and two
+          // failures keep a live endpoint on a loaded machine from looking dead.
+          { healthCheck: { path: '/healthz', interval: '300ms', timeout: '300ms', unhealthyThreshold: 2, healthyThreshold: 1 } },
         ),
       );
       try {
