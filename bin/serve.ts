@@ -21,6 +21,7 @@ import { Webhooks } from '../control/webhooks.js';
 import type { Store } from '../control/store/store.js';
 import { MemoryStore } from '../control/store/memory.js';
 import { FileStore } from '../control/store/file.js';
+import { Metrics } from '../gateway/metrics.js';
 
 export interface RunningGateway {
   config: Config;
@@ -29,6 +30,7 @@ export interface RunningGateway {
   admin: AdminServer;
   controller: Controller;
   api: ControlApi;
+  metrics: Metrics;
   webhooks: Webhooks;
   log: Logger;
   addresses: { gateway: AddressInfo; admin: AddressInfo; control: AddressInfo };
@@ -86,9 +88,24 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     requestDone: () => {},
   };
   const gateway = new GatewayServer({ config: config.gateway, dataplane, log, observer });
-  const admin = new AdminServer({ listen: config.admin.listen, isReady: () => ready && !shuttingDown });
+  let metrics: Metrics | undefined;
+  const admin = new AdminServer({ listen: config.admin.listen, isReady: () => ready && !shuttingDown, metrics: () => metrics!.render() });
   const controller = new Controller({ dataplane, store: createStore(config, opts.configFile), log });
   const webhooks = new Webhooks(config.control.webhooks, log);
+  const discoveredAt: Record<string, number> = {};
+  metrics = new Metrics({
+    dataplane,
+    revision: () => controller.revision,
+    rollout: (s) => {
+      const r = controller.rollout(s);
+      return r && { state: r.state, percent: r.steps[r.step] };
+    },
+    discoveryAge: () => Object.fromEntries(Object.entries(discoveredAt).map(([k, t]) => [k, (Date.now() - t) / 1000])),
+    replicas: () => 1,
+    webhooks: () => webhooks.stats(),
+  });
+  dataplane.subscribe(() => metrics!.prepareAll());
+  metrics.prepareAll();
   controller.on('event', (e) => webhooks.publish(e));
   // reload is defined once the listeners are up; the API calls it through this holder.
   let reloadFn: () => string[] = () => ['the gateway is still starting'];
@@ -121,7 +138,12 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     const adminAddr = await admin.listen();
     await controller.start();
     const controlAddr = await api.listen();
-    for (const p of providers) await p.start((sets) => dataplane.applyDiscovery(sets));
+    for (const p of providers) {
+      await p.start((sets) => {
+        discoveredAt[p.name] = Date.now();
+        dataplane.applyDiscovery(sets);
+      });
+    }
     dataplane.markStarted();
     dataplane.subscribe((snap) => checker.sync(snap));
     const gatewayAddr = await gateway.listen();
@@ -143,6 +165,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       } catch (err) {
         const problems = err instanceof ConfigError ? err.problems : [String(err)];
         log.error({ problems }, 'config reload refused; the running config stays');
+        metrics!.configReloads.inc({ result: 'failure' });
         return problems;
       }
       const fixed = ['gateway.listen', 'admin.listen'].filter((k) => {
@@ -155,6 +178,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       controller.applyStoredWeights();
       for (const p of providers) p.update(next);
       gateway.reconfigure(next.gateway);
+      metrics!.configReloads.inc({ result: 'success' });
       log.info({ services: next.services.map((s) => s.name) }, 'config reloaded');
       return [];
     };
@@ -218,6 +242,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       controller,
       api,
       webhooks,
+      metrics,
       log,
       addresses: { gateway: gatewayAddr, admin: adminAddr, control: controlAddr },
       reload,

@@ -13,8 +13,17 @@ export interface PoolOptions {
 }
 
 /** Per-version counters that outlive snapshots (the control plane waits on them). */
+/** Where a version's per-request figures go besides the window (the Prometheus
+ * children, prepared once per version when the snapshot is built). */
+export interface VersionMetricsSink {
+  request(status: number, seconds: number, retries: number): void;
+  upstream(seconds: number, failure: string | undefined): void;
+  ejected(): void;
+}
+
 export class VersionStats {
   inflight = 0;
+  metrics: VersionMetricsSink | undefined;
   /** Requests, errors and latency per second (rollout analysis, dashboard). */
   readonly window = new WindowCounters();
   /** Resolvers waiting for inflight to reach zero. */

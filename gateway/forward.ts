@@ -75,6 +75,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   dispatch(): void {
     this.attempts++;
+    this.attemptStart = performance.now();
     this.endpoint.begin();
     const timeout = this.service.config.timeouts.requestMs;
     this.endpoint.pool.dispatch(
@@ -123,6 +124,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   statusCode = 0;
+  private attemptStart = 0;
 
   /**
    * The body limit for a chunked upload (Content-Length ones are refused up front).
@@ -228,6 +230,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   private endAttempt(status: number, failure: UpstreamFailure | undefined): void {
     this.endpoint.end();
+    this.version.stats.metrics?.upstream((performance.now() - this.attemptStart) / 1000, status === 499 ? 'client_abort' : failure);
     if (status !== 499) this.host.upstreamResult(this.endpoint, status, failure);
   }
 

@@ -221,6 +221,7 @@ export class GatewayServer implements ExchangeHost {
   exchangeDone(x: Exchange, status: number): void {
     const seconds = (performance.now() - x.start) / 1000;
     x.version.stats.window.record(status, seconds);
+    x.version.stats.metrics?.request(status, seconds, x.attempts - 1);
     this.observer.requestDone(x.service.name, x.version.name, status, seconds);
     if (this.cfg.accessLog) {
       this.log.info(

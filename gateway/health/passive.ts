@@ -61,6 +61,7 @@ export class OutlierDetector {
     e.consecutive5xx = 0;
     e.consecutiveGatewayErrors = 0;
     this.log.warn({ service: e.service, version: e.version, endpoint: e.id, reason: why, ejectedForMs: ms, ejectionCount: e.ejectionCount }, 'endpoint ejected');
+    e.stats.metrics?.ejected();
     this.onEject?.(e, ms);
     this.dp.availabilityChanged(e);
     const t = setTimeout(() => this.restore(e), ms);
