@@ -4,6 +4,8 @@ export const defaults = {
   gateway: {
     listen: '0.0.0.0:8080',
     accessLog: false,
+    // Fraction of successful requests logged when accessLog is on; 4xx/5xx are always logged.
+    accessLogSample: 1,
     // Bodies are streamed, never buffered, so this is a policy limit, not a memory one.
     maxBodySize: '1gb',
     maxHeaderSize: '16kb',

@@ -284,6 +284,7 @@ function normalize(raw: RawConfig): Config {
     gateway: {
       listen: g.listen ?? dg.listen,
       accessLog: g.accessLog ?? dg.accessLog,
+      accessLogSample: g.accessLogSample ?? dg.accessLogSample,
       maxBodySize: parseSize(g.maxBodySize ?? dg.maxBodySize),
       maxHeaderSize: parseSize(g.maxHeaderSize ?? dg.maxHeaderSize),
       maxHeaderCount: g.maxHeaderCount ?? dg.maxHeaderCount,

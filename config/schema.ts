@@ -140,6 +140,7 @@ export const configSchema = obj({
   gateway: obj({
     listen: listen,
     accessLog: { type: 'boolean' },
+    accessLogSample: { type: 'number', minimum: 0, maximum: 1 },
     maxBodySize: size,
     maxHeaderSize: size,
     maxHeaderCount: { type: 'integer', minimum: 1, maximum: 10_000 },

@@ -60,6 +60,7 @@ export interface Config {
   gateway: {
     listen: string;
     accessLog: boolean;
+    accessLogSample: number;
     maxBodySize: number;
     maxHeaderSize: number;
     maxHeaderCount: number;

@@ -223,7 +223,7 @@ export class GatewayServer implements ExchangeHost {
     x.version.stats.window.record(status, seconds);
     x.version.stats.metrics?.request(status, seconds, x.attempts - 1);
     this.observer.requestDone(x.service.name, x.version.name, status, seconds);
-    if (this.cfg.accessLog) {
+    if (this.cfg.accessLog && (status >= 400 || this.cfg.accessLogSample >= 1 || Math.random() < this.cfg.accessLogSample)) {
       this.log.info(
         {
           reqId: x.requestId,
