@@ -148,15 +148,6 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     dataplane.subscribe((snap) => checker.sync(snap));
     const gatewayAddr = await gateway.listen();
     ready = true;
-    log.info(
-      {
-        gateway: `${gatewayAddr.address}:${gatewayAddr.port}`,
-        admin: `${adminAddr.address}:${adminAddr.port}`,
-        control: `${controlAddr.address}:${controlAddr.port}`,
-        store: config.state.store,
-      },
-      'listening',
-    );
 
     const reload = (): string[] => {
       let next: Config;
@@ -231,6 +222,19 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
         process.off('SIGINT', onTerm);
       });
     }
+
+    // Announced only once the signal handlers are in: a supervisor (or a test) that
+    // sends SIGTERM as soon as it reads this line gets the graceful shutdown, not the
+    // default action of a signal without a handler.
+    log.info(
+      {
+        gateway: `${gatewayAddr.address}:${gatewayAddr.port}`,
+        admin: `${adminAddr.address}:${adminAddr.port}`,
+        control: `${controlAddr.address}:${controlAddr.port}`,
+        store: config.state.store,
+      },
+      'listening',
+    );
 
     return {
       get config() {
