@@ -214,6 +214,37 @@ export class ControlApi {
     return { name, revision: c.serviceRevision(name), weights, versions, rollout: rolloutView(c.rollout(name)) };
   }
 
+  /** What the dashboard shows: per version the weight, in flight, requests/s, error
+   * rate and p99 over the last 5 complete seconds, and the endpoints with their state. */
+  liveView(): Record<string, unknown> {
+    const c = this.opts.controller;
+    const dp = c.dp;
+    const now = Date.now();
+    const from = now - 5000;
+    const to = now - 1000;
+    return {
+      time: new Date(now).toISOString(),
+      revision: c.revision,
+      services: dp.serviceList.map((sc) => {
+        const weights = dp.getWeights(sc.name);
+        const versions: Record<string, unknown> = {};
+        for (const v of sc.versions) {
+          const st = dp.statsOf(sc.name, v.name);
+          const w = st.window.summary(from, to);
+          versions[v.name] = {
+            weight: weights[v.name],
+            inflight: st.inflight,
+            rps: Math.round(w.rps * 10) / 10,
+            errorRate: w.errorRate,
+            p99Ms: Math.round(w.p99 * 1e4) / 10,
+            endpoints: dp.endpointsOf(sc.name, v.name).map((e) => ({ id: e.id, state: e.state, inflight: e.inflight })),
+          };
+        }
+        return { name: sc.name, revision: c.serviceRevision(sc.name), weights, versions, rollout: rolloutView(c.rollout(sc.name)) };
+      }),
+    };
+  }
+
   private routes(): void {
     const app = this.app;
     const c = this.opts.controller;
@@ -324,6 +355,24 @@ export class ControlApi {
       if (problems.length > 0) throw new ControlError(400, 'CONFIG_INVALID', `the config file was refused; the running config stays: ${problems.join('; ')}`, { problems });
       await c.record(req.actor, 'config.reloaded', {});
       return { reloaded: true, revision: c.revision };
+    });
+
+    // Live figures: one JSON snapshot, or with Accept: text/event-stream one every second.
+    app.get('/v1/live', { config: { scope: 'read' } }, async (req, reply) => {
+      if (!String(req.headers.accept ?? '').includes('text/event-stream')) return this.liveView();
+      reply.hijack();
+      const raw = reply.raw;
+      raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      const tick = (): void => {
+        raw.write(`event: live\ndata: ${JSON.stringify(this.liveView())}\n\n`);
+      };
+      tick();
+      const timer = setInterval(tick, 1000);
+      this.streams.add(reply);
+      raw.on('close', () => {
+        clearInterval(timer);
+        this.streams.delete(reply);
+      });
     });
 
     app.get('/v1/status', { config: { scope: 'read' } }, async () => ({ revision: c.revision, ...(this.opts.info?.() ?? {}) }));
