@@ -384,6 +384,9 @@ export class ControlApi {
       reply.hijack();
       const raw = reply.raw;
       raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      // Send the headers now: with nothing to replay, the first write could be the
+      // keep-alive 15 s later, and a client would see no response until then.
+      raw.flushHeaders();
       let last = since;
       const send = (e: { id: number }): void => {
         if (e.id <= last) return;
