@@ -45,6 +45,11 @@ describe('bench harness', () => {
       expect(m[target].p99Ms, target).toBeGreaterThan(0);
     }
     expect(results.throughput.runs).toHaveLength(3);
+    // CPU per request of the gateway and of the forwarder, from /proc (Linux).
+    if (process.platform === 'linux') {
+      expect(m.switchyard.proxyCpuUsPerReq).toBeGreaterThan(0);
+      expect(m['http-proxy'].proxyCpuUsPerReq).toBeGreaterThan(0);
+    }
     expect(results.throughput.ratios.switchyardToHttpProxy).toBeGreaterThan(0);
     expect(results.scenarios).toBeUndefined();
     expect(readFileSync(join(out, 'latest.md'), 'utf8')).toContain('Switchyard / http-proxy');

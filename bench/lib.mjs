@@ -277,6 +277,18 @@ export async function startGateway(makeConfig, { label = 'switchyard' } = {}) {
   return c;
 }
 
+/** CPU time (user + system) a process has used, in ms, from /proc; undefined where
+ * /proc is not available. Clock ticks are 10 ms on Linux (CLK_TCK 100). */
+export function cpuMs(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) * (1000 / CLK_TCK);
+  } catch {
+    return undefined;
+  }
+}
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100;
+
 // ---- wrk ----
 
 export function haveWrk() {
@@ -413,12 +425,13 @@ export function toMarkdown(r) {
   const t = r.throughput;
   if (t) {
     out.push('## Throughput (wrk)', '');
-    out.push(`\`wrk -t${t.settings.threads} -c${t.settings.connections} -d${t.settings.duration} --latency\`, ${t.settings.rounds} interleaved round(s) (order rotated each round), ${t.settings.warmup} warm-up per target. Upstream: bench/upstream.mjs (own process, ${t.settings.bodyBytes}-byte body).`, '');
-    out.push('| round | target | req/s | p50 ms | p99 ms | non-2xx | socket errors |', '|---|---|---:|---:|---:|---:|---:|');
-    for (const x of t.runs) out.push(`| ${x.round} | ${x.target} | ${fmt(x.rps)} | ${fmt(x.p50Ms, 2)} | ${fmt(x.p99Ms, 2)} | ${x.non2xx} | ${x.socketErrors} |`);
-    out.push('', '| target | median req/s | median p50 ms | median p99 ms |', '|---|---:|---:|---:|');
-    for (const [name, m] of Object.entries(t.medians)) out.push(`| ${name} | ${fmt(m.rps)} | ${fmt(m.p50Ms, 2)} | ${fmt(m.p99Ms, 2)} |`);
-    out.push('', `Switchyard / direct: **${fmt(t.ratios.switchyardToDirect, 2)}**; Switchyard / http-proxy: **${fmt(t.ratios.switchyardToHttpProxy, 2)}** (goal ≥ 2.00).`, '');
+    out.push(`\`wrk -t${t.settings.threads} -c${t.settings.connections} -d${t.settings.duration} --latency\`, ${t.settings.rounds} interleaved round(s) (order rotated each round), ${t.settings.warmup} warm-up per target. Upstream: bench/upstream.mjs (own process, ${t.settings.bodyBytes}-byte body). \`proxy CPU µs/req\` is the user+system CPU the gateway (or forwarder) process used during the run divided by the requests it served (from /proc).`, '');
+    out.push('| round | target | req/s | p50 ms | p99 ms | non-2xx | socket errors | proxy CPU µs/req | upstream CPU µs/req |', '|---|---|---:|---:|---:|---:|---:|---:|---:|');
+    for (const x of t.runs) out.push(`| ${x.round} | ${x.target} | ${fmt(x.rps)} | ${fmt(x.p50Ms, 2)} | ${fmt(x.p99Ms, 2)} | ${x.non2xx} | ${x.socketErrors} | ${fmt(x.proxyCpuUsPerReq, 1)} | ${fmt(x.upstreamCpuUsPerReq, 1)} |`);
+    out.push('', '| target | median req/s | median p50 ms | median p99 ms | median proxy CPU µs/req |', '|---|---:|---:|---:|---:|');
+    for (const [name, m] of Object.entries(t.medians)) out.push(`| ${name} | ${fmt(m.rps)} | ${fmt(m.p50Ms, 2)} | ${fmt(m.p99Ms, 2)} | ${fmt(m.proxyCpuUsPerReq, 1)} |`);
+    out.push('', `Switchyard / direct: **${fmt(t.ratios.switchyardToDirect, 2)}**; Switchyard / http-proxy: **${fmt(t.ratios.switchyardToHttpProxy, 2)}** (goal ≥ 2.00).`);
+    out.push(`CPU per request, http-proxy / Switchyard: **${fmt(t.ratios.httpProxyCpuToSwitchyardCpu, 2)}** (how many times more CPU the baseline spends per request; less sensitive to other load on the machine than req/s).`, '');
   }
   const s = r.scenarios;
   if (s) {

@@ -16,6 +16,7 @@ import { existsSync } from 'node:fs';
 import { request } from 'undici';
 import {
   CLI,
+  cpuMs,
   fmt,
   gatewayConfig,
   haveWrk,
@@ -71,16 +72,26 @@ async function throughput() {
     for (const t of TARGETS) await runWrk(urls[t], { threads: settings.threads, connections: settings.connections, duration: settings.warmup });
   }
 
+  // The process whose CPU a request through each target costs (the upstream's is measured apart).
+  const pids = { switchyard: gateway.pid, 'http-proxy': forwarder.pid };
   const runs = [];
   for (let round = 1; round <= settings.rounds; round++) {
     // Interleaved, with the order rotated each round so that no target always runs
     // first (or right after the same neighbour) on a machine whose load drifts.
     const order = TARGETS.map((_, i) => TARGETS[(i + round - 1) % TARGETS.length]);
     for (const target of order) {
+      const proxyPid = pids[target];
+      const c0 = proxyPid === undefined ? undefined : cpuMs(proxyPid);
+      const u0 = cpuMs(upstream.pid);
       const r = await runWrk(urls[target], { threads: settings.threads, connections: settings.connections, duration: settings.duration });
+      const c1 = proxyPid === undefined ? undefined : cpuMs(proxyPid);
+      const u1 = cpuMs(upstream.pid);
       const { raw, ...fig } = r;
-      runs.push({ round, target, ...fig });
-      console.log(`round ${round} ${target.padEnd(10)} ${fmt(r.rps).padStart(7)} req/s  p50 ${fmt(r.p50Ms, 2)} ms  p99 ${fmt(r.p99Ms, 2)} ms${r.non2xx ? `  non-2xx ${r.non2xx}` : ''}${r.socketErrors ? `  socket errors ${r.socketErrors}` : ''}`);
+      const perReq = (a, b) => (a === undefined || b === undefined || !(r.requests > 0) ? null : ((b - a) * 1000) / r.requests);
+      const run = { round, target, ...fig, proxyCpuUsPerReq: perReq(c0, c1), upstreamCpuUsPerReq: perReq(u0, u1) };
+      runs.push(run);
+      const cpu = run.proxyCpuUsPerReq === null ? '' : `  proxy CPU ${fmt(run.proxyCpuUsPerReq, 1)} µs/req`;
+      console.log(`round ${round} ${target.padEnd(10)} ${fmt(r.rps).padStart(7)} req/s  p50 ${fmt(r.p50Ms, 2)} ms  p99 ${fmt(r.p99Ms, 2)} ms${cpu}${r.non2xx ? `  non-2xx ${r.non2xx}` : ''}${r.socketErrors ? `  socket errors ${r.socketErrors}` : ''}`);
     }
   }
 
@@ -91,17 +102,28 @@ async function throughput() {
   const medians = {};
   for (const t of TARGETS) {
     const rs = runs.filter((r) => r.target === t);
-    medians[t] = { rps: median(rs.map((r) => r.rps)), p50Ms: median(rs.map((r) => r.p50Ms)), p99Ms: median(rs.map((r) => r.p99Ms)) };
+    medians[t] = {
+      rps: median(rs.map((r) => r.rps)),
+      p50Ms: median(rs.map((r) => r.p50Ms)),
+      p99Ms: median(rs.map((r) => r.p99Ms)),
+      proxyCpuUsPerReq: t === 'direct' ? null : median(rs.map((r) => r.proxyCpuUsPerReq ?? NaN)),
+      upstreamCpuUsPerReq: median(rs.map((r) => r.upstreamCpuUsPerReq ?? NaN)),
+    };
   }
   const ratios = {
     switchyardToDirect: medians.switchyard.rps / medians.direct.rps,
     switchyardToHttpProxy: medians.switchyard.rps / medians['http-proxy'].rps,
+    httpProxyCpuToSwitchyardCpu: medians['http-proxy'].proxyCpuUsPerReq / medians.switchyard.proxyCpuUsPerReq,
   };
   console.log('');
   console.log('median over rounds:');
-  for (const t of TARGETS) console.log(`  ${t.padEnd(10)} ${fmt(medians[t].rps).padStart(7)} req/s  p50 ${fmt(medians[t].p50Ms, 2)} ms  p99 ${fmt(medians[t].p99Ms, 2)} ms`);
+  for (const t of TARGETS) {
+    const cpu = medians[t].proxyCpuUsPerReq === null ? '' : `  proxy CPU ${fmt(medians[t].proxyCpuUsPerReq, 1)} µs/req`;
+    console.log(`  ${t.padEnd(10)} ${fmt(medians[t].rps).padStart(7)} req/s  p50 ${fmt(medians[t].p50Ms, 2)} ms  p99 ${fmt(medians[t].p99Ms, 2)} ms${cpu}`);
+  }
   console.log(`  Switchyard/direct     ${fmt(ratios.switchyardToDirect, 2)}`);
   console.log(`  Switchyard/http-proxy ${fmt(ratios.switchyardToHttpProxy, 2)}  (goal >= 2.00)`);
+  console.log(`  CPU per request, http-proxy/Switchyard ${fmt(ratios.httpProxyCpuToSwitchyardCpu, 2)}`);
   if (gatewayWarnings) console.log(`  (the gateway logged ${gatewayWarnings} warning/error line(s))`);
 
   await Promise.all([forwarder.stop(), gateway.stop(), upstream.stop()]);
