@@ -22,6 +22,8 @@ import type { Store } from '../control/store/store.js';
 import { MemoryStore } from '../control/store/memory.js';
 import { FileStore } from '../control/store/file.js';
 import { Metrics } from '../gateway/metrics.js';
+import { RedisStore } from '../control/store/redis.js';
+import { RedisFleet } from '../control/fleet.js';
 
 export interface RunningGateway {
   config: Config;
@@ -56,12 +58,14 @@ export interface StartOptions {
 }
 
 /** The state store the config names. A relative state.file is relative to the config file. */
-export function createStore(config: Config, configFile: string): Store {
+export function createStore(config: Config, configFile: string, log?: Logger): Store {
   switch (config.state.store) {
     case 'memory':
       return new MemoryStore();
     case 'file':
       return new FileStore(resolve(dirname(configFile), config.state.file));
+    case 'redis':
+      return new RedisStore({ url: config.state.redis.url, prefix: config.state.redis.prefix, log: log ?? pino({ level: 'silent' }) });
     default:
       throw new Error(`state.store: ${config.state.store} is not supported by this build`);
   }
@@ -90,7 +94,16 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
   const gateway = new GatewayServer({ config: config.gateway, dataplane, log, observer });
   let metrics: Metrics | undefined;
   const admin = new AdminServer({ listen: config.admin.listen, isReady: () => ready && !shuttingDown, metrics: () => metrics!.render() });
-  const controller = new Controller({ dataplane, store: createStore(config, opts.configFile), log });
+  const store = createStore(config, opts.configFile, log);
+  // Filled in once the listeners are bound; the fleet heartbeat reads them.
+  const bound: Record<string, string> = {};
+  let fleet: RedisFleet | undefined;
+  if (store instanceof RedisStore) {
+    fleet = new RedisFleet({ redis: store.redis, prefix: store.prefix, dataplane, log, self: () => ({ addresses: bound, revision: controller.revision }) });
+  }
+  const controller = new Controller({ dataplane, store, log, fleet });
+  // Tell the fleet at once when this replica applied a revision (cutover --wait polls it).
+  if (fleet !== undefined) controller.on('applied', () => void fleet!.heartbeat());
   const webhooks = new Webhooks(config.control.webhooks, log);
   const discoveredAt: Record<string, number> = {};
   metrics = new Metrics({
@@ -101,7 +114,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       return r && { state: r.state, percent: r.steps[r.step] };
     },
     discoveryAge: () => Object.fromEntries(Object.entries(discoveredAt).map(([k, t]) => [k, (Date.now() - t) / 1000])),
-    replicas: () => 1,
+    replicas: () => controller.fleet.count(),
     webhooks: () => webhooks.stats(),
   });
   dataplane.subscribe(() => metrics!.prepareAll());
@@ -147,6 +160,10 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     dataplane.markStarted();
     dataplane.subscribe((snap) => checker.sync(snap));
     const gatewayAddr = await gateway.listen();
+    bound.gateway = `${gatewayAddr.address}:${gatewayAddr.port}`;
+    bound.admin = `${adminAddr.address}:${adminAddr.port}`;
+    bound.control = `${controlAddr.address}:${controlAddr.port}`;
+    fleet?.start();
     ready = true;
 
     const reload = (): string[] => {

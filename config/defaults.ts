@@ -27,7 +27,7 @@ export const defaults = {
   },
   admin: { listen: '127.0.0.1:9901' },
   control: { listen: '127.0.0.1:9090' },
-  state: { store: 'file', file: './switchyard-state.json' },
+  state: { store: 'file', file: './switchyard-state.json', redis: { url: 'redis://127.0.0.1:6379/0', prefix: 'switchyard' } },
   log: { level: 'info' },
   service: {
     healthCheck: {
@@ -48,5 +48,12 @@ export const defaults = {
     timeouts: { connect: '2s', request: '30s' },
   },
   dns: { interval: '5s', emptyGrace: '30s' },
+  consul: {
+    address: 'http://127.0.0.1:8500',
+    // Longest blocking query; also bounds how long a silently dropped connection to
+    // Consul can go unnoticed (the request times out a little after it).
+    wait: '30s',
+    register: { checkInterval: '10s', checkTimeout: '2s' },
+  },
   shutdown: { drainDelay: '5s', grace: '30s' },
 } as const;

@@ -137,7 +137,7 @@ function deepFreeze<T>(o: T): T {
 
 // Sources of endpoints that this build can follow. A config naming another is refused
 // with a clear message rather than accepted and silently ignored.
-const SUPPORTED_SOURCES = new Set(['static']);
+const SUPPORTED_SOURCES = new Set(['static', 'consul']);
 
 export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.env): Config {
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
@@ -189,6 +189,16 @@ function normalize(raw: RawConfig): Config {
       }
       const weight = v.weight ?? 0;
       total += weight;
+      if (kinds[0] === 'consul') {
+        // Endpoints come from Consul at run time (discovery/consul.ts).
+        const c = v.consul;
+        if (raw.discovery?.consul === undefined) problems.push(`${vp}.consul: needs discovery.consul (the Consul agent to ask)`);
+        if (v.tls !== undefined || v.hostHeader !== undefined) {
+          problems.push(`${vp}.${v.tls !== undefined ? 'tls' : 'hostHeader'}: HTTPS upstreams are not supported by this build yet`);
+        }
+        versions.push({ name: vname, weight, source: { kind: 'consul', service: c.service, tag: c.tag, meta: c.meta === undefined ? undefined : { ...c.meta } } });
+        continue;
+      }
       const endpoints: EndpointAddress[] = [];
       const seen = new Set<string>();
       (v.endpoints as string[]).forEach((e, i) => {
@@ -263,8 +273,10 @@ function normalize(raw: RawConfig): Config {
   for (const key of ['tls', 'redirectHttp'] as const) {
     if (g[key] !== undefined) problems.push(`gateway.${key}: TLS termination is not supported by this build yet`);
   }
-  if (raw.state?.store === 'redis') problems.push('state.store: the redis store is not supported by this build yet');
-  if (raw.discovery?.consul !== undefined) problems.push('discovery.consul: Consul discovery is not supported by this build yet');
+  const consulWait = raw.discovery?.consul?.wait;
+  if (consulWait !== undefined && (parseDuration(consulWait) < 1000 || parseDuration(consulWait) > 600_000)) {
+    problems.push('discovery.consul.wait: must be from 1s to 10m (Consul caps a blocking query at 10m)');
+  }
   const tokens: { name: string; token: string }[] = raw.control?.tokens ?? [];
   tokens.forEach((t, i) => {
     if (tokens.findIndex((o) => o.name === t.name) !== i) problems.push(`control.tokens.${i}.name: duplicate token name ${t.name}`);
@@ -307,12 +319,44 @@ function normalize(raw: RawConfig): Config {
     state: {
       store: raw.state?.store ?? defaults.state.store,
       file: raw.state?.file ?? defaults.state.file,
+      redis: {
+        url: raw.state?.redis?.url ?? defaults.state.redis.url,
+        prefix: raw.state?.redis?.prefix ?? defaults.state.redis.prefix,
+      },
     },
+    discovery: { consul: normalizeConsul(raw.discovery?.consul) },
     log: { level: raw.log?.level ?? defaults.log.level },
     services,
     shutdown: {
       drainDelayMs: parseDuration(sh.drainDelay ?? defaults.shutdown.drainDelay),
       graceMs: parseDuration(sh.grace ?? defaults.shutdown.grace),
     },
+  };
+}
+
+function normalizeConsul(c: any): Config['discovery']['consul'] {
+  if (c === undefined) return undefined;
+  const d = defaults.consul;
+  const r = c.register;
+  return {
+    address: String(c.address ?? d.address).replace(/\/$/, ''),
+    token: c.token ? c.token : undefined,
+    datacenter: c.datacenter ? c.datacenter : undefined,
+    ca: c.ca,
+    stale: c.stale ?? false,
+    waitMs: parseDuration(c.wait ?? d.wait),
+    startWithoutSnapshot: c.startWithoutSnapshot ?? false,
+    register:
+      r === undefined
+        ? undefined
+        : {
+            name: r.name,
+            id: r.id,
+            address: r.address,
+            port: r.port,
+            tags: r.tags ?? [],
+            checkIntervalMs: parseDuration(r.checkInterval ?? d.register.checkInterval),
+            checkTimeoutMs: parseDuration(r.checkTimeout ?? d.register.checkTimeout),
+          },
   };
 }

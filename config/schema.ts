@@ -193,10 +193,22 @@ export const configSchema = obj({
   }),
   discovery: obj({
     consul: obj({
-      address: { type: 'string', pattern: '^https?://' },
+      address: { type: 'string', pattern: '^https?://[^/?#]+/?$' },
       token: { type: 'string' },
       datacenter: { type: 'string' },
-      ca: { type: 'string' },
+      ca: { type: 'string', minLength: 1 },
+      stale: { type: 'boolean' },
+      wait: duration,
+      startWithoutSnapshot: { type: 'boolean' },
+      register: obj({
+        name: { type: 'string', format: 'name' },
+        id: { type: 'string', minLength: 1 },
+        address: { type: 'string', minLength: 1 },
+        port: { type: 'integer', minimum: 1, maximum: 65535 },
+        tags: { type: 'array', items: { type: 'string', minLength: 1 } },
+        checkInterval: duration,
+        checkTimeout: duration,
+      }, ['name']),
     }),
   }),
   log: obj({

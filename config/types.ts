@@ -2,7 +2,9 @@
 // every default filled in. Produced by config/load.ts; nothing else builds one.
 
 export interface EndpointAddress {
-  /** Stable id: host:port for static endpoints. */
+  /** Stable id: host:port for static endpoints; SERVICE_ID@host:port for Consul ones
+   * (the Consul service instance id plus its address), so per-endpoint state (health,
+   * ejection, in-flight) survives every discovery update. */
   id: string;
   protocol: 'http' | 'https';
   host: string;
@@ -56,6 +58,33 @@ export interface ServiceConfig {
   timeouts: { connectMs: number; requestMs: number };
 }
 
+/** discovery.consul, normalized. */
+export interface ConsulConfig {
+  /** http(s)://host:port of a Consul agent's HTTP API. */
+  address: string;
+  /** ACL token (sent as X-Consul-Token); omitted when empty. */
+  token?: string;
+  datacenter?: string;
+  /** CA bundle (PEM file) to verify an https address; relative to the config file. */
+  ca?: string;
+  /** Any server may answer (?stale): cheaper, possibly a little behind the leader. */
+  stale: boolean;
+  /** Longest a blocking query waits for a change (Consul's ?wait). */
+  waitMs: number;
+  /** Become ready without a first Consul snapshot (Consul versions answer 503 until one). */
+  startWithoutSnapshot: boolean;
+  /** Register the gateway itself, with an HTTP check on the admin /ready. */
+  register?: {
+    name: string;
+    id?: string;
+    address?: string;
+    port?: number;
+    tags: string[];
+    checkIntervalMs: number;
+    checkTimeoutMs: number;
+  };
+}
+
 export interface Config {
   gateway: {
     listen: string;
@@ -73,7 +102,8 @@ export interface Config {
     tokens: { name: string; token: string; scopes: ('read' | 'deploy' | 'admin')[] }[];
     webhooks: { url: string; events?: string[]; secret?: string }[];
   };
-  state: { store: 'memory' | 'file' | 'redis'; file: string };
+  state: { store: 'memory' | 'file' | 'redis'; file: string; redis: { url: string; prefix: string } };
+  discovery: { consul?: ConsulConfig };
   log: { level: string };
   services: ServiceConfig[];
   shutdown: { drainDelayMs: number; graceMs: number };

@@ -21,6 +21,7 @@ import type { Config } from '../config/types.js';
 import type { Controller } from './controller.js';
 import { ControlError } from './errors.js';
 import type { AnalysisConfig, RolloutRecord } from './state.js';
+import { registerUi } from './ui.js';
 
 export type Scope = 'read' | 'deploy' | 'admin';
 const RANK: Record<Scope, number> = { read: 1, deploy: 2, admin: 3 };
@@ -143,6 +144,7 @@ export class ControlApi {
       void reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no control endpoint ${req.method} ${req.url.split('?')[0]}` } });
     });
     this.routes();
+    registerUi(this.app); // GET /ui: the dashboard's static files (no scope: no token needed for them)
   }
 
   private authenticate(req: FastifyRequest): void {
@@ -293,12 +295,14 @@ export class ControlApi {
         const r = await c.cutover(req.actor, name, req.body.to, { force: req.body.force });
         const others = (c.dp.service(name)?.versions ?? []).map((v) => v.name).filter((v) => v !== req.body.to);
         if (req.body.wait !== true) return { revision: r.revision, weights: r.weights, drained: others.every((v) => c.dp.statsOf(name, v).inflight === 0) };
-        const drained = await c.waitDrained(name, others, timeoutMs);
+        // Every live replica must have applied the switch and finished the old version's requests.
+        const drained = await c.waitFleetDrained(name, others, r.revision, timeoutMs);
         if (!drained) {
           throw new ControlError(504, 'DRAIN_TIMEOUT', `the old version still had requests in flight after ${req.body.timeout ?? '60s'}`, {
             revision: r.revision,
             weights: c.dp.getWeights(name),
             inflight: c.inflightOf(name),
+            replicas: await c.fleetInflight(name),
             drained: false,
           });
         }
@@ -375,6 +379,14 @@ export class ControlApi {
       });
     });
 
+    app.get('/v1/replicas', { config: { scope: 'read' } }, async () => {
+      try {
+        return { self: c.fleet.id, replicas: await c.fleet.replicas() };
+      } catch (err) {
+        throw new ControlError(503, 'STORE_UNAVAILABLE', `cannot list replicas: ${(err as Error).message}`);
+      }
+    });
+
     app.get('/v1/status', { config: { scope: 'read' } }, async () => ({ revision: c.revision, ...(this.opts.info?.() ?? {}) }));
 
     app.get<{ Querystring: { since?: string; limit?: string } }>('/v1/events', { config: { scope: 'read' }, schema: { querystring: schemas.events } }, async (req, reply) => {
@@ -396,11 +408,14 @@ export class ControlApi {
       for (const e of c.events(since)) send(e);
       const onEvent = (e: { id: number }): void => send(e);
       c.on('event', onEvent);
+      // Changes made through other replicas of the fleet.
+      c.on('remote', onEvent);
       const beat = setInterval(() => raw.write(': keep-alive\n\n'), 15_000);
       this.streams.add(reply);
       raw.on('close', () => {
         clearInterval(beat);
         c.off('event', onEvent);
+        c.off('remote', onEvent);
         this.streams.delete(reply);
       });
     });

@@ -24,7 +24,9 @@ import {
   type ServiceState,
   type Weights,
 } from './state.js';
-import { RevisionConflictError, StoreUnavailableError, type Store } from './store/store.js';
+import { RevisionConflictError, StoreUnavailableError, type Store, type WriteOptions } from './store/store.js';
+import { LeaseLostError } from './store/redis.js';
+import { LocalFleet, type Fleet, type ReplicaInfo } from './fleet.js';
 import { baselineOf, stepWeights } from './rollout/plan.js';
 import { analyze } from './rollout/analysis.js';
 
@@ -32,6 +34,8 @@ export interface ControllerOptions {
   dataplane: Dataplane;
   store: Store;
   log: Logger;
+  /** Replicas sharing the store; a single local replica by default. */
+  fleet?: Fleet;
 }
 
 export interface RolloutRequest {
@@ -62,8 +66,14 @@ export class Controller extends EventEmitter {
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private closed = false;
   readonly dp: Dataplane;
-  private readonly store: Store;
+  readonly store: Store;
   private readonly log: Logger;
+  fleet: Fleet;
+  /** The fence of each rollout this replica drives. */
+  private readonly fences = new Map<string, { key: string; token: string }>();
+  private driverTimer: NodeJS.Timeout | undefined;
+  private reconciling = false;
+  private reconcileAgain = false;
 
   constructor(opts: ControllerOptions) {
     super();
@@ -71,22 +81,114 @@ export class Controller extends EventEmitter {
     this.dp = opts.dataplane;
     this.store = opts.store;
     this.log = opts.log;
+    this.fleet = opts.fleet ?? new LocalFleet(opts.dataplane, () => this.localReplica());
+  }
+
+  private localReplica(): ReplicaInfo {
+    const inflight: Record<string, Record<string, number>> = {};
+    for (const s of this.dp.serviceList) {
+      inflight[s.name] = {};
+      for (const v of s.versions) inflight[s.name][v.name] = this.dp.statsOf(s.name, v.name).inflight;
+    }
+    return { id: 'local', addresses: {}, revision: this.state.revision, inflight, startedAt: '', at: Date.now() };
   }
 
   /** Loads the stored state (config seeds it when nothing was written), applies its
    * weights, and resumes the rollouts that were running. */
   async start(): Promise<void> {
-    const stored = await this.store.load();
+    let stored: DesiredState | null = null;
+    try {
+      stored = await this.store.load();
+    } catch (err) {
+      // A shared store that is down must not keep the gateway from serving: start from
+      // the config and let the store's resync bring the fleet's state when it is back.
+      if (!(err instanceof StoreUnavailableError) || this.store.kind !== 'redis') throw err;
+      this.log.warn({ err: err.message }, 'state store unreachable at start; serving the config weights until it is back');
+    }
     if (stored !== null) this.state = stored;
     this.applyStoredWeights();
     for (const [name, s] of Object.entries(this.state.services)) {
-      if (s.rollout?.state === 'running') {
-        // The window counters live in this process; the step's analysis starts afresh.
+      if (s.rollout?.state === 'running' && !this.fleet.shared) {
+        // The window counters lived in the old process; the step's analysis starts afresh.
+        // (With a fleet store the counters are shared, so the stored window stands.)
         s.rollout.stepStartedAt = Date.now();
         s.rollout.idleIntervals = 0;
         this.log.info({ service: name, step: s.rollout.step, percent: s.rollout.steps[s.rollout.step] }, 'resuming rollout at its stored step');
-        this.schedule(name);
       }
+    }
+    const attachable = this.store as Store & { attach?: (l: { revision(): number; state(): DesiredState; apply(s: DesiredState): void }) => void };
+    attachable.attach?.({ revision: () => this.state.revision, state: () => this.state, apply: (s) => void this.applyRemote(s) });
+    await this.reconcileDrivers();
+    this.driverTimer = setInterval(() => void this.reconcileDrivers(), 1000);
+    this.driverTimer.unref();
+  }
+
+  /** A newer state written by another replica (or found in the store at a resync). */
+  applyRemote(next: DesiredState): Promise<void> {
+    const run = async (): Promise<void> => {
+      if (this.closed || next.revision <= this.state.revision) return;
+      const lastId = this.state.events.at(-1)?.id ?? 0;
+      this.state = next;
+      this.applyStoredWeights();
+      for (const e of next.events) if (e.id > lastId) this.emit('remote', e);
+      this.log.debug({ revision: next.revision }, 'applied state from the store');
+      this.emit('applied', next.revision);
+    };
+    const p = this.chain.then(run, run);
+    this.chain = p.catch(() => {});
+    return p.then(() => this.reconcileDrivers());
+  }
+
+  /** Reloads the stored state (after a write conflict). */
+  private async resync(): Promise<void> {
+    const s = await this.store.load();
+    if (s !== null && s.revision > this.state.revision) {
+      const lastId = this.state.events.at(-1)?.id ?? 0;
+      this.state = s;
+      this.applyStoredWeights();
+      for (const e of s.events) if (e.id > lastId) this.emit('remote', e);
+      this.emit('applied', s.revision);
+    }
+  }
+
+  /**
+   * Makes sure each running rollout has exactly one driver: this replica takes or renews
+   * the service's lease and runs its timer, or stops its timer when it lost the lease or
+   * the rollout is no longer running.
+   */
+  private async reconcileDrivers(): Promise<void> {
+    if (this.closed) return;
+    if (this.reconciling) {
+      this.reconcileAgain = true;
+      return;
+    }
+    this.reconciling = true;
+    try {
+      for (const name of Object.keys(this.state.services)) {
+        const ro = this.activeRollout(name);
+        if (ro === undefined || ro.state !== 'running') {
+          this.clearTimer(name);
+          if (this.fences.has(name)) {
+            this.fences.delete(name);
+            await this.fleet.release(name);
+          }
+          continue;
+        }
+        const fence = await this.fleet.lease(name);
+        if (fence === undefined) {
+          this.fences.delete(name);
+          this.clearTimer(name);
+          continue;
+        }
+        this.fences.set(name, fence);
+        if (!this.timers.has(name)) this.schedule(name);
+      }
+    } finally {
+      this.reconciling = false;
+    }
+    if (this.reconcileAgain) {
+      this.reconcileAgain = false;
+      await this.reconcileDrivers();
     }
   }
 
@@ -165,8 +267,25 @@ export class Controller extends EventEmitter {
    * The one way to change state. `fn` changes the clone and describes the change; if it
    * throws, nothing happened. Runs strictly one at a time.
    */
-  mutate<T>(actor: string, fn: (next: DesiredState) => Change & { result?: T }): Promise<{ revision: number; event: ControlEvent; result?: T }> {
+  mutate<T>(actor: string, fn: (next: DesiredState) => Change & { result?: T }, opts: WriteOptions = {}): Promise<{ revision: number; event: ControlEvent; result?: T }> {
     const run = async (): Promise<{ revision: number; event: ControlEvent; result?: T }> => {
+      // Another replica may have written since we last heard: on a conflict, re-read
+      // the stored state and decide again on it (If-Match then sees the new revision).
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await once();
+        } catch (err) {
+          if (!(err instanceof ControlError && err.code === 'REVISION_CONFLICT') || attempt >= 5) throw err;
+          try {
+            await this.resync();
+          } catch (e) {
+            if (e instanceof StoreUnavailableError) throw new ControlError(503, 'STORE_UNAVAILABLE', e.message);
+            throw e;
+          }
+        }
+      }
+    };
+    const once = async (): Promise<{ revision: number; event: ControlEvent; result?: T }> => {
       if (this.closed) throw new ControlError(503, 'SHUTTING_DOWN', 'the gateway is shutting down');
       const prev = this.state;
       const next = clone(prev);
@@ -185,9 +304,10 @@ export class Controller extends EventEmitter {
       next.events.push(event);
       if (next.events.length > MAX_EVENTS) next.events.splice(0, next.events.length - MAX_EVENTS);
       try {
-        await this.store.write(prev.revision, next);
+        await this.store.write(prev.revision, next, opts);
       } catch (err) {
         if (err instanceof StoreUnavailableError) throw new ControlError(503, 'STORE_UNAVAILABLE', err.message);
+        if (err instanceof LeaseLostError) throw err;
         if (err instanceof RevisionConflictError) throw new ControlError(409, 'REVISION_CONFLICT', err.message);
         throw err;
       }
@@ -198,6 +318,7 @@ export class Controller extends EventEmitter {
       }
       this.log.info({ actor, service: change.service, action: change.action, revision: next.revision, detail: change.detail }, 'control change');
       this.emit('event', event);
+      this.emit('applied', next.revision);
       return { revision: next.revision, event, result: change.result };
     };
     const p = this.chain.then(run, run);
@@ -255,6 +376,33 @@ export class Controller extends EventEmitter {
       return { service, action: 'cutover', detail: { to, from: before, weights, force: opts.force === true } };
     });
     return { revision: r.revision, weights: this.dp.getWeights(service), from };
+  }
+
+  /**
+   * Resolves true when every live replica has applied `revision` and none has a request
+   * of `versions` in flight; false at the deadline.
+   */
+  async waitFleetDrained(service: string, versions: string[], revision: number, timeoutMs: number): Promise<boolean> {
+    if (!this.fleet.shared) return this.waitDrained(service, versions, timeoutMs);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const reps = await this.fleet.replicas();
+        const done = reps.every((r) => r.revision >= revision && versions.every((v) => (r.inflight[service]?.[v] ?? 0) === 0));
+        if (done && versions.every((v) => this.dp.statsOf(service, v).inflight === 0)) return true;
+      } catch {
+        /* Redis trouble: keep waiting until the deadline */
+      }
+      if (Date.now() >= deadline) return false;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** In-flight counts per replica (for a drain timeout's answer). */
+  async fleetInflight(service: string): Promise<Record<string, Record<string, number>>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const r of await this.fleet.replicas().catch(() => [])) out[r.id] = r.inflight[service] ?? {};
+    return out;
   }
 
   /** Resolves true when none of `versions` has a request in flight, false at the deadline. */
@@ -333,7 +481,7 @@ export class Controller extends EventEmitter {
       s.rollout = rollout;
       return { service, action: 'rollout.started', detail: { rollout: rollout.id, to: req.to, steps, intervalMs: req.intervalMs, weights }, result: rollout };
     });
-    this.schedule(service);
+    await this.reconcileDrivers();
     return r.result!;
   }
 
@@ -381,7 +529,7 @@ export class Controller extends EventEmitter {
       return { service, action: `rollout.${action === 'abort' ? 'aborted' : action === 'promote' ? 'promoted' : action === 'pause' ? 'paused' : 'resumed'}`, detail: { rollout: ro.id, step: ro.step, weights: ro.weights }, result: ro };
     });
     this.clearTimer(service);
-    if (r.result!.state === 'running') this.schedule(service);
+    await this.reconcileDrivers();
     return r.result!;
   }
 
@@ -394,7 +542,7 @@ export class Controller extends EventEmitter {
   private schedule(service: string): void {
     this.clearTimer(service);
     const ro = this.activeRollout(service);
-    if (ro === undefined || ro.state !== 'running' || this.closed) return;
+    if (ro === undefined || ro.state !== 'running' || this.closed || !this.fences.has(service)) return;
     const wait = Math.max(0, ro.stepStartedAt + ro.intervalMs - Date.now());
     const t = setTimeout(() => {
       this.timers.delete(service);
@@ -415,18 +563,20 @@ export class Controller extends EventEmitter {
   private async tick(service: string): Promise<void> {
     const cur = this.activeRollout(service);
     if (cur === undefined || cur.state !== 'running') return;
+    const fence = this.fences.get(service);
+    if (fence === undefined) return;
     const now = Date.now();
-    const window = (v: string) => this.dp.statsOf(service, v).window.summary(cur.stepStartedAt, now);
+    const window = (v: string) => this.fleet.summary(service, v, cur.stepStartedAt, now);
     const result = analyze(
       cur.analysis,
       cur.step,
-      { version: cur.to, w: window(cur.to) },
-      cur.baseline !== null ? { version: cur.baseline, w: window(cur.baseline) } : undefined,
+      { version: cur.to, w: await window(cur.to) },
+      cur.baseline !== null ? { version: cur.baseline, w: await window(cur.baseline) } : undefined,
     );
     const applied = this.mutate('rollout', (next) => {
       const ro = this.requireRollout(next, service);
       // Steered (paused, promoted, aborted) while this interval was being analysed.
-      if (ro.id !== cur.id || ro.state !== 'running') throw new StaleTick();
+      if (ro.id !== cur.id || ro.state !== 'running' || ro.step !== cur.step || ro.stepStartedAt !== cur.stepStartedAt) throw new StaleTick();
       const s = next.services[service];
       const at = new Date(now).toISOString();
       ro.lastAnalysis = result;
@@ -462,11 +612,20 @@ export class Controller extends EventEmitter {
       }
       // Keep the window growing: the step waits for enough requests.
       return { service, action: 'rollout.waiting', detail: { rollout: ro.id, step: ro.step, analysis: result, idleIntervals: ro.idleIntervals } };
-    });
+    }, fence.key === '' ? {} : { fence });
     try {
       await applied;
     } catch (err) {
-      if (err instanceof StaleTick) return;
+      if (err instanceof StaleTick) {
+        this.schedule(service);
+        return;
+      }
+      if (err instanceof LeaseLostError) {
+        this.log.warn({ service }, 'rollout lease lost before the step was written; another replica drives it');
+        this.fences.delete(service);
+        this.clearTimer(service);
+        return;
+      }
       throw err;
     }
     this.schedule(service);
@@ -491,9 +650,13 @@ export class Controller extends EventEmitter {
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.driverTimer) clearInterval(this.driverTimer);
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     await this.chain.catch(() => {});
+    // Hand the rollouts over at once rather than after the lease TTL.
+    for (const name of [...this.fences.keys()]) await this.fleet.release(name);
+    await this.fleet.close();
     await this.store.close();
   }
 }

@@ -11,7 +11,7 @@ export const LATENCY_BOUNDS: readonly number[] = (() => {
   return out;
 })();
 
-const NB = LATENCY_BOUNDS.length + 1; // the last bucket is +Inf
+export const NB = LATENCY_BOUNDS.length + 1; // the last bucket is +Inf
 export const RING_SECONDS = 600;
 
 export interface WindowSummary {
@@ -58,6 +58,19 @@ export class WindowCounters {
     this.hist[slot * NB + latencyBucket(seconds)]++;
   }
 
+  /** One second's counts (the fleet publishes completed seconds), or undefined if the
+   * ring holds nothing for it. Histogram as sparse [bucket, count] pairs. */
+  secondCounts(sec: number): { requests: number; errors: number; hist: [number, number][] } | undefined {
+    const slot = sec % RING_SECONDS;
+    if (this.second[slot] !== sec || this.requests[slot] === 0) return undefined;
+    const hist: [number, number][] = [];
+    for (let i = 0; i < NB; i++) {
+      const n = this.hist[slot * NB + i];
+      if (n > 0) hist.push([i, n]);
+    }
+    return { requests: this.requests[slot], errors: this.errors[slot], hist };
+  }
+
   /** Sums the window [fromMs, toMs] (whole seconds, both ends included). */
   summary(fromMs: number, toMs = Date.now()): WindowSummary {
     const h = new Float64Array(NB);
@@ -72,16 +85,20 @@ export class WindowCounters {
       errors += this.errors[slot];
       for (let i = 0; i < NB; i++) h[i] += this.hist[slot * NB + i];
     }
-    const span = Math.max(1, to - from + 1);
-    return {
-      requests,
-      errors,
-      errorRate: requests === 0 ? 0 : errors / requests,
-      p99: quantile(h, requests, 0.99),
-      p50: quantile(h, requests, 0.5),
-      rps: requests / span,
-    };
+    return summarize(h, requests, errors, Math.max(1, to - from + 1));
   }
+}
+
+/** A window summary from summed counts (local ring or the fleet's published seconds). */
+export function summarize(h: Float64Array, requests: number, errors: number, spanSeconds: number): WindowSummary {
+  return {
+    requests,
+    errors,
+    errorRate: requests === 0 ? 0 : errors / requests,
+    p99: quantile(h, requests, 0.99),
+    p50: quantile(h, requests, 0.5),
+    rps: requests / Math.max(1, spanSeconds),
+  };
 }
 
 function quantile(h: Float64Array, total: number, q: number): number {

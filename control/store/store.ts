@@ -19,11 +19,17 @@ export class RevisionConflictError extends Error {
   }
 }
 
+export interface WriteOptions {
+  /** Fencing: the write succeeds only while this key still holds this token (a rollout
+   * driver's lease in the fleet store; ignored by single-process stores). */
+  fence?: { key: string; token: string };
+}
+
 export interface Store {
   readonly kind: string;
   /** The stored state, or null when nothing was ever written. */
   load(): Promise<DesiredState | null>;
   /** Writes `next` if the stored revision is still `expected`. */
-  write(expected: number, next: DesiredState): Promise<void>;
+  write(expected: number, next: DesiredState, opts?: WriteOptions): Promise<void>;
   close(): Promise<void>;
 }
