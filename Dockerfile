@@ -22,6 +22,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev && npm cache clean --force
 COPY --from=build /src/dist ./dist
+# The dashboard's static files: /app/dist/control/ui.js serves /app/control/ui.
+COPY --from=build /src/control/ui ./control/ui
 # The file state store writes next to the config by default; give the user a place.
 RUN mkdir -p /var/lib/switchyard /etc/switchyard && chown node:node /var/lib/switchyard
 USER node
