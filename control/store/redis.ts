@@ -23,6 +23,8 @@ import { RevisionConflictError, StoreUnavailableError, type Store, type WriteOpt
 
 const WRITE = `
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[6]) then return {-2, cur} end
 if cur ~= tonumber(ARGV[1]) then return {0, cur} end
 if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then return {-1, cur} end
 redis.call('SET', KEYS[1], ARGV[3])
@@ -39,6 +41,9 @@ redis.call('SET', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[3], ARGV[1])
 return tonumber(ARGV[1])
 `;
+
+/** Below the 1 s command timeout, leaving time for the reply to arrive. */
+const WRITE_DEADLINE_MS = 700;
 
 export class LeaseLostError extends Error {
   readonly code = 'LEASE_LOST';
@@ -141,6 +146,11 @@ export class RedisStore implements Store {
   async write(expected: number, next: DesiredState, opts: WriteOptions = {}): Promise<void> {
     let r: [number, number];
     try {
+      // A write that times out on our side must never be applied later (Redis paused,
+      // then resumed with the command still queued): the script refuses to run past a
+      // deadline taken from Redis' own clock, shorter than our command timeout.
+      const [sec, usec] = await this.redis.time();
+      const deadline = Number(sec) * 1000 + Math.floor(Number(usec) / 1000) + WRITE_DEADLINE_MS;
       r = (await this.redis.eval(
         WRITE,
         3,
@@ -152,12 +162,14 @@ export class RedisStore implements Store {
         JSON.stringify(next),
         this.keys.channel,
         opts.fence?.token ?? '',
+        String(deadline),
       )) as [number, number];
     } catch (err) {
       throw this.unavailable(err);
     }
     this.lastOkAt = Date.now();
     if (r[0] === 0) throw new RevisionConflictError(r[1]);
+    if (r[0] === -2) throw new StoreUnavailableError('redis ran the write too late (it was stalled); the write was not applied');
     if (r[0] === -1) throw new LeaseLostError('the rollout lease was lost; another replica drives it now');
   }
 

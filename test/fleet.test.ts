@@ -1,0 +1,248 @@
+// Three real gateway processes sharing one real redis-server act as one.
+
+import { spawn } from 'node:child_process';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { CLI, load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
+import { startRedis, type RedisServer } from './redis-server.js';
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+async function api(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Json; ms: number }> {
+  const t0 = Date.now();
+  const r = await request(`${base}${path}`, {
+    method: method as 'GET',
+    headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: r.statusCode, body: (await r.body.json()) as Json, ms: Date.now() - t0 };
+}
+
+function cli(args: string[], url: string): Promise<{ code: number | null; stdout: string; stderr: string; endedAt: number }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, SWITCHYARD_URL: url }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('exit', (code) => resolve({ code, stdout, stderr, endedAt: Date.now() }));
+  });
+}
+
+describe('fleet: 3 replicas on one redis', () => {
+  let redis: RedisServer;
+  let blue: Upstream;
+  let green: Upstream;
+  let gws: GatewayProcess[] = [];
+  let prefix = '';
+  let n = 0;
+
+  const config = (extra: Json = {}): Json =>
+    shopConfig(
+      { blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } },
+      { override: { header: 'x-switchyard-version' }, ...extra },
+      { state: { store: 'redis', redis: { url: redis.url, prefix } }, shutdown: { drainDelay: '0s', grace: '5s' } },
+    );
+
+  const startFleet = async (count = 3, extra: Json = {}): Promise<GatewayProcess[]> => {
+    prefix = `t${++n}`;
+    gws = [];
+    for (let i = 0; i < count; i++) gws.push(await startProcess(config(extra)));
+    // Every replica sees the others in the registry.
+    await waitFor(async () => (await api(gws[0].controlUrl, 'GET', '/v1/replicas')).body.replicas?.length === count, { timeout: 10_000 });
+    return gws;
+  };
+
+  const weightsOn = async (g: GatewayProcess): Promise<Json> => (await api(g.controlUrl, 'GET', '/v1/services/shop')).body;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    blue = await startUpstream('blue', (req, res, up) => {
+      const slow = req.url?.startsWith('/slow');
+      req.resume();
+      setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ name: up.name }));
+      }, slow ? 2000 : 2);
+    });
+    green = await startUpstream('green');
+  });
+
+  afterEach(async () => {
+    await Promise.all(gws.map((g) => g.stop('SIGKILL')));
+    gws = [];
+  });
+
+  afterAll(async () => {
+    await redis?.stop();
+    await blue?.close();
+    await green?.close();
+  });
+
+  it('a weight change made on one replica is applied on all three', async () => {
+    const [a, b, c] = await startFleet();
+    for (let i = 1; i <= 10; i++) {
+      const w = { blue: 100 - i * 5, green: i * 5 };
+      const put = await api(a.controlUrl, 'PUT', '/v1/services/shop/weights', { weights: w });
+      expect(put.status).toBe(200);
+      for (const g of [b, c]) {
+        await waitFor(async () => {
+          const s = await weightsOn(g);
+          return s.revision === put.body.revision && s.weights.green === w.green;
+        }, { timeout: 5000, interval: 5, message: `replica did not apply revision ${put.body.revision}` });
+      }
+    }
+    // Traffic through every replica follows the new weights (green 50 of 100).
+    for (const g of [a, b, c]) {
+      const r = await load(`${g.url}/`, { concurrency: 4, count: 400 });
+      expect(r.failed).toBe(0);
+      expect(r.byName.green).toBeGreaterThan(140);
+      expect(r.byName.blue).toBeGreaterThan(140);
+    }
+    // The events are the fleet's: every replica lists the same history.
+    const ev = await Promise.all([a, b, c].map(async (g) => (await api(g.controlUrl, 'GET', '/v1/events')).body.events.map((e: Json) => e.id)));
+    expect(ev[1]).toEqual(ev[0]);
+    expect(ev[2]).toEqual(ev[0]);
+    expect(ev[0]).toHaveLength(10);
+  });
+
+  it('cutover --wait returns only after every replica applied it and a 2 s request on another replica finished', async () => {
+    const [a, , c] = await startFleet();
+    // A 2 s request on replica C, on blue.
+    let slowDoneAt = 0;
+    const slow = request(`${c.url}/slow`).then(async (r) => {
+      await r.body.text();
+      slowDoneAt = Date.now();
+      return r.statusCode;
+    });
+    await waitFor(async () => (await weightsOn(c)).versions.blue.inflight === 1);
+    // Load on every replica meanwhile: nothing may fail.
+    let stop = false;
+    const loads = gws.map((g) => load(`${g.url}/`, { concurrency: 4, until: () => stop, ratePerWorker: 50 }));
+    const res = await cli(['cutover', 'shop', '--to', 'green', '--wait', '--timeout', '20s', '--json'], a.controlUrl);
+    stop = true;
+    const results = await Promise.all(loads);
+    expect(res.code, res.stderr).toBe(0);
+    expect(await slow).toBe(200);
+    expect(slowDoneAt).toBeGreaterThan(0);
+    expect(res.endedAt).toBeGreaterThanOrEqual(slowDoneAt);
+    expect(JSON.parse(res.stdout)).toMatchObject({ drained: true, weights: { blue: 0, green: 100 } });
+    for (const r of results) expect(r.failed, r.errors.join('\n')).toBe(0);
+    for (const g of gws) expect((await weightsOn(g)).weights).toEqual({ blue: 0, green: 100 });
+  });
+
+  it('kill -9 of the replica driving a rollout: another continues, no step repeated or skipped', async () => {
+    await startFleet();
+    const steps = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
+    const start = await api(gws[0].controlUrl, 'POST', '/v1/services/shop/rollout', {
+      to: 'green',
+      steps,
+      interval: '500ms',
+      analysis: { minRequests: 0, maxErrorRate: 0.5 },
+    });
+    expect(start.status).toBe(202);
+    // Which replica holds the lease?
+    const rc = redis.client();
+    const holder = await waitFor(async () => (await rc.get(`${prefix}:lease:shop`))?.split(':')[0]);
+    const ids = await Promise.all(gws.map(async (g) => (await api(g.controlUrl, 'GET', '/v1/replicas')).body.self as string));
+    const driver = gws[ids.indexOf(holder)];
+    expect(driver).toBeDefined();
+    const survivors = gws.filter((g) => g !== driver);
+    await waitFor(async () => (await api(survivors[0].controlUrl, 'GET', '/v1/services/shop/rollout')).body.step >= 2, { timeout: 15_000 });
+    await driver.stop('SIGKILL');
+    const done = await waitFor(
+      async () => {
+        const r = (await api(survivors[0].controlUrl, 'GET', '/v1/services/shop/rollout')).body;
+        return r.state === 'succeeded' ? r : undefined;
+      },
+      { timeout: 30_000, interval: 100 },
+    );
+    expect(done.history.map((h: Json) => h.step)).toEqual(steps.map((_, i) => i));
+    expect(done.history.map((h: Json) => h.percent)).toEqual(steps);
+    const events = (await api(survivors[1].controlUrl, 'GET', '/v1/events')).body.events as Json[];
+    const stepEvents = events.filter((e) => e.action === 'rollout.step').map((e) => e.detail.step);
+    expect(stepEvents).toEqual(steps.slice(1).map((_, i) => i + 1));
+    // A different replica took over.
+    const newHolder = await rc.get(`${prefix}:lease:shop`);
+    expect(newHolder === null || !newHolder.startsWith(holder)).toBe(true);
+    expect((await weightsOn(survivors[1])).weights).toEqual({ blue: 0, green: 100 });
+  });
+
+  it('redis paused for 5 s under load: 0 failed requests, writes answer 503 fast, the fleet resyncs after', async () => {
+    const [a, b, c] = await startFleet();
+    let stop = false;
+    const loads = gws.map((g) => load(`${g.url}/`, { concurrency: 4, until: () => stop, ratePerWorker: 50 }));
+    await new Promise((r) => setTimeout(r, 300));
+    redis.pause();
+    const pausedAt = Date.now();
+    try {
+      const w = await api(a.controlUrl, 'PUT', '/v1/services/shop/weights', { weights: { blue: 50, green: 50 } });
+      expect(w.status).toBe(503);
+      expect(w.body.error.code).toBe('STORE_UNAVAILABLE');
+      expect(w.ms).toBeLessThan(2500);
+      const w2 = await api(b.controlUrl, 'POST', '/v1/services/shop/cutover', { to: 'green' });
+      expect(w2.status).toBe(503);
+      while (Date.now() - pausedAt < 5000) await new Promise((r) => setTimeout(r, 100));
+    } finally {
+      redis.resume();
+    }
+    stop = true;
+    const results = await Promise.all(loads);
+    for (const r of results) {
+      expect(r.failed, r.errors.join('\n')).toBe(0);
+      expect(r.sent).toBeGreaterThan(100);
+    }
+    // Nothing was applied while Redis was down.
+    for (const g of gws) expect((await weightsOn(g)).weights).toEqual({ blue: 100, green: 0 });
+    // Writes work again and reach every replica.
+    const ok = await waitFor(async () => {
+      const r = await api(c.controlUrl, 'PUT', '/v1/services/shop/weights', { weights: { blue: 20, green: 80 } });
+      return r.status === 200 ? r : undefined;
+    }, { timeout: 10_000, interval: 200 });
+    for (const g of gws) await waitFor(async () => (await weightsOn(g)).revision === ok.body.revision);
+  });
+
+  it('redis restarted empty: the state (weights, rollout, revision) comes back without operator action', async () => {
+    const [a, b] = await startFleet();
+    expect((await api(a.controlUrl, 'PUT', '/v1/services/shop/weights', { weights: { blue: 70, green: 30 } })).status).toBe(200);
+    const ro = await api(b.controlUrl, 'POST', '/v1/services/shop/rollout', { to: 'green', steps: [40, 100], interval: '1h', analysis: { minRequests: 0 } });
+    expect(ro.status).toBe(202);
+    const pause = await api(b.controlUrl, 'POST', '/v1/services/shop/rollout/pause');
+    expect(pause.status).toBe(200);
+    const before = (await api(a.controlUrl, 'GET', '/v1/services')).body.revision as number;
+    await waitFor(async () => (await weightsOn(gws[2])).revision === before);
+
+    await redis.restart();
+    const rc = redis.client();
+    expect(Number(await rc.get(`${prefix}:revision`))).toBe(0);
+    // The replicas write their state back; the highest revision wins.
+    await waitFor(async () => Number(await rc.get(`${prefix}:revision`)) === before, { timeout: 10_000, interval: 100 });
+    const stored = JSON.parse((await rc.get(`${prefix}:state`))!);
+    expect(stored.services.shop.weights).toEqual({ blue: 60, green: 40 });
+    expect(stored.services.shop.rollout.state).toBe('paused');
+    // And the fleet keeps working on top of it.
+    const next = await waitFor(async () => {
+      const r = await api(a.controlUrl, 'POST', '/v1/services/shop/rollout/abort');
+      return r.status === 200 ? r : undefined;
+    }, { timeout: 10_000, interval: 200 });
+    expect(next.body.state).toBe('aborted');
+    const after = (await api(a.controlUrl, 'GET', '/v1/services')).body.revision as number;
+    expect(after).toBe(before + 1);
+    for (const g of gws) await waitFor(async () => (await weightsOn(g)).weights.green === 30);
+  });
+
+  it('two writers with the same If-Match on different replicas: exactly one wins, the other gets 412', async () => {
+    const [a, b] = await startFleet();
+    for (let round = 0; round < 10; round++) {
+      const rev = String((await weightsOn(a)).revision);
+      await waitFor(async () => String((await weightsOn(b)).revision) === rev);
+      const [r1, r2] = await Promise.all([
+        api(a.controlUrl, 'PUT', '/v1/services/shop/weights', { weights: { blue: 90 - round, green: 10 + round } }, { 'if-match': `"${rev}"` }),
+        api(b.controlUrl, 'PUT', '/v1/services/shop/weights', { weights: { blue: 10 + round, green: 90 - round } }, { 'if-match': `"${rev}"` }),
+      ]);
+      expect([r1.status, r2.status].sort()).toEqual([200, 412]);
+      const loser = r1.status === 412 ? r1 : r2;
+      expect(loser.body.error.code).toBe('REVISION_MISMATCH');
+    }
+  });
+});
