@@ -60,6 +60,8 @@ const problems: string[] = [];
 async function newPage(): Promise<Page> {
   const ctx = await browser!.newContext({ viewport: { width: 1280, height: 900 } });
   const p = await ctx.newPage();
+  // Fail fast when the page is broken (playwright's default is 30 s per action).
+  p.setDefaultTimeout(15_000);
   p.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
   p.on('console', (m) => {
     if (m.type() === 'error' && !/status of 40[13]/.test(m.text())) problems.push(`console: ${m.text()}`);
@@ -206,6 +208,23 @@ describe('dashboard', () => {
     await p.click('#connect');
     await expect.poll(() => p.textContent('#alert'), WAIT).toContain('missing bearer token');
     await p.context().close();
+  });
+
+  it('with no tokens configured (loopback), an empty token connects', async () => {
+    const open = await startProcess(shopConfig({ blue: { weight: 3, endpoints: [ups[0].address] }, green: { weight: 1, endpoints: [ups[2].address] } }));
+    try {
+      const p = await newPage();
+      await p.goto(`${open.controlUrl}/ui`);
+      await p.click('#connect');
+      await expect.poll(() => card(p).count(), WAIT).toBe(1);
+      await expect.poll(() => cell(p, 'blue', 'share').textContent(), WAIT).toContain('75.0%');
+      expect(await cell(p, 'green', 'share').textContent()).toContain('25.0%');
+      expect(await p.evaluate(() => sessionStorage.getItem('switchyard.token'))).toBe('');
+      expect(await p.isVisible('#alert')).toBe(false);
+      await p.context().close();
+    } finally {
+      await open.stop('SIGKILL');
+    }
   });
 
   it('shows a running rollout with its step (screenshot with traffic flowing)', async () => {
