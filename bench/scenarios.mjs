@@ -141,7 +141,7 @@ async function ejectFailing() {
   const r = await drive(`${gw.url}/`, { concurrency, durationMs });
   await breaker;
   const ejected = logCount(gw, 'endpoint ejected');
-  return { r, gw, notes: `${ups[2].name} answers 500 from ${fmt(durationMs / 3000, 1)}s; ejections ${ejected}; 500s after its switch: ${r.statuses[500] ?? 0}; ${describeFailures(r)}` };
+  return { r, gw, notes: `${ups[2].name} answers 500 from ${fmt(durationMs / 3000, 1)}s; ejections ${ejected}; 500 answers seen by clients: ${r.statuses[500] ?? 0}; ${describeFailures(r)}` };
 }
 
 /** Both endpoints of green (weight 50/50 with blue) killed -9 a third into the run. */
