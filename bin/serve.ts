@@ -14,6 +14,7 @@ import { ActiveHealthChecker } from '../gateway/health/active.js';
 import { OutlierDetector } from '../gateway/health/passive.js';
 import type { Provider } from '../discovery/provider.js';
 import { StaticProvider } from '../discovery/static.js';
+import { ConsulProvider, ConsulRegistration } from '../discovery/consul.js';
 import { dirname, resolve } from 'node:path';
 import { Controller } from '../control/controller.js';
 import { ControlApi } from '../control/api.js';
@@ -75,6 +76,9 @@ export function createLogger(level: string): Logger {
   return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime });
 }
 
+/** Longest startGateway waits for the first discovery snapshots before listening. */
+const FIRST_SNAPSHOT_WAIT_MS = 2000;
+
 export async function startGateway(opts: StartOptions): Promise<RunningGateway> {
   let config = opts.config ?? loadConfigFile(opts.configFile);
   const log = opts.log ?? createLogger(config.log.level);
@@ -84,7 +88,11 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
 
   const dataplane = new Dataplane({ log });
   dataplane.applyConfig(config);
-  const providers: Provider[] = [new StaticProvider(config)];
+  const configDir = dirname(resolve(opts.configFile));
+  // Inert until the config names discovery.consul (a reload may add it).
+  const consul = new ConsulProvider({ config, log, baseDir: configDir });
+  const providers: Provider[] = [new StaticProvider(config), consul];
+  let registration: ConsulRegistration | undefined;
   const outliers = new OutlierDetector(dataplane, log);
   const checker = new ActiveHealthChecker(dataplane, log);
   const observer: Observer = {
@@ -113,7 +121,14 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       const r = controller.rollout(s);
       return r && { state: r.state, percent: r.steps[r.step] };
     },
-    discoveryAge: () => Object.fromEntries(Object.entries(discoveredAt).map(([k, t]) => [k, (Date.now() - t) / 1000])),
+    discoveryAge: () => {
+      const age: Record<string, number> = {};
+      for (const p of providers) {
+        const s = p.staleness ? p.staleness() : discoveredAt[p.name] === undefined ? undefined : (Date.now() - discoveredAt[p.name]) / 1000;
+        if (s !== undefined) age[p.name] = s;
+      }
+      return age;
+    },
     replicas: () => controller.fleet.count(),
     webhooks: () => webhooks.stats(),
   });
@@ -127,7 +142,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     controller,
     log,
     reload: () => reloadFn(),
-    info: () => ({ store: config.state.store, webhooks: webhooks.stats(), inflight: dataplane.inflight(), ready: ready && !shuttingDown }),
+    info: () => ({ store: config.state.store, webhooks: webhooks.stats(), inflight: dataplane.inflight(), ready: ready && !shuttingDown, ...(consul.status() ? { discovery: { consul: consul.status() } } : {}) }),
   });
 
   const cleanup: (() => void)[] = [];
@@ -143,6 +158,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     await webhooks.close();
     outliers.close();
     await checker.close();
+    await registration?.deregister(1000);
     await Promise.all(providers.map((p) => p.close()));
     await dataplane.close(true);
   };
@@ -151,20 +167,43 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     const adminAddr = await admin.listen();
     await controller.start();
     const controlAddr = await api.listen();
-    for (const p of providers) {
-      await p.start((sets) => {
-        discoveredAt[p.name] = Date.now();
-        dataplane.applyDiscovery(sets);
-      });
-    }
-    dataplane.markStarted();
+    // Every provider's first snapshot. One whose source is down (Consul) holds the
+    // listeners back FIRST_SNAPSHOT_WAIT_MS at most: they come up and /ready answers 503
+    // until it arrives (or at once with discovery.consul.startWithoutSnapshot).
+    let snapshotsIn = false;
+    let listening = false;
+    const firstSnapshots = Promise.all(
+      providers.map((p) =>
+        p.start((sets) => {
+          discoveredAt[p.name] = Date.now();
+          dataplane.applyDiscovery(sets);
+        }),
+      ),
+    ).then(() => {
+      if (closed) return;
+      snapshotsIn = true;
+      dataplane.markStarted();
+      if (listening && !ready) {
+        ready = true;
+        log.info('discovery delivered its first snapshot; ready');
+      }
+    });
+    const waited = new AbortController();
+    await Promise.race([firstSnapshots, delay(FIRST_SNAPSHOT_WAIT_MS, undefined, { signal: waited.signal }).catch(() => {})]);
+    waited.abort();
+    if (!snapshotsIn) log.warn({ waitedMs: FIRST_SNAPSHOT_WAIT_MS }, 'discovery has not delivered a first snapshot yet (is Consul reachable?); /ready answers 503 until it does');
     dataplane.subscribe((snap) => checker.sync(snap));
     const gatewayAddr = await gateway.listen();
     bound.gateway = `${gatewayAddr.address}:${gatewayAddr.port}`;
     bound.admin = `${adminAddr.address}:${adminAddr.port}`;
     bound.control = `${controlAddr.address}:${controlAddr.port}`;
     fleet?.start();
-    ready = true;
+    listening = true;
+    ready = snapshotsIn || (config.discovery.consul?.startWithoutSnapshot ?? false);
+    if (config.discovery.consul?.register !== undefined) {
+      registration = new ConsulRegistration(config.discovery.consul, { gateway: gatewayAddr, admin: adminAddr }, log, configDir);
+      registration.start();
+    }
 
     const reload = (): string[] => {
       let next: Config;
@@ -196,6 +235,8 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       shuttingDown ??= (async () => {
         const { drainDelayMs, graceMs } = config.shutdown;
         log.info({ reason, drainDelayMs }, 'shutdown: /ready now answers 503; still serving during the drain delay');
+        // First step: leave Consul, so nothing new is sent here through it.
+        await registration?.deregister();
         await delay(drainDelayMs);
         const allClosed = gateway.stopAccepting();
         log.info({ inflight: dataplane.inflight() }, 'shutdown: stopped accepting; closing idle connections; waiting for in-flight requests');

@@ -22,4 +22,8 @@ export interface Provider {
   update(config: Config): void;
   /** Stops following; idempotent. */
   close(): Promise<void>;
+  /** Seconds since the provider last knew its endpoints were current (0 while it
+   * follows its source); undefined when it follows nothing. Providers without it are
+   * measured from their last delivery. */
+  staleness?(): number | undefined;
 }
