@@ -103,6 +103,7 @@ Switchyard demo is running.
   gateway   ${url}        (service "shop": blue = 100, green = 0)
   admin     ${admin}/live  ${admin}/ready
   control   ${control}/v1/services   (no token: loopback only)
+  dashboard ${control}/ui             (leave the token empty)
   config    ${file}
   upstreams blue  ${ep('blue').join('  ')}
             green ${ep('green').join('  ')}

@@ -543,7 +543,9 @@ export class Controller extends EventEmitter {
     this.clearTimer(service);
     const ro = this.activeRollout(service);
     if (ro === undefined || ro.state !== 'running' || this.closed || !this.fences.has(service)) return;
-    const wait = Math.max(0, ro.stepStartedAt + ro.intervalMs - Date.now());
+    // A step waiting for minRequests keeps its window (stepStartedAt) growing; its next
+    // check is one interval after the previous one, not at once.
+    const wait = Math.max(0, ro.stepStartedAt + ro.intervalMs * (ro.idleIntervals + 1) - Date.now());
     const t = setTimeout(() => {
       this.timers.delete(service);
       this.tick(service).catch((err) => {

@@ -94,6 +94,7 @@ export async function startInProcess(config: object | string): Promise<InProcess
     file,
     url: `http://127.0.0.1:${gw.addresses.gateway.port}`,
     adminUrl: `http://127.0.0.1:${gw.addresses.admin.port}`,
+    controlUrl: `http://127.0.0.1:${gw.addresses.control.port}`,
     close: () => gw.close(),
   };
 }
