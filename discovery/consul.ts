@@ -359,7 +359,12 @@ export class ConsulProvider implements Provider {
 
   update(config: Config): void {
     this.config = config;
-    this.follow();
+    try {
+      this.follow();
+    } catch (err) {
+      // A CA file that cannot be read: the queries already running keep going.
+      this.log.error({ err: String((err as Error).message ?? err) }, 'consul: cannot apply the new discovery.consul settings; still following with the previous ones');
+    }
     // Meta filters or versions may have changed with the same queries.
     this.scheduleEmit();
   }
@@ -424,12 +429,13 @@ export class ConsulProvider implements Provider {
     const c = this.config.discovery.consul;
     const key = c === undefined ? '' : JSON.stringify([c.address, c.token, c.datacenter, c.ca, c.stale, c.waitMs]);
     if (key !== this.clientKey) {
-      // New connection settings: every query starts over with the new client.
+      // New connection settings: every query starts over with the new client (made
+      // first: a CA file that cannot be read leaves the running queries alone).
+      const next = c === undefined ? undefined : new ConsulClient(c, this.baseDir);
       for (const w of this.watches.values()) w.stop();
       this.watches.clear();
-      const old = this.client;
-      void old?.close();
-      this.client = c === undefined ? undefined : new ConsulClient(c, this.baseDir);
+      void this.client?.close();
+      this.client = next;
       this.clientKey = key;
     }
     const want = new Map<string, ConsulSource>();

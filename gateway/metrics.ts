@@ -144,7 +144,7 @@ export class Metrics {
     });
     new Gauge({
       name: 'switchyard_discovery_staleness_seconds',
-      help: 'Seconds since each discovery provider last delivered endpoints.',
+      help: 'Seconds since each discovery provider last knew its endpoints were current (consul: 0 while its blocking queries are open; static: since the last config load).',
       labelNames: ['provider'],
       registers,
       collect() {

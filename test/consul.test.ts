@@ -8,9 +8,10 @@
 // Measured figures are printed ([consul] lines); bounds are the documented ones plus
 // slack for a shared 2-core machine.
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -42,6 +43,8 @@ async function freePort(): Promise<number> {
 
 interface ConsulAgent {
   proc: ChildProcess;
+  /** ACL token the test helpers send (agents started with ACLs on). */
+  token?: string;
   pid: number;
   httpPort: number;
   url: string;
@@ -53,11 +56,11 @@ interface ConsulAgent {
 const agents = new Set<ConsulAgent>();
 
 /** Starts `consul agent -dev` (fresh, in-memory state) on free ports, or on httpPort. */
-async function startConsul(httpPort?: number): Promise<ConsulAgent> {
+async function startConsul(httpPort?: number, opts: { args?: string[]; token?: string } = {}): Promise<ConsulAgent> {
   const bin = consulBinary();
   const port = httpPort ?? (await freePort());
   const [lan, wan, server] = [await freePort(), await freePort(), await freePort()];
-  const args = ['agent', '-dev', '-bind', '127.0.0.1', '-client', '127.0.0.1', '-http-port', String(port), '-serf-lan-port', String(lan), '-serf-wan-port', String(wan), '-server-port', String(server), '-dns-port', '-1', '-grpc-port', '-1', '-log-level', 'warn'];
+  const args = ['agent', '-dev', '-bind', '127.0.0.1', '-client', '127.0.0.1', '-http-port', String(port), '-serf-lan-port', String(lan), '-serf-wan-port', String(wan), '-server-port', String(server), '-dns-port', '-1', '-grpc-port', '-1', '-log-level', 'warn', ...(opts.args ?? [])];
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -65,6 +68,7 @@ async function startConsul(httpPort?: number): Promise<ConsulAgent> {
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const agent: ConsulAgent = {
     proc,
+    token: opts.token,
     pid: proc.pid!,
     httpPort: port,
     url: `http://127.0.0.1:${port}`,
@@ -80,10 +84,11 @@ async function startConsul(httpPort?: number): Promise<ConsulAgent> {
     await waitFor(
       async () => {
         if (proc.exitCode !== null) throw new Error(`consul exited with ${proc.exitCode}: ${out.slice(-2000)}`);
-        const leader = await (await request(`${agent.url}/v1/status/leader`)).body.text();
+        const headers = opts.token ? { 'x-consul-token': opts.token } : {};
+        const leader = await (await request(`${agent.url}/v1/status/leader`, { headers })).body.text();
         if (leader.length <= 2) return false;
         // The agent's node is in the catalog (its services can be passing).
-        const nodes = (await (await request(`${agent.url}/v1/catalog/nodes`)).body.json()) as unknown[];
+        const nodes = (await (await request(`${agent.url}/v1/catalog/nodes`, { headers })).body.json()) as unknown[];
         return nodes.length > 0;
       },
       { timeout: 30_000, interval: 100, message: `consul agent on port ${port} up` },
@@ -96,7 +101,7 @@ async function startConsul(httpPort?: number): Promise<ConsulAgent> {
 }
 
 async function consulPut(agent: ConsulAgent, path: string, body?: unknown): Promise<void> {
-  const res = await request(`${agent.url}${path}`, { method: 'PUT', body: body === undefined ? undefined : JSON.stringify(body) });
+  const res = await request(`${agent.url}${path}`, { method: 'PUT', headers: agent.token ? { 'x-consul-token': agent.token } : {}, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await res.body.text();
   if (res.statusCode !== 200) throw new Error(`PUT ${path}: ${res.statusCode} ${text}`);
 }
@@ -355,6 +360,18 @@ describe('consul discovery (shared agent)', () => {
     for (const id of ['roll-b', 'roll-c']) await deregister(consul, id);
   });
 
+  it('asks the configured datacenter (with stale reads); an unknown datacenter is an error, not an empty answer', async () => {
+    const up = upstream(await tracked('a'));
+    await register(consul, { ID: 'dc-a', Name: 'dcsvc', Port: up.port });
+    const versions = { blue: { weight: 1, consul: { service: 'dcsvc' } } };
+    const g = await startGw(gatewayConfig(consul.url, versions, { datacenter: 'dc1', stale: true }));
+    expect(ids(g, 'blue')).toEqual([`dc-a@127.0.0.1:${up.port}`]);
+    const g2 = await startGw(gatewayConfig(consul.url, versions, { datacenter: 'elsewhere' }));
+    expect((await get(`${g2.adminUrl}/ready`)).status).toBe(503);
+    expect((await status(g2)).discovery.consul.watches[0].lastError).toMatch(/datacenter/i);
+    await deregister(consul, 'dc-a');
+  });
+
   it('coalesces a burst of registrations (one rebuild per 100 ms at most) and ignores answers that change nothing', async () => {
     const ups = await Promise.all(Array.from({ length: 20 }, (_, i) => tracked(`u${i}`).then(upstream)));
     await register(consul, { ID: 'burst-0', Name: 'burst', Port: ups[0].port, Meta: { version: 'blue' } });
@@ -554,6 +571,47 @@ describe('consul discovery: Consul down, restarted, reset', () => {
     await waitFor(async () => (await get(`${g2.url}/`)).status === 200, { timeout: 15_000, message: 'startWithoutSnapshot gateway follows too' });
     report('start with Consul down', { startGatewayMs: startMs, readyAfterConsulUpMs: readyMs });
     expect(startMs).toBeLessThan(5000);
+  });
+});
+
+describe('consul over TLS with an ACL token', () => {
+  it('verifies Consul with discovery.consul.ca and sends discovery.consul.token', { timeout: 60_000 }, async () => {
+    // A throwaway CA and a server certificate for 127.0.0.1 (openssl from ensure-test-deps).
+    const dir = mkdtempSync(join(tmpdir(), 'switchyard-consul-tls-'));
+    const ssl = (args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+    ssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=switchyard-test-ca']);
+    ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', '/CN=127.0.0.1']);
+    writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+    ssl(['x509', '-req', '-in', 'srv.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'srv.pem', '-days', '2', '-extfile', 'ext.cnf']);
+    const httpsPort = await freePort();
+    const token = 'root-token-switchyard-test';
+    const consul = await startConsul(undefined, {
+      token,
+      args: ['-hcl', `ports { https = ${httpsPort} }`, '-hcl', `cert_file = "${dir}/srv.pem"`, '-hcl', `key_file = "${dir}/srv.key"`, '-hcl', `acl { enabled = true default_policy = "deny" tokens { master = "${token}" agent = "${token}" } }`],
+    });
+    cleanups.push(() => consul.stop('SIGKILL'));
+    const up = upstream(await tracked('a'));
+    await register(consul, { ID: 'tls-a', Name: 'tls', Port: up.port });
+    const https = `https://127.0.0.1:${httpsPort}`;
+    const versions = { blue: { weight: 1, consul: { service: 'tls' } } };
+    const ca = join(dir, 'ca.pem');
+
+    const g = await startGw(gatewayConfig(https, versions, { ca, token }));
+    expect((await get(`${g.adminUrl}/ready`)).status).toBe(200);
+    expect(ids(g, 'blue')).toEqual([`tls-a@127.0.0.1:${up.port}`]);
+    expect(JSON.parse((await get(`${g.url}/`)).body).name).toBe('a');
+
+    // Without the token, Consul's default-deny ACL filters every instance out: a real
+    // (empty) answer, so a snapshot, but nothing to route to.
+    const g2 = await startGw(gatewayConfig(https, versions, { ca }));
+    expect(ids(g2, 'blue')).toEqual([]);
+    expect((await get(`${g2.url}/`)).status).toBe(503);
+
+    // Without the CA, Consul's certificate is not trusted: no snapshot, not ready, and
+    // /v1/status says why.
+    const g3 = await startGw(gatewayConfig(https, versions, { token }));
+    expect((await get(`${g3.adminUrl}/ready`)).status).toBe(503);
+    expect((await status(g3)).discovery.consul.watches[0].lastError).toMatch(/certificate|self.signed|verify/i);
   });
 });
 
