@@ -147,6 +147,7 @@ async function tracked(name: string, delayMs = 10): Promise<Tracked> {
 
 interface Gw {
   gw: RunningGateway;
+  file: string;
   url: string;
   adminUrl: string;
   controlUrl: string;
@@ -174,10 +175,12 @@ function gatewayConfig(consulUrl: string, versions: Versions, consulExtra: Recor
 async function startGw(config: Record<string, unknown>): Promise<Gw> {
   const logs: Record<string, unknown>[] = [];
   const stream = { write: (line: string) => void logs.push(JSON.parse(line)) };
-  const gw = await startGateway({ configFile: writeConfig(config), log: pino({ level: process.env.SWITCHYARD_TEST_LOG ?? 'debug' }, stream) });
+  const file = writeConfig(config);
+  const gw = await startGateway({ configFile: file, log: pino({ level: process.env.SWITCHYARD_TEST_LOG ?? 'debug' }, stream) });
   cleanups.push(() => gw.close());
   return {
     gw,
+    file,
     logs,
     url: `http://127.0.0.1:${gw.addresses.gateway.port}`,
     adminUrl: `http://127.0.0.1:${gw.addresses.admin.port}`,
@@ -370,6 +373,23 @@ describe('consul discovery (shared agent)', () => {
     expect((await get(`${g2.adminUrl}/ready`)).status).toBe(503);
     expect((await status(g2)).discovery.consul.watches[0].lastError).toMatch(/datacenter/i);
     await deregister(consul, 'dc-a');
+  });
+
+  it('a reload follows the sources the new config names (another tag, a static version turned Consul)', async () => {
+    const [a, b, s] = await Promise.all(['a', 'b', 's'].map((n) => tracked(n).then(upstream)));
+    await register(consul, { ID: 'rl-a', Name: 'rl', Port: a.port, Tags: ['v1'] });
+    await register(consul, { ID: 'rl-b', Name: 'rl', Port: b.port, Tags: ['v2'] });
+    const g = await startGw(gatewayConfig(consul.url, { blue: { weight: 1, consul: { service: 'rl', tag: 'v1' } }, green: { weight: 1, endpoints: [s.address] } }));
+    expect(ids(g, 'blue')).toEqual([`rl-a@127.0.0.1:${a.port}`]);
+    expect(ids(g, 'green')).toEqual([s.address]);
+    const next = gatewayConfig(consul.url, { blue: { weight: 1, consul: { service: 'rl', tag: 'v2' } }, green: { weight: 1, consul: { service: 'rl', tag: 'v1' } } });
+    writeFileSync(g.file, JSON.stringify(next)); // JSON is YAML
+    expect(g.gw.reload()).toEqual([]);
+    await waitFor(() => ids(g, 'blue').join() === `rl-b@127.0.0.1:${b.port}` && ids(g, 'green').join() === `rl-a@127.0.0.1:${a.port}`, { timeout: 5000, message: 'sets follow the reloaded config' });
+    // The Consul endpoint that moved from blue to green is a new endpoint of green; the
+    // static one of green was retired.
+    expect((await status(g)).discovery.consul.watches.map((w: { tag: string }) => w.tag).sort()).toEqual(['v1', 'v2']);
+    for (const id of ['rl-a', 'rl-b']) await deregister(consul, id);
   });
 
   it('coalesces a burst of registrations (one rebuild per 100 ms at most) and ignores answers that change nothing', async () => {
