@@ -59,11 +59,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
     readonly service: ServiceSnapshot,
-    readonly version: VersionSnapshot,
+    /** The version serving the request (changes only by a failover, see retryTarget). */
+    public version: VersionSnapshot,
     endpoint: Endpoint,
     readonly requestId: string,
     /** A Set-Cookie value to add to the response (a newly issued sticky key). */
     readonly setCookie: string | undefined,
+    /** The override header named the version: never fail over to another one. */
+    readonly pinned = false,
   ) {
     this.endpoint = endpoint;
     const h = req.headers;
@@ -211,21 +214,49 @@ export class Exchange implements Dispatcher.DispatchHandler {
    * reset on a reused socket before any response byte), the method is idempotent or
    * the request has no body, no byte of the body has been read, and attempts remain.
    */
+  private failedOver = false;
+
   private canRetry(ge: GatewayError): boolean {
-    if (!ge.notSent || this.attempts > this.service.config.retries.attempts) return false;
+    if (!ge.notSent) return false;
     if (this.hasBody && this.req.readableDidRead) return false;
-    return !this.hasBody || IDEMPOTENT.has(this.req.method as string);
+    if (this.hasBody && !IDEMPOTENT.has(this.req.method as string)) return false;
+    // Retries within the version, plus one failover attempt on another version.
+    // (retries.attempts: 0 turns both off.)
+    const n = this.service.config.retries.attempts;
+    return this.attempts <= n || (n > 0 && !this.failedOver && !this.pinned);
   }
 
+  /**
+   * Where a request that never reached a backend goes next: another available endpoint
+   * of its version while retries remain; else — its whole version failing before
+   * detection has caught up — one attempt on an available endpoint of another version
+   * (weighted), unless the override header pinned the version. Nothing was processed
+   * by the first version, so no request is run twice.
+   */
   private retryTarget(): Endpoint | undefined {
     const v = this.version;
-    if (v.endpoints.length < 2) return undefined;
-    // Another endpoint of the same version: the request keeps the version it chose.
-    for (let i = 0; i < 3; i++) {
-      const e = pickEndpoint(v);
-      if (e !== undefined && e !== this.endpoint && e.available) return e;
+    if (this.attempts <= this.service.config.retries.attempts && !this.failedOver) {
+      for (let i = 0; i < 3 && v.endpoints.length > 1; i++) {
+        const e = pickEndpoint(v);
+        if (e !== undefined && e !== this.endpoint && e.available) return e;
+      }
+      const e = v.endpoints.find((x) => x !== this.endpoint && x.available);
+      if (e !== undefined) return e;
     }
-    return v.endpoints.find((e) => e !== this.endpoint && e.available);
+    if (this.failedOver || this.pinned || this.service.config.retries.attempts === 0) return undefined;
+    const others = this.service.versions.filter((o) => o !== v && o.weight > 0 && o.endpoints.some((x) => x.available));
+    const total = others.reduce((n, o) => n + o.weight, 0);
+    let r = Math.random() * total;
+    for (const o of others) {
+      r -= o.weight;
+      if (r > 0) continue;
+      const e = pickEndpoint(o) ?? o.endpoints.find((x) => x.available);
+      if (e === undefined || !e.available) return undefined;
+      this.failedOver = true;
+      this.version = o;
+      return e;
+    }
+    return undefined;
   }
 
   private endAttempt(status: number, failure: UpstreamFailure | undefined): void {

@@ -37,6 +37,8 @@ interface Selection {
   version: VersionSnapshot;
   endpoint: Endpoint;
   setCookie: string | undefined;
+  /** Chosen by the override header. */
+  pinned: boolean;
 }
 
 // A WebSocket close frame with status 1001 "going away", server → client (unmasked).
@@ -141,7 +143,7 @@ export class GatewayServer implements ExchangeHost {
     }
     const sel = this.select(req, res, url, requestId);
     if (sel === undefined) return;
-    const x = new Exchange(this, req, res, sel.service, sel.version, sel.endpoint, requestId, sel.setCookie);
+    const x = new Exchange(this, req, res, sel.service, sel.version, sel.endpoint, requestId, sel.setCookie, sel.pinned);
     // Content-Length bodies are checked up front; a chunked body is counted as it streams.
     if (cl === undefined && req.headers['transfer-encoding'] !== undefined) x.bodyLimit = this.cfg.maxBodySize;
     x.dispatch();
@@ -165,10 +167,12 @@ export class GatewayServer implements ExchangeHost {
 
     let version: VersionSnapshot | undefined;
     let setCookie: string | undefined;
+    let pinned = false;
     if (service.overrideHeader !== undefined) {
       const o = req.headers[service.overrideHeader];
       if (typeof o === 'string' && o !== '') {
         version = service.byName.get(o);
+        pinned = true;
         if (version === undefined) return fail('BAD_REQUEST', `service ${service.name} has no version ${JSON.stringify(o.slice(0, 64))}`);
       }
     }
@@ -190,7 +194,7 @@ export class GatewayServer implements ExchangeHost {
     }
     const endpoint = pickEndpoint(version);
     if (endpoint === undefined) return fail('NO_HEALTHY_UPSTREAM', `version ${version.name} of ${service.name} has no available endpoint`);
-    return { service, version, endpoint, setCookie };
+    return { service, version, endpoint, setCookie, pinned };
   }
 
   private reject(req: IncomingMessage, res: ServerResponse, code: GatewayErrorCode, message: string, requestId?: string): void {

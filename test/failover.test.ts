@@ -1,0 +1,102 @@
+// Version failover: a request that never reached a backend (connect refused) while its
+// whole version is down goes to another version once — before any detection has
+// caught up — unless the override header pinned the version, its body was sent, or
+// retries are off.
+
+import { createServer } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { load, shopConfig, startInProcess, startUpstream, type Upstream } from './helpers.js';
+
+async function deadAddress(): Promise<string> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return `127.0.0.1:${port}`;
+}
+
+describe('version failover for never-sent requests', () => {
+  let blue: Upstream;
+  let dead1: string;
+  let dead2: string;
+  beforeAll(async () => {
+    blue = await startUpstream('blue');
+    dead1 = await deadAddress();
+    dead2 = await deadAddress();
+  });
+  afterAll(async () => {
+    await blue.close();
+  });
+
+  // No outlier detection and no probes: nothing ever takes green out of rotation.
+  const cfg = (retries = 1): Record<string, unknown> =>
+    shopConfig(
+      { blue: { weight: 50, endpoints: [blue.address] }, green: { weight: 50, endpoints: [dead1, dead2] } },
+      { outlierDetection: { consecutive5xx: 0, consecutiveGatewayErrors: 0 }, override: { header: 'x-switchyard-version' }, retries: { attempts: retries } },
+    );
+
+  it('whole version down, undetected: every GET succeeds on the other version', async () => {
+    const g = await startInProcess(cfg());
+    try {
+      const r = await load(`${g.url}/`, { concurrency: 10, count: 1000 });
+      expect(r.failed, r.errors.join('\n')).toBe(0);
+      expect(r.byName.blue).toBe(1000);
+      // Green was really chosen about half the time (its endpoints were tried).
+      const green = g.gw.dataplane.endpointsOf('shop', 'green');
+      expect(green.every((e) => e.state === 'healthy')).toBe(true);
+      const text = await (await request(`${g.adminUrl}/metrics`)).body.text();
+      const retries = Number(/switchyard_retries_total\{service="shop",version="blue"\} (\d+)/.exec(text)?.[1] ?? 0);
+      const connect = Number(/switchyard_upstream_errors_total\{service="shop",version="green",reason="connect"\} (\d+)/.exec(text)?.[1] ?? 0);
+      expect(connect).toBeGreaterThan(300);
+      expect(retries).toBeGreaterThan(300);
+    } finally {
+      await g.close();
+    }
+  });
+
+  it('the override header pins the version: no failover, 502', async () => {
+    const g = await startInProcess(cfg());
+    try {
+      const r = await request(`${g.url}/`, { headers: { 'x-switchyard-version': 'green' } });
+      const body = (await r.body.json()) as { error: { code: string } };
+      expect(r.statusCode).toBe(502);
+      expect(body.error.code).toBe('UPSTREAM_ERROR');
+    } finally {
+      await g.close();
+    }
+  });
+
+  it('a POST with a body is never moved; a bodiless POST is', async () => {
+    const g = await startInProcess(cfg());
+    try {
+      let withBody502 = 0;
+      let bodiless200 = 0;
+      for (let i = 0; i < 60; i++) {
+        const a = await request(`${g.url}/`, { method: 'POST', body: 'x=1', headers: { 'content-type': 'text/plain' } });
+        await a.body.dump();
+        if (a.statusCode === 502) withBody502++;
+        else expect(a.statusCode).toBe(200);
+        const b = await request(`${g.url}/`, { method: 'POST' });
+        await b.body.dump();
+        if (b.statusCode === 200) bodiless200++;
+      }
+      // About half the POSTs with a body chose green and failed; none of the bodiless ones.
+      expect(withBody502).toBeGreaterThan(10);
+      expect(bodiless200).toBe(60);
+    } finally {
+      await g.close();
+    }
+  });
+
+  it('retries.attempts: 0 turns failover off too', async () => {
+    const g = await startInProcess(cfg(0));
+    try {
+      const r = await load(`${g.url}/`, { concurrency: 4, count: 200 });
+      expect(r.failed).toBeGreaterThan(40);
+      expect(r.statuses[502]).toBe(r.failed);
+    } finally {
+      await g.close();
+    }
+  });
+});
