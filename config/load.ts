@@ -108,15 +108,41 @@ const ENV_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 
 /** Replaces ${VAR} and ${VAR:-default} in every string value, after YAML parsing, so an
  * environment value can never change the structure of the document. */
+/** The JSON-schema type the config schema expects at a path (for typed ${VAR}s). */
+function schemaTypeAt(path: string[]): string | undefined {
+  let node: Record<string, unknown> | undefined = configSchema as unknown as Record<string, unknown>;
+  for (const key of path) {
+    if (node === undefined) return undefined;
+    if (node.type === 'array') node = node.items as Record<string, unknown> | undefined;
+    else node = ((node.properties as Record<string, unknown> | undefined)?.[key] ?? node.additionalProperties) as Record<string, unknown> | undefined;
+    if (typeof node !== 'object' || node === null) return undefined;
+  }
+  return typeof node?.type === 'string' ? node.type : undefined;
+}
+
+const WHOLE_VAR_RE = /^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$/;
+
+function substitute(text: string, env: NodeJS.ProcessEnv, path: string[], problems: string[]): string {
+  return text.replace(ENV_RE, (_all, name: string, dflt: string | undefined) => {
+    const v = env[name];
+    if (v !== undefined && v !== '') return v;
+    if (dflt !== undefined) return dflt;
+    problems.push(`${path.join('.') || '(root)'}: environment variable ${name} is not set`);
+    return '';
+  });
+}
+
 function interpolate(node: unknown, env: NodeJS.ProcessEnv, path: string[], problems: string[]): unknown {
   if (typeof node === 'string') {
-    return node.replace(ENV_RE, (_all, name: string, dflt: string | undefined) => {
-      const v = env[name];
-      if (v !== undefined && v !== '') return v;
-      if (dflt !== undefined) return dflt;
-      problems.push(`${path.join('.') || '(root)'}: environment variable ${name} is not set`);
-      return '';
-    });
+    const text = substitute(node, env, path, problems);
+    // `weight: ${BLUE_WEIGHT}`: a value that is exactly one variable takes the type the
+    // schema expects there (integer, number, boolean) when its text is one.
+    if (text !== node && WHOLE_VAR_RE.test(node)) {
+      const type = schemaTypeAt(path);
+      if (type === 'boolean' && (text === 'true' || text === 'false')) return text === 'true';
+      if ((type === 'integer' || type === 'number') && /^-?\d+(\.\d+)?$/.test(text)) return Number(text);
+    }
+    return text;
   }
   if (Array.isArray(node)) return node.map((v, i) => interpolate(v, env, [...path, String(i)], problems));
   if (node !== null && typeof node === 'object') {
@@ -142,7 +168,7 @@ const SUPPORTED_SOURCES = new Set(['static', 'consul']);
 export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.env): Config {
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (doc.errors.length) {
-    throw new ConfigError(doc.errors.map((e) => `(yaml): ${e.message.split('\n')[0]}`));
+    throw new ConfigError(doc.errors.slice(0, 3).map((e) => `(yaml): ${e.message.split("\n")[0]}`));
   }
   const problems: string[] = [];
   const raw = interpolate(doc.toJS({ maxAliasCount: 100 }) ?? {}, env, [], problems);

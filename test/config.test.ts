@@ -177,6 +177,40 @@ ${SHOP}`;
     expect(problemsOf(text, { GW_PORT: '99999' })).toEqual([expect.stringMatching(/^gateway\.listen: /)]);
   });
 
+  it('a value that is exactly one ${VAR} takes the type the schema expects there', () => {
+    const text = [
+      'gateway:',
+      '  accessLog: ${ACCESS_LOG}',
+      'services:',
+      '  shop:',
+      '    routes: [{ path: / }]',
+      '    versions:',
+      '      blue:',
+      '        weight: ${BLUE_WEIGHT}',
+      '        endpoints: ["127.0.0.1:9001"]',
+      '      green:',
+      '        weight: ${GREEN_WEIGHT:-0}',
+      '        endpoints: ["127.0.0.1:9002"]',
+      'control:',
+      '  tokens:',
+      '    - { name: ci, token: "${CI_TOKEN}", scopes: [deploy] }',
+      '',
+    ].join('\n');
+    const c = loadConfigText(text, { ACCESS_LOG: 'true', BLUE_WEIGHT: '90', CI_TOKEN: '12345678901234567890' });
+    expect(c.gateway.accessLog).toBe(true);
+    expect(c.services[0].versions.map((v) => v.weight)).toEqual([90, 0]);
+    // A token made of digits stays a string: the schema wants a string there.
+    expect(c.control.tokens[0].token).toBe('12345678901234567890');
+    // Text that is not a number is still refused at its key path.
+    expect(problemsOf(text, { ACCESS_LOG: 'true', BLUE_WEIGHT: 'ninety', CI_TOKEN: '12345678901234567890' })).toEqual([
+      'services.shop.versions.blue.weight: must be integer',
+    ]);
+    // Part of a string is never converted.
+    expect(problemsOf(text.replace('${BLUE_WEIGHT}', '"9${BLUE_WEIGHT}"'), { ACCESS_LOG: 'true', BLUE_WEIGHT: '0', CI_TOKEN: '12345678901234567890' })).toEqual([
+      'services.shop.versions.blue.weight: must be integer',
+    ]);
+  });
+
   it('interpolation never changes the structure of the document', () => {
     const text = `gateway: { listen: "127.0.0.1:8080" }\nadmin: { listen: "\${ADMIN}" }\nservices:\n${SHOP}`;
     // A value that would be YAML structure if pasted into the text stays one string.
