@@ -2,7 +2,8 @@
 // real node:http upstreams and a real gateway (in-process, so tests can read endpoint
 // state and logs; a real process for self-registration and SIGTERM).
 //
-// The agent binary comes from scripts/ensure-test-deps.sh (.tools/consul) or PATH. When
+// The agent binary comes from SWITCHYARD_CONSUL_BIN, scripts/ensure-test-deps.sh
+// (.tools/consul) or PATH. When
 // it is missing this suite FAILS, naming the fix; it never skips silently.
 //
 // Measured figures are printed ([consul] lines); bounds are the documented ones plus
@@ -25,6 +26,11 @@ import { load, ROOT, startProcess, startUpstream, waitFor, writeConfig, type Gat
 // The Consul agent
 
 function consulBinary(): string {
+  const explicit = process.env.SWITCHYARD_CONSUL_BIN;
+  if (explicit !== undefined) {
+    if (existsSync(explicit)) return explicit;
+    throw new Error(`consul binary not found at SWITCHYARD_CONSUL_BIN=${explicit}`);
+  }
   const local = join(ROOT, '.tools/consul/usr/bin/consul');
   if (existsSync(local)) return local;
   for (const dir of (process.env.PATH ?? '').split(':')) {
@@ -321,7 +327,13 @@ describe('consul discovery (shared agent)', () => {
     expect(st.discovery.consul.stalenessSeconds).toBe(0);
     expect(st.discovery.consul.watches.length).toBe(3); // tags/blue, tags/green, meta
     expect(await staleness(g)).toBe(0);
-    for (const id of ['tags-b1', 'tags-b2', 'tags-g1', 'meta-b', 'meta-g']) await deregister(consul, id);
+
+    // The admin drain takes a Consul id (URL-encoded).
+    const id = `tags-b2@127.0.0.1:${b2.port}`;
+    const res = await request(`${g.controlUrl}/v1/services/shop/endpoints/${encodeURIComponent(id)}/drain`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect(res.statusCode, await res.body.text()).toBe(200);
+    expect(g.gw.dataplane.endpointsOf('shop', 'blue').find((e) => e.id === id)?.state).toBe('draining');
+    for (const sid of ['tags-b1', 'tags-b2', 'tags-g1', 'meta-b', 'meta-g']) await deregister(consul, sid);
   });
 
   it('a new instance registered under load takes traffic within 1 s; a deregistered one drains with 0 failed requests', { timeout: 60_000 }, async () => {
