@@ -65,7 +65,12 @@ describe('fleet: 3 replicas on one redis', () => {
         res.end(JSON.stringify({ name: up.name }));
       }, slow ? 2000 : 2);
     });
-    green = await startUpstream('green');
+    green = await startUpstream('green', (req, res, up) => {
+      req.resume();
+      const fail = req.headers['x-fail'] === '1';
+      res.writeHead(fail ? 500 : 200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ name: up.name }));
+    });
   });
 
   afterEach(async () => {
@@ -166,6 +171,38 @@ describe('fleet: 3 replicas on one redis', () => {
     const newHolder = await rc.get(`${prefix}:lease:shop`);
     expect(newHolder === null || !newHolder.startsWith(holder)).toBe(true);
     expect((await weightsOn(survivors[1])).weights).toEqual({ blue: 0, green: 100 });
+  });
+
+  it('fleet analysis: errors seen only by a replica that does not drive the rollout roll it back', async () => {
+    await startFleet(2);
+    // Green fails every request it gets, but only through the non-driving replica.
+    const start = await api(gws[0].controlUrl, 'POST', '/v1/services/shop/rollout', {
+      to: 'green',
+      steps: [50, 100],
+      interval: '1500ms',
+      analysis: { minRequests: 20, maxErrorRate: 0.05 },
+    });
+    expect(start.status).toBe(202);
+    const rc = redis.client();
+    const holder = await waitFor(async () => (await rc.get(`${prefix}:lease:shop`))?.split(':')[0]);
+    const ids = await Promise.all(gws.map(async (g) => (await api(g.controlUrl, 'GET', '/v1/replicas')).body.self as string));
+    const other = gws[ids.indexOf(holder) === 0 ? 1 : 0];
+    let stop = false;
+    // 500s come from green's upstream only for requests carrying this header.
+    const traffic = load(`${other.url}/`, { concurrency: 4, until: () => stop, ratePerWorker: 40, headers: { 'x-fail': '1' }, ok: () => true });
+    const done = await waitFor(
+      async () => {
+        const r = (await api(gws[0].controlUrl, 'GET', '/v1/services/shop/rollout')).body;
+        return r.state !== 'running' ? r : undefined;
+      },
+      { timeout: 20_000, interval: 100 },
+    );
+    stop = true;
+    await traffic;
+    expect(done.state).toBe('rolled_back');
+    expect(done.reason).toMatch(/error rate of green/);
+    // The verdict counted requests that only the other replica served.
+    expect(done.analysis.last.target.requests).toBeGreaterThanOrEqual(20);
   });
 
   it('redis paused for 5 s under load: 0 failed requests, writes answer 503 fast, the fleet resyncs after', async () => {
