@@ -1,22 +1,23 @@
 // Prometheus metrics (prom-client) for the admin listener's /metrics.
 //
-// Hot path: every version's label children (requests by code class, request and
-// upstream duration, retries, upstream errors by reason) are created once, when a
-// snapshot containing that version is built, and kept on its VersionStats; a request
-// only increments prepared children — no label lookup per request. Gauges (in flight,
+// Hot path: a request only increments plain typed-array counters of its version
+// (gateway/counters.ts, created once per version when a snapshot containing it is
+// built, kept on its VersionStats): no prom-client call, no label lookup, no
+// allocation per request. The per-version series (requests by code class, request and
+// upstream duration histograms, retries, upstream errors by reason, ejections, client
+// aborts) are custom collectors that read those counters when /metrics is scraped, with
+// the same names, labels and buckets prom-client's Counter/Histogram printed. Gauges (in flight,
 // weights, endpoint states, per-endpoint in flight, revision, rollout) are read from the
 // data plane and the controller when scraped. Labels stay bounded: service, version,
 // code class, reason, state, endpoint (gauges only) — never path, client or request id.
 
-import client, { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import client, { Counter, Gauge, Registry, type MetricValue } from 'prom-client';
+import { C, CODE_CLASSES, DURATION_BUCKETS, ERROR_REASONS, VersionCounters, histogramOf } from './counters.js';
 import type { Dataplane } from './dataplane.js';
-import type { VersionMetricsSink, VersionStats } from './endpoint.js';
+import type { VersionStats } from './endpoint.js';
 
-/** From 100µs (a loopback hop) to 30 s (the default request timeout). */
-export const DURATION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+export { DURATION_BUCKETS };
 
-const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
-const REASONS = ['connect', 'reset', 'timeout', 'protocol'] as const;
 const STATES = ['healthy', 'unhealthy', 'ejected', 'draining'] as const;
 const ROLLOUT_STATES = ['running', 'paused', 'succeeded', 'aborted', 'rolled_back'] as const;
 
@@ -34,13 +35,11 @@ export interface MetricsSources {
 
 export class Metrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<'service' | 'version' | 'code'>;
-  private readonly duration: Histogram<'service' | 'version'>;
-  private readonly upstreamDuration: Histogram<'service' | 'version'>;
-  private readonly retries: Counter<'service' | 'version'>;
-  private readonly upstreamErrors: Counter<'service' | 'version' | 'reason'>;
-  private readonly ejections: Counter<'service' | 'version'>;
-  private readonly clientAborts: Counter<'service' | 'version'>;
+  /** Every version's counters, in the order they were prepared (the export order). */
+  private readonly prepared: VersionCounters[] = [];
+  /** Counters of the same versions in other processes (data-plane workers), added at
+   * scrape time. */
+  private readonly remote = new Map<string, Float64Array>();
   readonly configReloads: Counter<'result'>;
 
   constructor(private readonly src: MetricsSources) {
@@ -50,13 +49,40 @@ export class Metrics {
     // means a counter). prom-client also exports nodejs_active_resources{type}, which
     // carries the same information.
     for (const n of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(n);
-    this.requests = new Counter({ name: 'switchyard_requests_total', help: 'Requests answered, by service, version and status class.', labelNames: ['service', 'version', 'code'], registers });
-    this.duration = new Histogram({ name: 'switchyard_request_duration_seconds', help: 'Time from request arrival to the end of the response.', labelNames: ['service', 'version'], buckets: DURATION_BUCKETS, registers });
-    this.upstreamDuration = new Histogram({ name: 'switchyard_upstream_request_duration_seconds', help: 'Duration of each upstream attempt.', labelNames: ['service', 'version'], buckets: DURATION_BUCKETS, registers });
-    this.retries = new Counter({ name: 'switchyard_retries_total', help: 'Requests retried on another endpoint after never reaching the first.', labelNames: ['service', 'version'], registers });
-    this.upstreamErrors = new Counter({ name: 'switchyard_upstream_errors_total', help: 'Failed upstream attempts by reason.', labelNames: ['service', 'version', 'reason'], registers });
-    this.ejections = new Counter({ name: 'switchyard_outlier_ejections_total', help: 'Endpoints ejected by passive outlier detection.', labelNames: ['service', 'version'], registers });
-    this.clientAborts = new Counter({ name: 'switchyard_client_aborts_total', help: 'Requests whose client went away before the response ended.', labelNames: ['service', 'version'], registers });
+    const per = (name: string, help: string, type: 'counter' | 'histogram', values: (read: (c: VersionCounters) => Float64Array) => MetricValue<string>[]): void =>
+      this.registry.registerMetric(new CountersMetric(name, help, type, () => values((c) => this.valuesOf(c))) as never);
+    const each = (read: (c: VersionCounters) => Float64Array, fn: (v: Float64Array, labels: { service: string; version: string }, out: MetricValue<string>[]) => void): MetricValue<string>[] => {
+      const out: MetricValue<string>[] = [];
+      for (const c of this.prepared) fn(read(c), { service: c.service, version: c.version }, out);
+      return out;
+    };
+    per('switchyard_requests_total', 'Requests answered, by service, version and status class.', 'counter', (read) =>
+      each(read, (v, l, out) => {
+        // 2xx and 5xx from the start (what error-rate alerts divide); the rest once seen.
+        CODE_CLASSES.forEach((code, i) => {
+          if (v[C.classes + i] > 0 || code === '2xx' || code === '5xx') out.push({ labels: { ...l, code }, value: v[C.classes + i] });
+        });
+      }),
+    );
+    const histogram = (name: string, help: string, offset: number): void =>
+      per(name, help, 'histogram', (read) =>
+        each(read, (v, l, out) => {
+          const h = histogramOf(v, offset);
+          DURATION_BUCKETS.forEach((le, i) => out.push({ metricName: `${name}_bucket`, labels: { le, ...l }, value: h.cumulative[i] } as MetricValue<string>));
+          out.push({ metricName: `${name}_bucket`, labels: { le: '+Inf', ...l }, value: h.count } as MetricValue<string>);
+          out.push({ metricName: `${name}_sum`, labels: l, value: h.sum } as MetricValue<string>);
+          out.push({ metricName: `${name}_count`, labels: l, value: h.count } as MetricValue<string>);
+        }),
+      );
+    histogram('switchyard_request_duration_seconds', 'Time from request arrival to the end of the response.', C.duration);
+    histogram('switchyard_upstream_request_duration_seconds', 'Duration of each upstream attempt.', C.upstream);
+    const single = (name: string, help: string, at: number): void => per(name, help, 'counter', (read) => each(read, (v, l, out) => out.push({ labels: l, value: v[at] })));
+    single('switchyard_retries_total', 'Requests retried on another endpoint after never reaching the first.', C.retries);
+    per('switchyard_upstream_errors_total', 'Failed upstream attempts by reason.', 'counter', (read) =>
+      each(read, (v, l, out) => ERROR_REASONS.forEach((reason, i) => out.push({ labels: { ...l, reason }, value: v[C.errors + i] }))),
+    );
+    single('switchyard_outlier_ejections_total', 'Endpoints ejected by passive outlier detection.', C.ejections);
+    single('switchyard_client_aborts_total', 'Requests whose client went away before the response ended.', C.aborts);
     this.configReloads = new Counter({ name: 'switchyard_config_reloads_total', help: 'Config reloads by result.', labelNames: ['result'], registers });
     this.configReloads.inc({ result: 'success' }, 0);
     this.configReloads.inc({ result: 'failure' }, 0);
@@ -185,39 +211,57 @@ export class Metrics {
 
   prepare(stats: VersionStats): void {
     if (stats.metrics !== undefined) return;
-    const l = { service: stats.service, version: stats.version };
-    const byClass = CLASSES.map((code) => this.requests.labels({ ...l, code }));
-    const duration = this.duration.labels(l);
-    const upstreamDuration = this.upstreamDuration.labels(l);
-    const retries = this.retries.labels(l);
-    const errors: Record<string, Counter.Internal> = {};
-    for (const reason of REASONS) errors[reason] = this.upstreamErrors.labels({ ...l, reason });
-    const ejections = this.ejections.labels(l);
-    const aborts = this.clientAborts.labels(l);
-    // Zero-valued series exist from the start, so rate() works before the first error.
-    retries.inc(0);
-    ejections.inc(0);
-    aborts.inc(0);
-    for (const c of Object.values(errors)) c.inc(0);
-    const sink: VersionMetricsSink = {
-      request(status, seconds, retried) {
-        if (status === 499) aborts.inc();
-        else byClass[Math.min(4, Math.max(0, Math.floor(status / 100) - 1))].inc();
-        duration.observe(seconds);
-        if (retried > 0) retries.inc(retried);
-      },
-      upstream(seconds, failure) {
-        upstreamDuration.observe(seconds);
-        if (failure !== undefined && failure !== 'client_abort') errors[failure]?.inc();
-      },
-      ejected() {
-        ejections.inc();
-      },
-    };
-    stats.metrics = sink;
+    const c = new VersionCounters(stats.service, stats.version);
+    this.prepared.push(c);
+    stats.metrics = c;
+  }
+
+  /** This process's counters of every prepared version, keyed service NUL version, for
+   * a primary to add up (data-plane workers send them). */
+  snapshotCounters(): [string, number[]][] {
+    return this.prepared.map((c) => [`${c.service}\u0000${c.version}`, Array.from(c.v)]);
+  }
+
+  /** Replaces what another process (worker `source`) has counted so far. */
+  setRemoteCounters(source: string, counters: readonly [string, readonly number[]][]): void {
+    for (const [k, values] of counters) {
+      const key = `${source}\u0001${k}`;
+      let a = this.remote.get(key);
+      if (a === undefined) {
+        a = new Float64Array(C.size);
+        this.remote.set(key, a);
+      }
+      a.set(values.slice(0, C.size));
+    }
+  }
+
+  private valuesOf(c: VersionCounters): Float64Array {
+    if (this.remote.size === 0) return c.v;
+    const sum = Float64Array.from(c.v);
+    const suffix = `\u0001${c.service}\u0000${c.version}`;
+    for (const [k, a] of this.remote) if (k.endsWith(suffix)) for (let i = 0; i < sum.length; i++) sum[i] += a[i];
+    return sum;
   }
 
   async render(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
   }
+}
+
+/** A metric in prom-client's registry whose values are computed when scraped (the
+ * interface Registry reads: name, help, type, get(), reset()). */
+class CountersMetric {
+  readonly aggregator = 'sum';
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly type: 'counter' | 'histogram',
+    private readonly read: () => MetricValue<string>[],
+  ) {}
+
+  async get(): Promise<{ name: string; help: string; type: string; values: MetricValue<string>[]; aggregator: string }> {
+    return { name: this.name, help: this.help, type: this.type, values: this.read(), aggregator: 'sum' };
+  }
+
+  reset(): void {}
 }
