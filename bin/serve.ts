@@ -15,6 +15,7 @@ import { OutlierDetector } from '../gateway/health/passive.js';
 import type { Provider } from '../discovery/provider.js';
 import { StaticProvider } from '../discovery/static.js';
 import { ConsulProvider, ConsulRegistration } from '../discovery/consul.js';
+import { DnsProvider } from '../discovery/dns.js';
 import { dirname, resolve } from 'node:path';
 import { Controller } from '../control/controller.js';
 import { ControlApi } from '../control/api.js';
@@ -91,7 +92,9 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
   const configDir = dirname(resolve(opts.configFile));
   // Inert until the config names discovery.consul (a reload may add it).
   const consul = new ConsulProvider({ config, log, baseDir: configDir });
-  const providers: Provider[] = [new StaticProvider(config), consul];
+  // Inert until a version names a dns source.
+  const dns = new DnsProvider({ config, log });
+  const providers: Provider[] = [new StaticProvider(config), consul, dns];
   let registration: ConsulRegistration | undefined;
   const outliers = new OutlierDetector(dataplane, log);
   const checker = new ActiveHealthChecker(dataplane, log);
@@ -142,7 +145,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     controller,
     log,
     reload: () => reloadFn(),
-    info: () => ({ store: config.state.store, webhooks: webhooks.stats(), inflight: dataplane.inflight(), ready: ready && !shuttingDown, ...(consul.status() ? { discovery: { consul: consul.status() } } : {}) }),
+    info: () => ({ store: config.state.store, webhooks: webhooks.stats(), inflight: dataplane.inflight(), ready: ready && !shuttingDown, ...(consul.status() || dns.status() ? { discovery: { ...(consul.status() ? { consul: consul.status() } : {}), ...(dns.status() ? { dns: dns.status() } : {}) } } : {}) }),
   });
 
   const cleanup: (() => void)[] = [];
@@ -191,7 +194,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     const waited = new AbortController();
     await Promise.race([firstSnapshots, delay(FIRST_SNAPSHOT_WAIT_MS, undefined, { signal: waited.signal }).catch(() => {})]);
     waited.abort();
-    if (!snapshotsIn) log.warn({ waitedMs: FIRST_SNAPSHOT_WAIT_MS }, 'discovery has not delivered a first snapshot yet (is Consul reachable?); /ready answers 503 until it does');
+    if (!snapshotsIn) log.warn({ waitedMs: FIRST_SNAPSHOT_WAIT_MS }, 'discovery has not delivered a first snapshot yet (is Consul or the DNS server reachable?); /ready answers 503 until it does');
     dataplane.subscribe((snap) => checker.sync(snap));
     const gatewayAddr = await gateway.listen();
     bound.gateway = `${gatewayAddr.address}:${gatewayAddr.port}`;

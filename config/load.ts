@@ -2,6 +2,8 @@
 // reports every problem as "key.path: message", and the result is deep-frozen.
 
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parseDocument } from 'yaml';
 import { configSchema, formats, FORMAT_MESSAGES, DURATION_RE, SIZE_RE, ENDPOINT_RE } from './schema.js';
@@ -163,9 +165,11 @@ function deepFreeze<T>(o: T): T {
 
 // Sources of endpoints that this build can follow. A config naming another is refused
 // with a clear message rather than accepted and silently ignored.
-const SUPPORTED_SOURCES = new Set(['static', 'consul']);
+const SUPPORTED_SOURCES = new Set(['static', 'consul', 'dns']);
 
-export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.env): Config {
+/** @param baseDir the directory relative files (versions.V.tls.ca) are resolved against:
+ * the config file's (loadConfigFile), else the working directory. */
+export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.env, baseDir: string = process.cwd()): Config {
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (doc.errors.length) {
     throw new ConfigError(doc.errors.slice(0, 3).map((e) => `(yaml): ${e.message.split("\n")[0]}`));
@@ -174,7 +178,7 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
   const raw = interpolate(doc.toJS({ maxAliasCount: 100 }) ?? {}, env, [], problems);
   if (problems.length) throw new ConfigError(problems);
   if (!validateRaw(raw)) throw new ConfigError(describeErrors(validateRaw.errors));
-  return deepFreeze(normalize(raw as RawConfig));
+  return deepFreeze(normalize(raw as RawConfig, baseDir));
 }
 
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Config {
@@ -184,14 +188,47 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
   } catch (err) {
     throw new ConfigError([`(file): cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`]);
   }
-  return loadConfigText(text, env);
+  return loadConfigText(text, env, dirname(resolvePath(file)));
 }
 
 // The raw, schema-valid document. Loosely typed: the schema has already checked it.
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type RawConfig = Record<string, any>;
 
-function normalize(raw: RawConfig): Config {
+// A Host header value: a DNS name or address, optionally with a port.
+const HOST_HEADER_RE = /^([a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?|\[[0-9a-fA-F:.]+\])(:\d{1,5})?$/;
+
+/** versions.V.tls and hostHeader, checked and normalized (the CA file is read here, so
+ * `switchyard check` and a reload refuse one that cannot be read). */
+function upstreamTls(v: any, vp: string, baseDir: string, problems: string[]): Pick<VersionConfig, 'tls' | 'hostHeader'> {
+  const out: Pick<VersionConfig, 'tls' | 'hostHeader'> = {};
+  if (v.hostHeader !== undefined) {
+    if (HOST_HEADER_RE.test(v.hostHeader)) out.hostHeader = v.hostHeader;
+    else problems.push(`${vp}.hostHeader: must be a host name or address, optionally with :port`);
+  }
+  const t = v.tls;
+  if (t === undefined) return out;
+  const tls: NonNullable<VersionConfig['tls']> = { verify: t.verify ?? true };
+  if (t.servername !== undefined) {
+    if (isIP(t.servername) === 0 && /^[a-zA-Z0-9*]([a-zA-Z0-9.-]*[a-zA-Z0-9])?$/.test(t.servername)) tls.servername = t.servername;
+    else problems.push(`${vp}.tls.servername: must be a DNS name (SNI carries no IP address)`);
+  }
+  if (t.ca !== undefined) {
+    const file = isAbsolute(t.ca) ? t.ca : resolvePath(baseDir, t.ca);
+    tls.ca = file;
+    try {
+      const pem = readFileSync(file, 'utf8');
+      if (!pem.includes('-----BEGIN CERTIFICATE-----')) problems.push(`${vp}.tls.ca: ${file} holds no PEM certificate`);
+      else tls.caPem = pem;
+    } catch (err) {
+      problems.push(`${vp}.tls.ca: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  }
+  out.tls = tls;
+  return out;
+}
+
+function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
   const problems: string[] = [];
   const g = raw.gateway ?? {};
   const dg = defaults.gateway;
@@ -219,10 +256,30 @@ function normalize(raw: RawConfig): Config {
         // Endpoints come from Consul at run time (discovery/consul.ts).
         const c = v.consul;
         if (raw.discovery?.consul === undefined) problems.push(`${vp}.consul: needs discovery.consul (the Consul agent to ask)`);
-        if (v.tls !== undefined || v.hostHeader !== undefined) {
-          problems.push(`${vp}.${v.tls !== undefined ? 'tls' : 'hostHeader'}: HTTPS upstreams are not supported by this build yet`);
+        if (v.tls !== undefined) problems.push(`${vp}.tls: Consul instances are dialed over HTTP; tls applies to https:// endpoints and dns sources`);
+        const { hostHeader } = upstreamTls({ hostHeader: v.hostHeader }, vp, baseDir, problems);
+        versions.push({ name: vname, weight, source: { kind: 'consul', service: c.service, tag: c.tag, meta: c.meta === undefined ? undefined : { ...c.meta } }, ...(hostHeader === undefined ? {} : { hostHeader }) });
+        continue;
+      }
+      if (kinds[0] === 'dns') {
+        // Endpoints come from DNS at run time (discovery/dns.ts); with tls, over HTTPS.
+        const d = v.dns;
+        const dp = `${vp}.dns`;
+        if ((d.name === undefined) === (d.srv === undefined)) problems.push(`${dp}: must have exactly one of name (A/AAAA records, with port) or srv (SRV records give the ports)`);
+        if (d.name !== undefined && d.port === undefined) problems.push(`${dp}.port: is required with name (A/AAAA records carry no port)`);
+        if (d.srv !== undefined && d.port !== undefined) problems.push(`${dp}.port: not allowed with srv (the SRV records give the ports)`);
+        if (d.resolver !== undefined) {
+          const r = splitHostPort(d.resolver);
+          if (isIP(r.host) === 0 || r.port < 1) problems.push(`${dp}.resolver: must be an IP address and port (ip:port or [ipv6]:port) of a DNS server`);
         }
-        versions.push({ name: vname, weight, source: { kind: 'consul', service: c.service, tag: c.tag, meta: c.meta === undefined ? undefined : { ...c.meta } } });
+        const intervalMs = parseDuration(d.interval ?? defaults.dns.interval);
+        if (intervalMs < 100) problems.push(`${dp}.interval: must be at least 100ms`);
+        versions.push({
+          name: vname,
+          weight,
+          source: { kind: 'dns', name: d.name, srv: d.srv, port: d.port, intervalMs, resolver: d.resolver, emptyGraceMs: parseDuration(d.emptyGrace ?? defaults.dns.emptyGrace) },
+          ...upstreamTls(v, vp, baseDir, problems),
+        });
         continue;
       }
       const endpoints: EndpointAddress[] = [];
@@ -233,13 +290,10 @@ function normalize(raw: RawConfig): Config {
         seen.add(ep.id);
         endpoints.push(ep);
       });
-      if (v.tls !== undefined || v.hostHeader !== undefined) {
-        problems.push(`${vp}.${v.tls !== undefined ? 'tls' : 'hostHeader'}: HTTPS upstreams are not supported by this build yet`);
+      if (v.tls !== undefined && !endpoints.some((e) => e.protocol === 'https')) {
+        problems.push(`${vp}.tls: applies to https:// endpoints and this version lists none`);
       }
-      if (endpoints.some((e) => e.protocol === 'https')) {
-        problems.push(`${vp}.endpoints: HTTPS upstreams are not supported by this build yet`);
-      }
-      versions.push({ name: vname, weight, source: { kind: 'static', endpoints } });
+      versions.push({ name: vname, weight, source: { kind: 'static', endpoints }, ...upstreamTls(v, vp, baseDir, problems) });
     }
     if (versions.length && total === 0) problems.push(`${p}.versions: at least one version must have a positive weight`);
 

@@ -11,6 +11,9 @@ export interface EndpointAddress {
   port: number;
   /** origin as undici wants it: http://host:port */
   origin: string;
+  /** For an https endpoint dialed by address (DNS discovery): the name it was found
+   * under, used for SNI and certificate verification unless tls.servername is set. */
+  tlsName?: string;
 }
 
 export interface VersionConfig {
@@ -20,7 +23,9 @@ export interface VersionConfig {
     | { kind: 'static'; endpoints: EndpointAddress[] }
     | { kind: 'consul'; service: string; tag?: string; meta?: Record<string, string> }
     | { kind: 'dns'; name?: string; srv?: string; port?: number; intervalMs: number; resolver?: string; emptyGraceMs: number };
-  tls?: { servername?: string; ca?: string; verify: boolean };
+  /** How https endpoints of this version are dialed. `ca` is the file as resolved
+   * (relative to the config file), `caPem` its contents, read when the config is loaded. */
+  tls?: { servername?: string; ca?: string; caPem?: string; verify: boolean };
   hostHeader?: string;
 }
 

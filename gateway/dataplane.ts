@@ -6,7 +6,7 @@
 
 import type { Logger } from 'pino';
 import type { Config, EndpointAddress, ServiceConfig } from '../config/types.js';
-import { Endpoint, VersionStats, type PoolOptions } from './endpoint.js';
+import { Endpoint, VersionStats, tlsKey, upstreamTlsOptions, type PoolOptions } from './endpoint.js';
 import { buildSnapshot, SnapshotHolder, type Snapshot } from './snapshot.js';
 import type { EndpointSet } from '../discovery/provider.js';
 
@@ -62,6 +62,24 @@ export class Dataplane {
       if (live.has(k)) continue;
       for (const e of eps.values()) this.retire(e);
       this.endpoints.delete(k);
+    }
+    // A version whose TLS settings changed (CA, servername, verify, hostHeader-derived
+    // SNI): its endpoints get new pools; the old ones drain what they carry.
+    for (const s of config.services) {
+      for (const v of s.versions) {
+        const eps = this.endpoints.get(vkey(s.name, v.name));
+        if (eps === undefined) continue;
+        for (const [id, e] of eps) {
+          if (tlsKey(e.tls) === tlsKey(upstreamTlsOptions(e.address, v.tls, v.hostHeader))) continue;
+          this.retire(e);
+          const next = this.createEndpoint(s.name, v.name, e.address);
+          // Same backend, new connections: its health carries over.
+          next.healthy = e.healthy;
+          next.probePending = e.probePending;
+          next.availableSince = e.availableSince;
+          eps.set(id, next);
+        }
+      }
     }
     for (const [svc, w] of this.weights) {
       const sc = config.services.find((s) => s.name === svc);
@@ -162,10 +180,12 @@ export class Dataplane {
   private createEndpoint(service: string, version: string, a: EndpointAddress): Endpoint {
     const sc = this.service(service);
     const up = this.config.gateway.upstream;
+    const vc = sc?.versions.find((v) => v.name === version);
     const opts: PoolOptions = {
       maxConnections: up.maxConnectionsPerEndpoint,
       idleTimeoutMs: up.idleTimeoutMs,
       connectTimeoutMs: sc?.timeouts.connectMs ?? 2000,
+      tls: upstreamTlsOptions(a, vc?.tls, vc?.hostHeader),
     };
     const e = new Endpoint(service, version, a, this.statsOf(service, version), opts);
     e.availableSince = Date.now();

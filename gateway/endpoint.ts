@@ -2,14 +2,51 @@
 // in-flight counts, failure counters, ejection and drain survive every snapshot swap
 // (the shape of Caddy's hosts pool). The snapshot only holds references to these.
 
+import { isIP } from 'node:net';
 import { Pool } from 'undici';
-import type { EndpointAddress } from '../config/types.js';
+import type { EndpointAddress, VersionConfig } from '../config/types.js';
 import { WindowCounters } from './stats.js';
 
 export interface PoolOptions {
   maxConnections: number;
   idleTimeoutMs: number;
   connectTimeoutMs: number;
+  /** For an https endpoint: how its TLS connections are made and verified. */
+  tls?: UpstreamTlsOptions;
+}
+
+/** tls.connect options of an https upstream (undici's `connect`). */
+export interface UpstreamTlsOptions {
+  /** PEM CA bundle; the system CAs when absent. */
+  ca?: string;
+  /** SNI and the name the certificate must carry; the endpoint's host name when absent. */
+  servername?: string;
+  rejectUnauthorized: boolean;
+}
+
+/**
+ * The TLS options of an endpoint of a version (undefined for plain http). The name
+ * sent as SNI and verified: tls.servername; else the DNS name the endpoint was
+ * discovered under; else, for an endpoint given as an IP address, the version's
+ * hostHeader (without port); else the endpoint's host name (undici's default).
+ */
+export function upstreamTlsOptions(address: EndpointAddress, tls: VersionConfig['tls'], hostHeader?: string): UpstreamTlsOptions | undefined {
+  if (address.protocol !== 'https') return undefined;
+  let servername = tls?.servername ?? address.tlsName;
+  if (servername === undefined && isIP(address.host) !== 0 && hostHeader !== undefined && !hostHeader.startsWith('[')) {
+    const name = hostHeader.replace(/:\d+$/, '');
+    if (isIP(name) === 0) servername = name;
+  }
+  return {
+    ...(tls?.caPem === undefined ? {} : { ca: tls.caPem }),
+    ...(servername === undefined ? {} : { servername }),
+    rejectUnauthorized: tls?.verify ?? true,
+  };
+}
+
+/** A key that changes whenever the TLS options do (a reload re-creates the pools). */
+export function tlsKey(o: UpstreamTlsOptions | undefined): string {
+  return o === undefined ? '' : JSON.stringify([o.ca ?? '', o.servername ?? '', o.rejectUnauthorized]);
 }
 
 /** Per-version counters that outlive snapshots (the control plane waits on them). */
@@ -52,6 +89,8 @@ export type EndpointState = 'healthy' | 'unhealthy' | 'ejected' | 'draining';
 export class Endpoint {
   readonly key: string;
   readonly pool: Pool;
+  /** TLS options of an https endpoint (health probes and WebSockets use them too). */
+  readonly tls: UpstreamTlsOptions | undefined;
   inflight = 0;
 
   /** Result of active health checks; true until probes say otherwise. */
@@ -80,7 +119,9 @@ export class Endpoint {
     opts: PoolOptions,
   ) {
     this.key = endpointKey(service, version, address.id);
+    this.tls = address.protocol === 'https' ? (opts.tls ?? { rejectUnauthorized: true }) : undefined;
     this.pool = new Pool(address.origin, {
+      ...(this.tls === undefined ? {} : { connect: { ...this.tls } }),
       connections: opts.maxConnections,
       pipelining: 1,
       keepAliveTimeout: opts.idleTimeoutMs,

@@ -9,6 +9,7 @@ export type GatewayErrorCode =
   | 'BODY_TOO_LARGE'
   | 'HEADERS_TOO_LARGE'
   | 'UPSTREAM_ERROR'
+  | 'UPSTREAM_TLS_ERROR'
   | 'NO_HEALTHY_UPSTREAM'
   | 'DRAINING'
   | 'UPSTREAM_TIMEOUT';
@@ -19,13 +20,14 @@ const STATUS: Record<GatewayErrorCode, number> = {
   BODY_TOO_LARGE: 413,
   HEADERS_TOO_LARGE: 431,
   UPSTREAM_ERROR: 502,
+  UPSTREAM_TLS_ERROR: 502,
   NO_HEALTHY_UPSTREAM: 503,
   DRAINING: 503,
   UPSTREAM_TIMEOUT: 504,
 };
 
 /** Why an upstream attempt failed; used for outlier detection and metrics. */
-export type UpstreamFailure = 'connect' | 'reset' | 'timeout' | 'protocol';
+export type UpstreamFailure = 'connect' | 'reset' | 'timeout' | 'protocol' | 'tls';
 
 export class GatewayError extends Error {
   readonly code: GatewayErrorCode;
@@ -47,6 +49,19 @@ export class GatewayError extends Error {
 
 const CONNECT_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
 
+// OpenSSL / Node TLS failures of an HTTPS upstream: certificate verification
+// (UNABLE_TO_VERIFY_LEAF_SIGNATURE, SELF_SIGNED_CERT_IN_CHAIN, CERT_HAS_EXPIRED,
+// ERR_TLS_CERT_ALTNAME_INVALID …) and handshake failures (ERR_SSL_WRONG_VERSION_NUMBER
+// from a plain-HTTP port, ERR_SSL_TLSV1_ALERT_…, EPROTO). All happen while connecting,
+// before any byte of the request is written.
+const TLS_CODE_RE = /^(ERR_TLS_|ERR_SSL_|ERR_OSSL_|CERT_|UNABLE_TO_|SELF_SIGNED_|DEPTH_ZERO_|HOSTNAME_MISMATCH|INVALID_CA|INVALID_PURPOSE|PATH_LENGTH_EXCEEDED|EPROTO$)/;
+
+/** True for a certificate or TLS handshake failure (by the error's or its cause's code). */
+export function isTlsFailure(err: unknown): boolean {
+  const e = err as { code?: unknown; cause?: { code?: unknown } } | undefined;
+  return [e?.code, e?.cause?.code].some((c) => typeof c === 'string' && TLS_CODE_RE.test(c));
+}
+
 /**
  * Maps an undici / socket error to a GatewayError.
  * @param responseStarted whether any byte of the response had arrived
@@ -62,6 +77,9 @@ export function toGatewayError(err: unknown, responseStarted: boolean): GatewayE
   }
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
     return new GatewayError('UPSTREAM_TIMEOUT', 'upstream did not answer in time', { cause: err, reason: 'timeout' });
+  }
+  if (isTlsFailure(err)) {
+    return new GatewayError('UPSTREAM_TLS_ERROR', `upstream TLS failed (${code || causeCode}): ${e?.message ?? ''}`.trimEnd(), { cause: err, reason: 'tls', notSent: true });
   }
   if (CONNECT_CODES.has(code) || CONNECT_CODES.has(causeCode)) {
     return new GatewayError('UPSTREAM_ERROR', `upstream connect failed (${code || causeCode})`, { cause: err, reason: 'connect', notSent: true });

@@ -12,7 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import type { Endpoint } from './endpoint.js';
 import { GatewayError, toGatewayError, type UpstreamFailure } from './errors.js';
-import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
+import { clientResponseHeaders, upstreamRequestHeaders, withHostHeader } from './headers.js';
 import { pickEndpoint } from './select.js';
 import type { ServiceSnapshot, VersionSnapshot } from './snapshot.js';
 
@@ -85,7 +85,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
       {
         path: this.req.url as string,
         method: this.req.method as string,
-        headers: this.headers,
+        // A version with a hostHeader (an external HTTPS endpoint) gets its own Host;
+        // per attempt, since a failover can change the version.
+        headers: this.version.hostHeader === undefined ? this.headers : withHostHeader(this.headers, this.version.hostHeader),
         body: this.hasBody ? this.req : null,
         headersTimeout: timeout,
         bodyTimeout: timeout,

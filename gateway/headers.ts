@@ -76,6 +76,20 @@ export function upstreamRequestHeaders(req: IncomingMessage, requestId: string, 
 }
 
 /**
+ * The same upstream headers with Host replaced by `host` (versions.V.hostHeader), or
+ * added when the client sent none; x-forwarded-host keeps the client's. A new array.
+ */
+export function withHostHeader(headers: readonly string[], host: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i].length === 4 && headers[i].toLowerCase() === 'host') continue;
+    out.push(headers[i], headers[i + 1]);
+  }
+  out.push('host', host);
+  return out;
+}
+
+/**
  * Response headers for the client from undici's raw Buffer pairs: hop-by-hop ones and
  * those named in Connection removed; x-request-id set to the gateway's.
  */

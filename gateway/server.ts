@@ -4,6 +4,7 @@
 
 import { randomBytes, randomUUID } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import type { Socket, AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -11,9 +12,9 @@ import type { Config } from '../config/types.js';
 import { splitHostPort } from '../config/load.js';
 import type { Dataplane } from './dataplane.js';
 import type { Endpoint } from './endpoint.js';
-import { GatewayError, errorBody, type GatewayErrorCode, type UpstreamFailure } from './errors.js';
+import { GatewayError, errorBody, isTlsFailure, type GatewayErrorCode, type UpstreamFailure } from './errors.js';
 import { Exchange, type ExchangeHost } from './forward.js';
-import { acceptableRequestId, upstreamRequestHeaders } from './headers.js';
+import { acceptableRequestId, upstreamRequestHeaders, withHostHeader } from './headers.js';
 import { hashToUnit, pickEndpoint, readCookie, versionAt } from './select.js';
 import { matchRoute, type ServiceSnapshot, type VersionSnapshot } from './snapshot.js';
 
@@ -283,12 +284,16 @@ export class GatewayServer implements ExchangeHost {
     const sel = this.select(req, undefined, url, requestId);
     if (sel === undefined) return;
     const ep = sel.endpoint;
-    const up = http.request({
+    const upHeaders = upstreamRequestHeaders(req, requestId, this.proto, true);
+    const hostHeader = sel.version.hostHeader;
+    // An https endpoint: TLS with its version's CA, servername and verify setting.
+    const up = (ep.tls === undefined ? http.request : https.request)({
+      ...(ep.tls ?? {}),
       host: ep.address.host,
       port: ep.address.port,
       method: req.method,
       path: url,
-      headers: upstreamRequestHeaders(req, requestId, this.proto, true),
+      headers: hostHeader === undefined ? upHeaders : withHostHeader(upHeaders, hostHeader),
       setHost: false,
       agent: false,
       timeout: sel.service.config.timeouts.connectMs,
@@ -299,7 +304,7 @@ export class GatewayServer implements ExchangeHost {
       else socket.destroy();
     };
     up.once('timeout', () => fail(504, 'UPSTREAM_TIMEOUT', 'upstream did not answer the upgrade in time'));
-    up.once('error', (err) => fail(502, 'UPSTREAM_ERROR', `upstream upgrade failed: ${err.message}`));
+    up.once('error', (err) => fail(502, isTlsFailure(err) ? 'UPSTREAM_TLS_ERROR' : 'UPSTREAM_ERROR', `upstream upgrade failed: ${err.message}`));
     up.once('response', (ures) => {
       // The backend refused the upgrade: relay its answer and close.
       const lines = [`HTTP/1.1 ${ures.statusCode} ${ures.statusMessage ?? ''}`];

@@ -16,6 +16,8 @@ export interface VersionSnapshot {
   readonly all: readonly Endpoint[];
   readonly stats: VersionStats;
   readonly slowStartMs: number;
+  /** The Host header sent upstream instead of the client's (versions.V.hostHeader). */
+  readonly hostHeader?: string;
 }
 
 export interface ServiceSnapshot {
@@ -80,6 +82,7 @@ export function buildSnapshot(input: SnapshotInput): Snapshot {
         endpoints: all.filter((e) => e.available),
         stats: input.statsOf(sc.name, vc.name),
         slowStartMs: sc.slowStartMs,
+        hostHeader: vc.hostHeader,
       };
       versions.push(v);
       byName.set(vc.name, v);

@@ -253,7 +253,7 @@ ${versions}
     expect(c.discovery.consul!.register).toEqual({ name: 'edge', id: undefined, address: undefined, port: undefined, tags: ['a'], checkIntervalMs: 10_000, checkTimeoutMs: 2000 });
   });
 
-  it('refuses a consul source without discovery.consul, a bad wait, unknown keys; dns stays refused', () => {
+  it('refuses a consul source without discovery.consul, a bad wait, unknown keys, tls on a consul source', () => {
     const problems = (text: string): string[] => {
       try {
         loadConfigText(text, {});
@@ -266,7 +266,8 @@ ${versions}
     expect(problems(base('      blue: { weight: 1, consul: { service: shop } }', 'discovery:\n  consul: { wait: 20m }'))).toEqual(['discovery.consul.wait: must be from 1s to 10m (Consul caps a blocking query at 10m)']);
     expect(problems(base('      blue: { weight: 1, consul: { service: shop } }', 'discovery:\n  consul: { adress: "http://x:8500" }'))).toEqual(['discovery.consul.adress: unknown key']);
     expect(problems(base('      blue: { weight: 1, consul: { service: shop } }', 'discovery:\n  consul: { register: { tags: [a] } }'))).toEqual(['discovery.consul.register.name: is required']);
-    expect(problems(base('      blue: { weight: 1, dns: { name: x, port: 80 } }'))[0]).toMatch(/^services\.shop\.versions\.blue\.dns: this build cannot discover endpoints through dns yet/);
+    // dns sources are supported now (test/dns.test.ts); tls is not for Consul instances.
+    expect(problems(base('      blue: { weight: 1, consul: { service: shop }, tls: { verify: false } }', 'discovery:\n  consul: {}'))).toEqual(['services.shop.versions.blue.tls: Consul instances are dialed over HTTP; tls applies to https:// endpoints and dns sources']);
   });
 });
 

@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import { Agent, request } from 'undici';
 import type { HealthCheckConfig } from '../../config/types.js';
 import type { Dataplane } from '../dataplane.js';
-import type { Endpoint } from '../endpoint.js';
+import { tlsKey, type Endpoint } from '../endpoint.js';
 import type { Snapshot } from '../snapshot.js';
 
 interface Probe {
@@ -33,6 +33,9 @@ export class ActiveHealthChecker {
   // Probes use their own connections, so they never queue behind user traffic in the
   // endpoint's pool and a saturated pool cannot make a healthy endpoint look hung.
   private readonly agent = new Agent({ connections: 2, keepAliveTimeout: 4000, keepAliveMaxTimeout: 4000 });
+  /** HTTPS endpoints are probed over TLS with their version's CA, servername and verify
+   * setting: one agent per distinct setting. */
+  private readonly tlsAgents = new Map<string, Agent>();
   private closed = false;
 
   constructor(
@@ -88,12 +91,25 @@ export class ActiveHealthChecker {
     });
   }
 
+  private agentFor(e: Endpoint): Agent {
+    if (e.tls === undefined) return this.agent;
+    const key = tlsKey(e.tls);
+    let a = this.tlsAgents.get(key);
+    if (a === undefined) {
+      a = new Agent({ connections: 2, keepAliveTimeout: 4000, keepAliveMaxTimeout: 4000, connect: { ...e.tls } });
+      this.tlsAgents.set(key, a);
+    }
+    return a;
+  }
+
   private async probe(e: Endpoint, hc: HealthCheckConfig): Promise<boolean> {
     try {
+      // The version's hostHeader, so a virtual host behind the endpoint answers.
+      const host = this.dp.service(e.service)?.versions.find((v) => v.name === e.version)?.hostHeader;
       const res = await request(`${e.address.origin}${hc.path}`, {
-        dispatcher: this.agent,
+        dispatcher: this.agentFor(e),
         method: 'GET',
-        headers: { 'user-agent': 'switchyard-health-check' },
+        headers: { 'user-agent': 'switchyard-health-check', ...(host === undefined ? {} : { host }) },
         headersTimeout: hc.timeoutMs,
         bodyTimeout: hc.timeoutMs,
         signal: AbortSignal.timeout(hc.timeoutMs),
@@ -138,5 +154,7 @@ export class ActiveHealthChecker {
     for (const p of this.probes.values()) clearTimeout(p.timer);
     this.probes.clear();
     await this.agent.destroy().catch(() => {});
+    await Promise.all([...this.tlsAgents.values()].map((a) => a.destroy().catch(() => {})));
+    this.tlsAgents.clear();
   }
 }
