@@ -568,7 +568,11 @@ export class Controller extends EventEmitter {
     const fence = this.fences.get(service);
     if (fence === undefined) return;
     const now = Date.now();
-    const window = (v: string) => this.fleet.summary(service, v, cur.stepStartedAt, now);
+    // Counters are kept per whole second: the window starts at the first second that
+    // began after the step did, so nothing from before the step (an earlier rollout's
+    // errors in the same second) is judged.
+    const from = Math.ceil(cur.stepStartedAt / 1000) * 1000;
+    const window = (v: string) => this.fleet.summary(service, v, from, now);
     const result = analyze(
       cur.analysis,
       cur.step,

@@ -4,7 +4,7 @@
 // revision.
 
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -101,6 +101,49 @@ describe('file store', () => {
     await expect(s2.write(0, stateAt(1))).rejects.toBeInstanceOf(RevisionConflictError);
     await s2.write(2, stateAt(3));
     expect((await new FileStore(file).load())?.revision).toBe(3);
+  });
+
+  it('two processes sharing the file: the stale writer gets a conflict instead of overwriting', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'switchyard-filestore-')), 'state.json');
+    const a = new FileStore(file);
+    const b = new FileStore(file);
+    expect(await a.load()).toBeNull();
+    expect(await b.load()).toBeNull();
+    await a.write(0, stateAt(1));
+    await a.write(1, stateAt(2));
+    // b still believes revision 0.
+    const err = await b.write(0, stateAt(1)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RevisionConflictError);
+    expect((err as RevisionConflictError).current).toBe(2);
+    expect(JSON.parse(readFileSync(file, 'utf8')).services.shop.weights.blue).toBe(2);
+    // After re-reading, b continues from the stored revision; a is now the stale one.
+    expect((await b.load())?.revision).toBe(2);
+    await b.write(2, stateAt(3));
+    await expect(a.write(2, stateAt(3))).rejects.toBeInstanceOf(RevisionConflictError);
+    // Concurrent writers from the same revision: exactly one wins.
+    const c = new FileStore(file);
+    const d = new FileStore(file);
+    await c.load();
+    await d.load();
+    const results = await Promise.allSettled([c.write(3, stateAt(4)), d.write(3, stateAt(4))]);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    expect(results.filter((r) => r.status === 'rejected' && r.reason instanceof RevisionConflictError)).toHaveLength(1);
+    expect(existsSync(`${file}.lock`)).toBe(false);
+  });
+
+  it('a lock left by a killed writer is broken at once', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'switchyard-filestore-'));
+    const file = join(dir, 'state.json');
+    // A pid that is certainly not running: a child that has exited.
+    const dead = spawn(process.execPath, ['-e', '0']);
+    await new Promise((r) => dead.once('exit', r));
+    writeFileSync(`${file}.lock`, String(dead.pid));
+    const s = new FileStore(file);
+    await s.load();
+    const t0 = Date.now();
+    await s.write(0, stateAt(1));
+    expect(Date.now() - t0).toBeLessThan(1500);
+    expect(JSON.parse(readFileSync(file, 'utf8')).revision).toBe(1);
   });
 
   it('refuses a file that is not a Switchyard state instead of starting from scratch', async () => {
