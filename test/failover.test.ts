@@ -3,18 +3,9 @@
 // caught up — unless the override header pinned the version, its body was sent, or
 // retries are off.
 
-import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import { load, shopConfig, startInProcess, startUpstream, type Upstream } from './helpers.js';
-
-async function deadAddress(): Promise<string> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return `127.0.0.1:${port}`;
-}
+import { load, shopConfig, startInProcess, startUpstream, type Upstream, deadAddress } from './helpers.js';
 
 describe('version failover for never-sent requests', () => {
   let blue: Upstream;

@@ -4,24 +4,16 @@
 // situation, retries, and client disconnects during upload. Real loopback upstreams.
 
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
-import { load, rssOf, shopConfig, startInProcess, startProcess, startUpstream, waitFor, type Upstream } from './helpers.js';
+import { load, rssOf, shopConfig, startInProcess, startProcess, startUpstream, waitFor, type Upstream, freePort as deadPort } from './helpers.js';
 
 const MB = 1024 * 1024;
-
-async function deadPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 interface Reply {
   status: number;

@@ -6,7 +6,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import pino from 'pino';
@@ -230,6 +230,20 @@ export async function load(url: string, opts: { concurrency: number; count?: num
   await Promise.all(Array.from({ length: opts.concurrency }, worker));
   await agent.close();
   return r;
+}
+
+/** A loopback port that was free a moment ago (bound once, then released). */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const s = createNetServer();
+  await new Promise<void>((r) => s.listen(0, host, r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/** host:port of a loopback port nobody listens on (connects are refused). */
+export async function deadAddress(): Promise<string> {
+  return `127.0.0.1:${await freePort()}`;
 }
 
 /** RSS of a process in bytes, from /proc. */

@@ -1,19 +1,10 @@
 // JSON logs of a real gateway process: every line about a request carries its request
 // id; access-log sampling keeps errors; the level comes from the config.
 
-import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { spawn } from 'node:child_process';
-import { CLI, shopConfig, startProcess, startUpstream, waitFor, writeConfig, type Upstream } from './helpers.js';
-
-async function deadAddress(): Promise<string> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return `127.0.0.1:${port}`;
-}
+import { CLI, shopConfig, startProcess, startUpstream, waitFor, writeConfig, type Upstream, deadAddress } from './helpers.js';
 
 describe('logs', () => {
   let blue: Upstream;

@@ -3,10 +3,9 @@
 // carry the SPEC core names, and count what happened.
 
 import { execFile } from 'node:child_process';
-import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import { load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
+import { load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream, freePort } from './helpers.js';
 
 function promtool(text: string): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
@@ -30,14 +29,6 @@ function value(text: string, series: string): number | undefined {
     if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1));
   }
   return undefined;
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 describe('metrics', () => {

@@ -2,16 +2,11 @@
 // persistence, stoppable, restartable on the same port (empty), pausable (SIGSTOP).
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
+import { freePort } from './helpers.js';
+
+export { freePort };
 
 export interface RedisServer {
   port: number;

@@ -2,20 +2,9 @@
 // the override header, host + longest-prefix routes, weight changes under load, and
 // versions without an available endpoint. Real loopback upstreams, in-process gateways.
 
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
-import { load, shopConfig, startInProcess, startUpstream, waitFor, type InProcessGateway, type Upstream } from './helpers.js';
-
-/** A loopback port nobody listens on (bound once, then released). */
-async function deadPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+import { load, shopConfig, startInProcess, startUpstream, waitFor, type InProcessGateway, type Upstream, freePort as deadPort } from './helpers.js';
 
 interface Reply {
   status: number;
