@@ -3,7 +3,7 @@
 // (the shape of Caddy's hosts pool). The snapshot only holds references to these.
 
 import { isIP } from 'node:net';
-import { Pool } from 'undici';
+import { Pool, buildConnector, type Dispatcher } from 'undici';
 import type { EndpointAddress, VersionConfig } from '../config/types.js';
 import { WindowCounters } from './stats.js';
 
@@ -28,7 +28,8 @@ export interface UpstreamTlsOptions {
  * The TLS options of an endpoint of a version (undefined for plain http). The name
  * sent as SNI and verified: tls.servername; else the DNS name the endpoint was
  * discovered under; else, for an endpoint given as an IP address, the version's
- * hostHeader (without port); else the endpoint's host name (undici's default).
+ * hostHeader (without port); else the endpoint's host name. An IP endpoint with none of
+ * these sends no SNI and is verified against its IP address. Never the client's Host.
  */
 export function upstreamTlsOptions(address: EndpointAddress, tls: VersionConfig['tls'], hostHeader?: string): UpstreamTlsOptions | undefined {
   if (address.protocol !== 'https') return undefined;
@@ -37,11 +38,24 @@ export function upstreamTlsOptions(address: EndpointAddress, tls: VersionConfig[
     const name = hostHeader.replace(/:\d+$/, '');
     if (isIP(name) === 0) servername = name;
   }
+  if (servername === undefined && isIP(address.host) === 0) servername = address.host;
   return {
     ...(tls?.caPem === undefined ? {} : { ca: tls.caPem }),
     ...(servername === undefined ? {} : { servername }),
     rejectUnauthorized: tls?.verify ?? true,
   };
+}
+
+/**
+ * undici's connector for an https upstream with the servername pinned. undici otherwise
+ * takes each request's Host header as SNI and verification name (and drops the
+ * connection whenever it differs from the last one): a client could choose the name the
+ * gateway verifies. Here the endpoint's name is used whatever the request carries.
+ */
+export function tlsConnector(tls: UpstreamTlsOptions, timeoutMs?: number): buildConnector.connector {
+  const { servername, ...rest } = tls;
+  const base = buildConnector({ ...rest, ...(timeoutMs === undefined ? {} : { timeout: timeoutMs }) });
+  return (opts, cb) => base({ ...opts, servername }, cb);
 }
 
 /** A key that changes whenever the TLS options do (a reload re-creates the pools). */
@@ -121,7 +135,7 @@ export class Endpoint {
     this.key = endpointKey(service, version, address.id);
     this.tls = address.protocol === 'https' ? (opts.tls ?? { rejectUnauthorized: true }) : undefined;
     this.pool = new Pool(address.origin, {
-      ...(this.tls === undefined ? {} : { connect: { ...this.tls } }),
+      ...(this.tls === undefined ? {} : { connect: tlsConnector(this.tls, opts.connectTimeoutMs) }),
       connections: opts.maxConnections,
       pipelining: 1,
       keepAliveTimeout: opts.idleTimeoutMs,
@@ -133,6 +147,18 @@ export class Endpoint {
       headersTimeout: 0,
       bodyTimeout: 0,
     });
+    if (this.tls !== undefined) {
+      // undici compares each request's servername (from its Host header) with the one
+      // of the open connections and closes them when it differs; every request here
+      // carries the endpoint's own (the connector pins it anyway), so client Host
+      // headers never churn the TLS connections.
+      const sn = this.tls.servername ?? address.host;
+      const dispatch = this.pool.dispatch.bind(this.pool);
+      this.pool.dispatch = (o: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean => {
+        (o as Dispatcher.DispatchOptions & { servername?: string }).servername = sn;
+        return dispatch(o, handler);
+      };
+    }
   }
 
   get id(): string {

@@ -288,7 +288,9 @@ export class GatewayServer implements ExchangeHost {
     const hostHeader = sel.version.hostHeader;
     // An https endpoint: TLS with its version's CA, servername and verify setting.
     const up = (ep.tls === undefined ? http.request : https.request)({
-      ...(ep.tls ?? {}),
+      // servername '' = no SNI (an IP endpoint without a name): Node would otherwise
+      // take the client's Host header.
+      ...(ep.tls === undefined ? {} : { ...ep.tls, servername: ep.tls.servername ?? '' }),
       host: ep.address.host,
       port: ep.address.port,
       method: req.method,

@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import { Agent, request } from 'undici';
 import type { HealthCheckConfig } from '../../config/types.js';
 import type { Dataplane } from '../dataplane.js';
-import { tlsKey, type Endpoint } from '../endpoint.js';
+import { tlsConnector, tlsKey, type Endpoint } from '../endpoint.js';
 import type { Snapshot } from '../snapshot.js';
 
 interface Probe {
@@ -96,7 +96,7 @@ export class ActiveHealthChecker {
     const key = tlsKey(e.tls);
     let a = this.tlsAgents.get(key);
     if (a === undefined) {
-      a = new Agent({ connections: 2, keepAliveTimeout: 4000, keepAliveMaxTimeout: 4000, connect: { ...e.tls } });
+      a = new Agent({ connections: 2, keepAliveTimeout: 4000, keepAliveMaxTimeout: 4000, connect: tlsConnector(e.tls) });
       this.tlsAgents.set(key, a);
     }
     return a;
