@@ -73,12 +73,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.hasBody = (h['content-length'] !== undefined && h['content-length'] !== '0') || h['transfer-encoding'] !== undefined;
     this.headers = upstreamRequestHeaders(req, requestId, host.proto);
     (res as WithExchange)[kExchange] = this;
-    res.once('close', onClientClose);
+    // `on`, not `once`: a response object serves one request, and once() would wrap the
+    // listener in a new closure per request.
+    res.on('close', onClientClose);
   }
 
   dispatch(): void {
     this.attempts++;
-    this.attemptStart = performance.now();
+    this.attemptStart = this.attempts === 1 ? this.start : performance.now();
     this.endpoint.begin();
     const timeout = this.service.config.timeouts.requestMs;
     this.endpoint.pool.dispatch(

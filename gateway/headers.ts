@@ -89,23 +89,66 @@ export function withHostHeader(headers: readonly string[], host: string): string
   return out;
 }
 
+/** A response header name as undici hands it over (bytes), with its string forms. */
+interface HeaderName {
+  readonly bytes: Uint8Array;
+  readonly name: string;
+  readonly lower: string;
+  /** Hop-by-hop, or x-request-id (the gateway sets its own): never forwarded. */
+  readonly drop: boolean;
+}
+
+// Response header names by length. An upstream sends the same dozen names on every
+// response: matching the bytes against these in JS spares a native string conversion
+// and a toLowerCase per header. Bounded, so odd names from an upstream cannot grow it.
+const namesByLength = new Map<number, HeaderName[]>();
+let namesCached = 0;
+const NAMES_MAX = 512;
+const NAMES_PER_LENGTH_MAX = 16;
+
+function headerName(b: Buffer): HeaderName {
+  const n = b.length;
+  const list = namesByLength.get(n);
+  if (list !== undefined) {
+    next: for (let k = 0; k < list.length; k++) {
+      const e = list[k].bytes;
+      for (let i = 0; i < n; i++) if (e[i] !== b[i]) continue next;
+      return list[k];
+    }
+  }
+  const name = b.toString('latin1');
+  const lower = name.toLowerCase();
+  const entry: HeaderName = { bytes: Uint8Array.from(b), name, lower, drop: HOP_BY_HOP.has(lower) || lower === 'x-request-id' };
+  if (namesCached < NAMES_MAX && (list === undefined || list.length < NAMES_PER_LENGTH_MAX)) {
+    if (list === undefined) namesByLength.set(n, [entry]);
+    else list.push(entry);
+    namesCached++;
+  }
+  return entry;
+}
+
 /**
  * Response headers for the client from undici's raw Buffer pairs: hop-by-hop ones and
  * those named in Connection removed; x-request-id set to the gateway's.
  */
 export function clientResponseHeaders(raw: Buffer[], requestId: string, setCookie: string | undefined): string[] {
   const out: string[] = [];
-  let named: Set<string> | undefined;
+  let connection: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    const lower = raw[i].toString('latin1').toLowerCase();
-    if (lower === 'connection') named = connectionTokens(raw[i + 1].toString('latin1'));
+    const h = headerName(raw[i]);
+    if (h.drop) {
+      if (h.lower === 'connection') {
+        const v = raw[i + 1].toString('latin1');
+        connection = connection === undefined ? v : `${connection}, ${v}`;
+      }
+      continue;
+    }
+    out.push(h.name, raw[i + 1].toString('latin1'));
   }
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i].toString('latin1');
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || lower === 'x-request-id') continue;
-    if (named !== undefined && named.has(lower)) continue;
-    out.push(name, raw[i + 1].toString('latin1'));
+  // Rare: Connection names more headers to drop (RFC 9110 §7.6.1).
+  const named = connectionTokens(connection);
+  if (named !== undefined) {
+    for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i].toLowerCase())) out.splice(i, 2);
   }
   out.push('x-request-id', requestId);
   if (setCookie !== undefined) out.push('set-cookie', setCookie);

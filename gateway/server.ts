@@ -155,16 +155,11 @@ export class GatewayServer implements ExchangeHost {
    * cannot be placed.
    */
   private select(req: IncomingMessage, res: ServerResponse | undefined, url: string, requestId: string): Selection | undefined {
-    const fail = (code: GatewayErrorCode, message: string): undefined => {
-      if (res !== undefined) this.reject(req, res, code, message, requestId);
-      else this.rejectUpgrade(req, req.socket, code, message, requestId);
-      return undefined;
-    };
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
     const host = req.headers.host;
     const service = matchRoute(this.dp.holder.current, host === undefined ? undefined : host.toLowerCase(), path);
-    if (service === undefined) return fail('NO_ROUTE', `no route for ${host ?? '(no host)'}${path}`);
+    if (service === undefined) return this.failSelect(req, res, requestId, 'NO_ROUTE', `no route for ${host ?? '(no host)'}${path}`);
 
     let version: VersionSnapshot | undefined;
     let setCookie: string | undefined;
@@ -174,7 +169,7 @@ export class GatewayServer implements ExchangeHost {
       if (typeof o === 'string' && o !== '') {
         version = service.byName.get(o);
         pinned = true;
-        if (version === undefined) return fail('BAD_REQUEST', `service ${service.name} has no version ${JSON.stringify(o.slice(0, 64))}`);
+        if (version === undefined) return this.failSelect(req, res, requestId, 'BAD_REQUEST', `service ${service.name} has no version ${JSON.stringify(o.slice(0, 64))}`);
       }
     }
     if (version === undefined) {
@@ -191,11 +186,17 @@ export class GatewayServer implements ExchangeHost {
         }
       }
       version = versionAt(service, key === undefined ? Math.random() : hashToUnit(key));
-      if (version === undefined) return fail('NO_HEALTHY_UPSTREAM', `service ${service.name} has no available endpoint in any version`);
+      if (version === undefined) return this.failSelect(req, res, requestId, 'NO_HEALTHY_UPSTREAM', `service ${service.name} has no available endpoint in any version`);
     }
     const endpoint = pickEndpoint(version);
-    if (endpoint === undefined) return fail('NO_HEALTHY_UPSTREAM', `version ${version.name} of ${service.name} has no available endpoint`);
+    if (endpoint === undefined) return this.failSelect(req, res, requestId, 'NO_HEALTHY_UPSTREAM', `version ${version.name} of ${service.name} has no available endpoint`);
     return { service, version, endpoint, setCookie, pinned };
+  }
+
+  private failSelect(req: IncomingMessage, res: ServerResponse | undefined, requestId: string, code: GatewayErrorCode, message: string): undefined {
+    if (res !== undefined) this.reject(req, res, code, message, requestId);
+    else this.rejectUpgrade(req, req.socket, code, message, requestId);
+    return undefined;
   }
 
   private reject(req: IncomingMessage, res: ServerResponse, code: GatewayErrorCode, message: string, requestId?: string): void {
