@@ -73,6 +73,8 @@ export class Controller extends EventEmitter {
   private readonly fences = new Map<string, { key: string; token: string }>();
   private driverTimer: NodeJS.Timeout | undefined;
   private reconciling = false;
+  /** Services whose tick is running now (analysis and write are async). */
+  private readonly ticking = new Set<string>();
   private reconcileAgain = false;
 
   constructor(opts: ControllerOptions) {
@@ -181,7 +183,7 @@ export class Controller extends EventEmitter {
           continue;
         }
         this.fences.set(name, fence);
-        if (!this.timers.has(name)) this.schedule(name);
+        if (!this.timers.has(name) && !this.ticking.has(name)) this.schedule(name);
       }
     } finally {
       this.reconciling = false;
@@ -546,19 +548,25 @@ export class Controller extends EventEmitter {
     // A step waiting for minRequests keeps its window (stepStartedAt) growing; its next
     // check is one interval after the previous one, not at once.
     const wait = Math.max(0, ro.stepStartedAt + ro.intervalMs * (ro.idleIntervals + 1) - Date.now());
-    const t = setTimeout(() => {
-      this.timers.delete(service);
-      this.tick(service).catch((err) => {
+    this.timers.set(service, setTimeout(() => this.runTick(service), wait));
+  }
+
+  /** Runs one tick; at most one per service at a time. */
+  private runTick(service: string): void {
+    this.timers.delete(service);
+    if (this.ticking.has(service)) return;
+    this.ticking.add(service);
+    this.tick(service)
+      .catch((err) => {
         this.log.error({ service, err: (err as Error).message }, 'rollout step failed; retrying at the next interval');
         // A store outage must not lose the rollout: try again one interval later.
         const cur = this.activeRollout(service);
-        if (cur?.state === 'running' && !this.closed) {
-          const retry = setTimeout(() => void this.tick(service).catch(() => this.schedule(service)), cur.intervalMs);
-          this.timers.set(service, retry);
+        if (cur?.state === 'running' && !this.closed && this.fences.has(service)) {
+          this.clearTimer(service);
+          this.timers.set(service, setTimeout(() => this.runTick(service), cur.intervalMs));
         }
-      });
-    }, wait);
-    this.timers.set(service, t);
+      })
+      .finally(() => this.ticking.delete(service));
   }
 
   /** One analysis interval of a running rollout. */
@@ -582,7 +590,9 @@ export class Controller extends EventEmitter {
     const applied = this.mutate('rollout', (next) => {
       const ro = this.requireRollout(next, service);
       // Steered (paused, promoted, aborted) while this interval was being analysed.
-      if (ro.id !== cur.id || ro.state !== 'running' || ro.step !== cur.step || ro.stepStartedAt !== cur.stepStartedAt) throw new StaleTick();
+      if (ro.id !== cur.id || ro.state !== 'running' || ro.step !== cur.step || ro.stepStartedAt !== cur.stepStartedAt || ro.idleIntervals !== cur.idleIntervals) {
+        throw new StaleTick();
+      }
       const s = next.services[service];
       const at = new Date(now).toISOString();
       ro.lastAnalysis = result;
