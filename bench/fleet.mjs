@@ -6,14 +6,12 @@
 //    streams (GET /v1/events with Accept: text/event-stream); p50/p95/p99/max printed.
 //  - cutover --wait: time from POST cutover (wait: true) to its answer, with nothing in
 //    flight and with a 1 s request in flight on replica C.
-// Appends a "fleet" section to bench/results/latest.json and latest.md.
+// Merges a "fleet" section into bench/results/latest.json (latest.md is rendered from it).
 
 import http from 'node:http';
 import net from 'node:net';
-import { appendFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { request } from 'undici';
-import { RESULTS_DIR, freePort, fmt, gatewayConfig, readResults, sleep, startChild, startGateway, stopAll, writeResults } from './lib.mjs';
+import { freePort, fmt, gatewayConfig, readResults, sleep, startChild, startGateway, stopAll, writeResults } from './lib.mjs';
 
 const CHANGES = Number(process.env.BENCH_FLEET_CHANGES ?? 100) || 100;
 
@@ -164,22 +162,6 @@ async function main() {
   const results = readResults() ?? {};
   results.fleet = out;
   writeResults(results);
-  appendFileSync(
-    join(RESULTS_DIR, 'latest.md'),
-    [
-      '',
-      '## Fleet (3 gateway processes on one redis-server)',
-      '',
-      `${CHANGES} weight changes through replica A; latency from sending the PUT until replicas B and C have applied it (seen on their live event streams):`,
-      '',
-      '| p50 ms | p95 ms | p99 ms | max ms |',
-      '|---:|---:|---:|---:|',
-      `| ${fmt(out.propagationMs.p50, 2)} | ${fmt(out.propagationMs.p95, 2)} | ${fmt(out.propagationMs.p99, 2)} | ${fmt(out.propagationMs.max, 2)} |`,
-      '',
-      `cutover with wait: ${fmt(cutoverTimes.idle, 1)} ms with nothing in flight; ${fmt(cutoverTimes.inflight, 1)} ms with a 1 s request in flight on another replica.`,
-      '',
-    ].join('\n'),
-  );
   blue.server.close();
   green.server.close();
   return out;

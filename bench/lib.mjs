@@ -3,13 +3,14 @@
 // wrk runs and their parsing, a bounded load generator, and the results files.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Agent, request } from 'undici';
+import { Agent, Pool, request } from 'undici';
 import { stringify } from 'yaml';
+import { toMarkdown, toSvg } from './report.mjs';
 
 export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(BENCH_DIR, '..');
@@ -256,12 +257,13 @@ export function writeYaml(config, file) {
 /**
  * Starts `switchyard serve` on free loopback ports; resolves when /ready answers 200.
  * @param makeConfig ({port, adminPort, controlPort}) => config object
+ * @param opts.nodeArgs node flags before the script (--cpu-prof…)
  */
-export async function startGateway(makeConfig, { label = 'switchyard' } = {}) {
+export async function startGateway(makeConfig, { label = 'switchyard', nodeArgs = [], env, cli = CLI } = {}) {
   const ports = { port: await freePort(), adminPort: await freePort(), controlPort: await freePort() };
   const config = makeConfig(ports);
   const file = writeYaml(config);
-  const c = startChild(process.execPath, [CLI, 'serve', '--config', file], { label });
+  const c = startChild(process.execPath, [...nodeArgs, cli, 'serve', '--config', file], { label, env });
   c.file = file;
   c.config = config;
   c.port = ports.port;
@@ -283,6 +285,44 @@ export function cpuMs(pid) {
   try {
     const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
     return (Number(f[11]) + Number(f[12])) * (1000 / CLK_TCK);
+  } catch {
+    return undefined;
+  }
+}
+/** CPU ms of a process and its direct children (a gateway's data-plane workers). */
+export function treeCpuMs(pid) {
+  let total = cpuMs(pid);
+  if (total === undefined) return undefined;
+  for (const child of childPids(pid)) total += cpuMs(child) ?? 0;
+  return total;
+}
+
+/** Pids whose parent is `pid` (from /proc; [] where /proc is not available). */
+export function childPids(pid) {
+  const out = [];
+  let entries = [];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const f = readFileSync(`/proc/${e}/stat`, 'utf8').split(') ')[1].split(' ');
+      if (Number(f[1]) === pid) out.push(Number(e));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/** Resident set size of a process in MiB, from /proc/PID/status (VmRSS). */
+export function rssMiB(pid) {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : undefined;
   } catch {
     return undefined;
   }
@@ -347,6 +387,7 @@ export async function runWrk(url, { threads = 1, connections = 64, duration = '5
 export async function drive(url, { concurrency = 64, durationMs = 5000, until } = {}) {
   const agent = new Agent({ connections: concurrency, pipelining: 1, keepAliveTimeout: 10_000 });
   const lat = [];
+  const starts = [];
   const r = { requests: 0, ok: 0, failed: 0, statuses: {}, errors: {}, byUpstream: {} };
   const t0 = performance.now();
   const deadline = t0 + durationMs;
@@ -368,14 +409,78 @@ export async function drive(url, { concurrency = 64, durationMs = 5000, until } 
         r.errors[k] = (r.errors[k] ?? 0) + 1;
       }
       lat.push(performance.now() - s);
+      starts.push(s);
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
   const elapsed = (performance.now() - t0) / 1000;
   await agent.close().catch(() => {});
-  lat.sort((a, b) => a - b);
-  const q = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.ceil(p * lat.length) - 1)] : NaN);
-  return { ...r, seconds: elapsed, rps: r.requests / elapsed, p50Ms: q(0.5), p99Ms: q(0.99), maxMs: lat.length ? lat[lat.length - 1] : NaN };
+  /** p-quantile of the latencies of requests sent between two performance.now() times. */
+  const quantileBetween = (p, from = -Infinity, to = Infinity) => {
+    const xs = [];
+    for (let i = 0; i < lat.length; i++) if (starts[i] >= from && starts[i] < to) xs.push(lat[i]);
+    xs.sort((a, b) => a - b);
+    return xs.length ? xs[Math.min(xs.length - 1, Math.ceil(p * xs.length) - 1)] : NaN;
+  };
+  const sorted = [...lat].sort((a, b) => a - b);
+  const q = (p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] : NaN);
+  return { ...r, t0, seconds: elapsed, rps: r.requests / elapsed, p50Ms: q(0.5), p99Ms: q(0.99), maxMs: sorted.length ? sorted[sorted.length - 1] : NaN, quantileBetween };
+}
+
+/**
+ * An open-loop load generator (wrk2-style fixed rate): `rate` GETs per second for
+ * `durationMs`, sends scheduled by the clock (a 1 ms timer sends whatever is due), never
+ * waiting for earlier answers, over an undici Pool of `connections`. Each request's
+ * latency runs from its send to the end of its body (process.hrtime). `lagMs` is how
+ * far the generator itself fell behind its schedule at worst.
+ */
+export async function openLoop(url, { rate, durationMs, connections = 64 }) {
+  const u = new URL(url);
+  const pool = new Pool(u.origin, { connections, pipelining: 1, keepAliveTimeout: 30_000 });
+  const total = Math.max(1, Math.floor((rate * durationMs) / 1000));
+  const lat = new Float64Array(total);
+  let sent = 0;
+  let done = 0;
+  let failed = 0;
+  let maxLag = 0;
+  const statuses = {};
+  const t0 = performance.now();
+  await new Promise((resolve) => {
+    const finishOne = () => {
+      done++;
+      if (done === total) resolve();
+    };
+    const tick = () => {
+      const now = performance.now();
+      const due = Math.min(total, Math.floor(((now - t0) * rate) / 1000) + 1);
+      if (due - sent > 1) maxLag = Math.max(maxLag, (due - sent - 1) / (rate / 1000));
+      while (sent < due) {
+        const i = sent++;
+        const start = process.hrtime.bigint();
+        pool.request({ path: u.pathname + u.search, method: 'GET', headersTimeout: 10_000, bodyTimeout: 10_000 }).then(
+          (res) =>
+            res.body.dump().then(() => {
+              lat[i] = Number(process.hrtime.bigint() - start) / 1e6;
+              statuses[res.statusCode] = (statuses[res.statusCode] ?? 0) + 1;
+              if (res.statusCode < 200 || res.statusCode >= 300) failed++;
+              finishOne();
+            }),
+          () => {
+            lat[i] = Number(process.hrtime.bigint() - start) / 1e6;
+            failed++;
+            finishOne();
+          },
+        );
+      }
+      if (sent < total) setTimeout(tick, 1);
+    };
+    tick();
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  await pool.close().catch(() => {});
+  const sorted = Array.from(lat).sort((a, b) => a - b);
+  const q = (p) => sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)];
+  return { requests: total, failed, statuses, achievedRps: total / seconds, seconds, p50Ms: q(0.5), p99Ms: q(0.99), p999Ms: q(0.999), maxMs: sorted[sorted.length - 1], lagMs: maxLag };
 }
 
 // ---- statistics and results ----
@@ -389,14 +494,17 @@ export function median(xs) {
 
 export const fmt = (n, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
 
+export const loadavg = () => os.loadavg().map((x) => Math.round(x * 100) / 100);
+
 export function machineInfo() {
   return {
     node: process.version,
     cpus: os.cpus().length,
     cpuModel: os.cpus()[0]?.model,
-    loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100),
+    memGiB: Math.round(os.totalmem() / 2 ** 30),
+    loadavg: loadavg(),
     platform: `${os.platform()} ${os.release()}`,
-    wrk: spawnSync('wrk', ['--version'], { encoding: 'utf8' }).stdout?.split('\n')[0]?.trim(),
+    wrk: spawnSync('wrk', ['--version'], { encoding: 'utf8' }).stdout?.split('\n')[0]?.trim().replace(/ \[.*$/, ''),
   };
 }
 
@@ -410,36 +518,14 @@ export function readResults() {
   }
 }
 
-/** Writes latest.json and latest.md from one results object. */
+/** Writes latest.json, latest.md and (with throughput figures) latest.svg. */
 export function writeResults(results) {
   mkdirSync(RESULTS_DIR, { recursive: true });
   writeFileSync(join(RESULTS_DIR, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(RESULTS_DIR, 'latest.md'), toMarkdown(results));
+  const svg = toSvg(results);
+  if (svg !== undefined) writeFileSync(join(RESULTS_DIR, 'latest.svg'), svg);
   return RESULTS_DIR;
 }
 
-export function toMarkdown(r) {
-  const out = ['# Switchyard benchmark results', ''];
-  out.push(`Run ${r.date ?? '?'} on ${r.machine?.cpus ?? '?'} CPU(s) (${r.machine?.cpuModel ?? '?'}), Node ${r.machine?.node ?? '?'}, load average at start ${r.machine?.loadavg?.join(' ') ?? '?'}.`);
-  out.push('All traffic on 127.0.0.1; every process (upstream, gateway, forwarder, load generator) shares the same cores, so figures are noisy.', '');
-  const t = r.throughput;
-  if (t) {
-    out.push('## Throughput (wrk)', '');
-    out.push(`\`wrk -t${t.settings.threads} -c${t.settings.connections} -d${t.settings.duration} --latency\`, ${t.settings.rounds} interleaved round(s) (order rotated each round), ${t.settings.warmup} warm-up per target. Upstream: bench/upstream.mjs (own process, ${t.settings.bodyBytes}-byte body). \`proxy CPU µs/req\` is the user+system CPU the gateway (or forwarder) process used during the run divided by the requests it served (from /proc).`, '');
-    out.push('| round | target | req/s | p50 ms | p99 ms | non-2xx | socket errors | proxy CPU µs/req | upstream CPU µs/req |', '|---|---|---:|---:|---:|---:|---:|---:|---:|');
-    for (const x of t.runs) out.push(`| ${x.round} | ${x.target} | ${fmt(x.rps)} | ${fmt(x.p50Ms, 2)} | ${fmt(x.p99Ms, 2)} | ${x.non2xx} | ${x.socketErrors} | ${fmt(x.proxyCpuUsPerReq, 1)} | ${fmt(x.upstreamCpuUsPerReq, 1)} |`);
-    out.push('', '| target | median req/s | median p50 ms | median p99 ms | median proxy CPU µs/req |', '|---|---:|---:|---:|---:|');
-    for (const [name, m] of Object.entries(t.medians)) out.push(`| ${name} | ${fmt(m.rps)} | ${fmt(m.p50Ms, 2)} | ${fmt(m.p99Ms, 2)} | ${fmt(m.proxyCpuUsPerReq, 1)} |`);
-    out.push('', `Switchyard / direct: **${fmt(t.ratios.switchyardToDirect, 2)}**; Switchyard / http-proxy: **${fmt(t.ratios.switchyardToHttpProxy, 2)}** (goal ≥ 2.00).`);
-    out.push(`CPU per request, http-proxy / Switchyard: **${fmt(t.ratios.httpProxyCpuToSwitchyardCpu, 2)}** (how many times more CPU the baseline spends per request; less sensitive to other load on the machine than req/s).`, '');
-  }
-  const s = r.scenarios;
-  if (s) {
-    out.push('## Zero-loss scenarios (in-script undici load generator)', '');
-    out.push(`Closed loop, ${s.settings.concurrency} concurrent requests for ${s.settings.duration} per scenario; a failure is a non-2xx answer or a transport error. Gateway settings: ${s.settings.gatewaySettings}.`, '');
-    out.push('| scenario | requests | failed | p99 ms | req/s | notes |', '|---|---:|---:|---:|---:|---|');
-    for (const x of s.results) out.push(`| ${x.name} | ${x.requests} | ${x.failed} | ${fmt(x.p99Ms, 1)} | ${fmt(x.rps)} | ${(x.notes ?? '').replace(/\|/g, '/')} |`);
-    out.push('');
-  }
-  return `${out.join('\n')}\n`;
-}
+export { toMarkdown, toSvg };

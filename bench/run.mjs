@@ -1,147 +1,291 @@
 #!/usr/bin/env node
-// Throughput benchmark (`npm run bench` = build, then this): wrk against the upstream
-// directly, against Switchyard and against an http-proxy forwarder, in interleaved
-// rounds; then the zero-loss scenarios (bench/scenarios.mjs) unless
-// BENCH_SKIP_SCENARIOS=1. Writes bench/results/latest.json and latest.md (or under
-// BENCH_OUT).
+// The benchmark (`npm run bench` = build, then this). In order:
+//  1. throughput: wrk (keep-alive, --latency) against each peer in front of the same
+//     fast upstream (nginx when installed, else bench/upstream.mjs): the upstream
+//     directly, Switchyard (1 worker, and 2 workers), the http-proxy forwarder,
+//     @fastify/http-proxy, NGINX (1 worker) and HAProxy (1 thread) as proxies; small
+//     (~100 B) and 64 KB bodies at 32 and 256 connections; rounds interleaved with the
+//     peer order rotated each round; medians, ratios Switchyard ÷ peer, CPU µs/request
+//     of each proxy process (/proc);
+//  2. latency at a fixed rate: an open-loop generator at 50% of Switchyard's median
+//     max (small/32), p50/p99/p99.9 per peer and added over direct;
+//  3. the zero-loss scenarios (bench/scenarios.mjs) unless BENCH_SKIP_SCENARIOS=1;
+//  4. fleet propagation (bench/fleet.mjs) unless BENCH_SKIP_FLEET=1;
+//  5. scale (bench/scale.mjs) unless BENCH_SKIP_SCALE=1.
+// Writes bench/results/latest.json, latest.md and latest.svg (or under BENCH_OUT).
 //
-// Environment: BENCH_ROUNDS (3), BENCH_DURATION (5s), BENCH_CONNECTIONS (64),
-// BENCH_THREADS (1), BENCH_WARMUP (1s, 0 to skip), BENCH_SKIP_SCENARIOS,
-// BENCH_SCENARIO_DURATION (see scenarios.mjs), BENCH_OUT (results directory).
+// Environment: BENCH_DURATION (3s), BENCH_ROUNDS (3), BENCH_SIZES (small,64k),
+// BENCH_CONNECTIONS (32,256), BENCH_PEERS (all: direct,switchyard,switchyard-2w,
+// haproxy,nginx,fastify,http-proxy; peers whose binary is missing are left out),
+// BENCH_WARMUP (1s, 0 to skip), BENCH_THREADS (wrk threads, 1), BENCH_RATE_DURATION
+// (5s, 0 to skip the fixed-rate part), BENCH_SKIP_SCENARIOS, BENCH_SKIP_FLEET,
+// BENCH_SKIP_SCALE, BENCH_OUT (results directory); scenarios.mjs, fleet.mjs and
+// scale.mjs read their own.
 //
-// Every process it starts (upstream, gateway, forwarder, wrk) is stopped by pid on
-// exit, on error and on SIGINT/SIGTERM. Traffic goes to 127.0.0.1 only.
+// Every process it starts is stopped by pid on exit, on error and on SIGINT/SIGTERM.
+// Traffic goes to 127.0.0.1 only.
 
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { request } from 'undici';
 import {
+  BENCH_DIR,
   CLI,
   cpuMs,
   fmt,
   gatewayConfig,
   haveWrk,
+  loadavg,
   machineInfo,
   median,
+  openLoop,
+  readResults,
   runWrk,
   startForwarder,
   startGateway,
   startUpstream,
   stopAll,
+  treeCpuMs,
   writeResults,
 } from './lib.mjs';
+import { GOALS, PEER_LABELS } from './report.mjs';
+import { HAPROXY, NGINX, SIZES, haproxyVersion, nginxVersion, startFastifyProxy, startHaproxy, startNginxProxy, startNginxUpstream } from './peers.mjs';
 
 const env = process.env;
+const list = (v, dflt) => (v ?? dflt).split(',').map((x) => x.trim()).filter(Boolean);
+const ALL_PEERS = ['direct', 'switchyard', 'switchyard-2w', 'haproxy', 'nginx', 'fastify', 'http-proxy'];
 const settings = {
   rounds: Math.max(1, Number(env.BENCH_ROUNDS ?? 3) || 3),
-  duration: env.BENCH_DURATION ?? '5s',
-  connections: Number(env.BENCH_CONNECTIONS ?? 64) || 64,
+  duration: env.BENCH_DURATION ?? '3s',
+  sizes: list(env.BENCH_SIZES, 'small,64k').filter((s) => SIZES[s] !== undefined),
+  connections: list(env.BENCH_CONNECTIONS, '32,256').map(Number).filter((n) => n > 0),
+  peers: list(env.BENCH_PEERS, ALL_PEERS.join(',')),
   threads: Number(env.BENCH_THREADS ?? 1) || 1,
   warmup: env.BENCH_WARMUP ?? '1s',
-  bodyBytes: 0,
+  rateDuration: env.BENCH_RATE_DURATION ?? '5s',
+  upstream: '',
+  bodyBytes: {},
+  skipped: [],
 };
-const TARGETS = ['direct', 'switchyard', 'http-proxy'];
+for (const p of settings.peers) if (!ALL_PEERS.includes(p)) throw new Error(`BENCH_PEERS: unknown peer ${p} (known: ${ALL_PEERS.join(', ')})`);
+if (!settings.peers.includes('direct')) settings.peers.unshift('direct');
+if (!settings.peers.includes('switchyard')) settings.peers.splice(1, 0, 'switchyard');
+if (!NGINX && settings.peers.includes('nginx')) settings.skipped.push('nginx (not installed)');
+if (!HAPROXY && settings.peers.includes('haproxy')) settings.skipped.push('haproxy (not installed)');
+settings.peers = settings.peers.filter((p) => (p !== 'nginx' || NGINX) && (p !== 'haproxy' || HAPROXY));
 
-async function checkTarget(name, url) {
+const ms = (d) => {
+  const m = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(String(d).trim());
+  if (!m) throw new Error(`bad duration ${d}`);
+  return m[2] === 'ms' ? Number(m[1]) : Number(m[1]) * 1000;
+};
+
+async function check(name, url) {
   const res = await request(url);
   const body = await res.body.text();
   if (res.statusCode !== 200) throw new Error(`${name} (${url}) answered ${res.statusCode}: ${body.slice(0, 300)}`);
   return Buffer.byteLength(body);
 }
 
-async function throughput() {
-  if (!haveWrk()) throw new Error('wrk is not installed (Debian: apt-get install wrk; `npm test` installs it through scripts/ensure-test-deps.sh)');
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`);
-
-  const upstream = await startUpstream('bench');
-  const gateway = await startGateway(({ port, adminPort, controlPort }) =>
-    gatewayConfig({
-      port,
-      adminPort,
-      controlPort,
-      level: 'warn',
-      services: { bench: { routes: [{ path: '/' }], versions: { v1: { weight: 1, endpoints: [upstream.address] } } } },
-      shutdown: { drainDelay: '0s', grace: '5s' },
-    }),
-  );
-  const forwarder = await startForwarder(upstream.url, { maxSockets: 256 });
-  const urls = { direct: `${upstream.url}/`, switchyard: `${gateway.url}/`, 'http-proxy': `${forwarder.url}/` };
-  for (const t of TARGETS) settings.bodyBytes = await checkTarget(t, urls[t]);
-  console.log(`upstream pid ${upstream.pid} ${urls.direct} | switchyard pid ${gateway.pid} ${urls.switchyard} | http-proxy pid ${forwarder.pid} ${urls['http-proxy']}`);
-
-  if (settings.warmup !== '0' && settings.warmup !== '0s') {
-    for (const t of TARGETS) await runWrk(urls[t], { threads: settings.threads, connections: settings.connections, duration: settings.warmup });
+/** Starts the upstream and every peer; returns {upstream, peers: {name: {url, pid, cpu()}}}. */
+async function startPeers() {
+  const upstream = NGINX ? await startNginxUpstream() : await startUpstream('bench');
+  settings.upstream = NGINX ? `nginx ${nginxVersion()} (1 process, static files)` : 'bench/upstream.mjs (node:http)';
+  const gw = (workers) =>
+    startGateway(
+      ({ port, adminPort, controlPort }) => {
+        const c = gatewayConfig({
+          port,
+          adminPort,
+          controlPort,
+          level: 'warn',
+          services: { bench: { routes: [{ path: '/' }], versions: { v1: { weight: 1, endpoints: [upstream.address] } } } },
+          shutdown: { drainDelay: '0s', grace: '5s' },
+        });
+        if (workers > 1) c.gateway.workers = workers;
+        return c;
+      },
+      { label: `switchyard (${workers} worker${workers > 1 ? 's' : ''})` },
+    );
+  const peers = {};
+  for (const p of settings.peers) {
+    let c;
+    if (p === 'direct') c = upstream;
+    else if (p === 'switchyard') c = await gw(1);
+    else if (p === 'switchyard-2w') c = await gw(2);
+    else if (p === 'haproxy') c = await startHaproxy(upstream.address);
+    else if (p === 'nginx') c = await startNginxProxy(upstream.address);
+    else if (p === 'fastify') c = await startFastifyProxy(upstream.url);
+    else if (p === 'http-proxy') c = await startForwarder(upstream.url, { maxSockets: 256 });
+    // A multi-worker gateway's requests are served by its workers (its children).
+    peers[p] = { child: c, url: c.url, pid: c.pid, cpu: p === 'direct' ? () => undefined : p === 'switchyard-2w' ? () => treeCpuMs(c.pid) : () => cpuMs(c.pid) };
   }
+  for (const [size, s] of Object.entries(SIZES)) {
+    if (!settings.sizes.includes(size)) continue;
+    for (const [p, x] of Object.entries(peers)) settings.bodyBytes[size] = await check(p, `${x.url}${s.path}`);
+  }
+  console.log(Object.entries(peers).map(([p, x]) => `${p} pid ${x.pid} ${x.url}`).join(' | '));
+  return { upstream, peers };
+}
 
-  // The process whose CPU a request through each target costs (the upstream's is measured apart).
-  const pids = { switchyard: gateway.pid, 'http-proxy': forwarder.pid };
+async function throughput({ upstream, peers }) {
   const runs = [];
-  for (let round = 1; round <= settings.rounds; round++) {
-    // Interleaved, with the order rotated each round so that no target always runs
-    // first (or right after the same neighbour) on a machine whose load drifts.
-    const order = TARGETS.map((_, i) => TARGETS[(i + round - 1) % TARGETS.length]);
-    for (const target of order) {
-      const proxyPid = pids[target];
-      const c0 = proxyPid === undefined ? undefined : cpuMs(proxyPid);
-      const u0 = cpuMs(upstream.pid);
-      const r = await runWrk(urls[target], { threads: settings.threads, connections: settings.connections, duration: settings.duration });
-      const c1 = proxyPid === undefined ? undefined : cpuMs(proxyPid);
-      const u1 = cpuMs(upstream.pid);
-      const { raw, ...fig } = r;
-      const perReq = (a, b) => (a === undefined || b === undefined || !(r.requests > 0) ? null : ((b - a) * 1000) / r.requests);
-      const run = { round, target, ...fig, proxyCpuUsPerReq: perReq(c0, c1), upstreamCpuUsPerReq: perReq(u0, u1) };
-      runs.push(run);
-      const cpu = run.proxyCpuUsPerReq === null ? '' : `  proxy CPU ${fmt(run.proxyCpuUsPerReq, 1)} µs/req`;
-      console.log(`round ${round} ${target.padEnd(10)} ${fmt(r.rps).padStart(7)} req/s  p50 ${fmt(r.p50Ms, 2)} ms  p99 ${fmt(r.p99Ms, 2)} ms${cpu}${r.non2xx ? `  non-2xx ${r.non2xx}` : ''}${r.socketErrors ? `  socket errors ${r.socketErrors}` : ''}`);
+  const names = Object.keys(peers);
+  for (const size of settings.sizes) {
+    for (const conns of settings.connections) {
+      const path = SIZES[size].path;
+      if (settings.warmup !== '0' && settings.warmup !== '0s') {
+        for (const p of names) await runWrk(`${peers[p].url}${path}`, { threads: settings.threads, connections: conns, duration: settings.warmup });
+      }
+      for (let round = 1; round <= settings.rounds; round++) {
+        // Interleaved, the order rotated each round: no peer always first or always
+        // right after the same neighbour on a machine whose load drifts.
+        const order = names.map((_, i) => names[(i + round - 1) % names.length]);
+        for (const p of order) {
+          const c0 = peers[p].cpu();
+          const u0 = cpuMs(upstream.pid);
+          const r = await runWrk(`${peers[p].url}${path}`, { threads: settings.threads, connections: conns, duration: settings.duration });
+          const c1 = peers[p].cpu();
+          const u1 = cpuMs(upstream.pid);
+          const perReq = (a, b) => (a === undefined || b === undefined || !(r.requests > 0) ? null : ((b - a) * 1000) / r.requests);
+          const { raw, ...fig } = r;
+          const run = { size, connections: conns, round, peer: p, ...fig, proxyCpuUsPerReq: perReq(c0, c1), upstreamCpuUsPerReq: perReq(u0, u1) };
+          runs.push(run);
+          const cpu = run.proxyCpuUsPerReq === null ? '' : `  CPU ${fmt(run.proxyCpuUsPerReq, 1)} µs/req`;
+          console.log(`${size.padEnd(5)} c${String(conns).padEnd(4)} round ${round} ${p.padEnd(13)} ${fmt(r.rps).padStart(7)} req/s  p50 ${fmt(r.p50Ms, 2)} ms  p99 ${fmt(r.p99Ms, 2)} ms${cpu}${r.non2xx ? `  non-2xx ${r.non2xx}` : ''}${r.socketErrors ? `  socket errors ${r.socketErrors}` : ''}`);
+        }
+      }
     }
   }
-
-  // The gateway must still be the process we started (no crash during the runs).
-  if (!gateway.running) throw new Error(`the gateway exited during the benchmark: ${gateway.err().slice(-2000)}`);
-  const gatewayWarnings = gateway.lines.filter((l) => typeof l.level === 'number' && l.level >= 40).length;
+  for (const [p, x] of Object.entries(peers)) if (!x.child.running) throw new Error(`${p} exited during the benchmark: ${x.child.err().slice(-2000)}`);
 
   const medians = {};
-  for (const t of TARGETS) {
-    const rs = runs.filter((r) => r.target === t);
-    medians[t] = {
-      rps: median(rs.map((r) => r.rps)),
-      p50Ms: median(rs.map((r) => r.p50Ms)),
-      p99Ms: median(rs.map((r) => r.p99Ms)),
-      proxyCpuUsPerReq: t === 'direct' ? null : median(rs.map((r) => r.proxyCpuUsPerReq ?? NaN)),
-      upstreamCpuUsPerReq: median(rs.map((r) => r.upstreamCpuUsPerReq ?? NaN)),
-    };
+  const ratios = {};
+  for (const size of settings.sizes) {
+    for (const conns of settings.connections) {
+      const combo = `${size}/${conns}`;
+      medians[combo] = {};
+      for (const p of names) {
+        const rs = runs.filter((r) => r.size === size && r.connections === conns && r.peer === p);
+        medians[combo][p] = {
+          rps: median(rs.map((r) => r.rps)),
+          p50Ms: median(rs.map((r) => r.p50Ms)),
+          p99Ms: median(rs.map((r) => r.p99Ms)),
+          proxyCpuUsPerReq: p === 'direct' ? null : median(rs.map((r) => r.proxyCpuUsPerReq ?? NaN)),
+          upstreamCpuUsPerReq: median(rs.map((r) => r.upstreamCpuUsPerReq ?? NaN)),
+          non2xx: rs.reduce((n, r) => n + r.non2xx, 0),
+          socketErrors: rs.reduce((n, r) => n + r.socketErrors, 0),
+        };
+      }
+      ratios[combo] = {};
+      for (const p of names) if (p !== 'switchyard') ratios[combo][p] = medians[combo].switchyard.rps / medians[combo][p].rps;
+      if (medians[combo]['switchyard-2w']) ratios[combo].switchyard2wToSwitchyard = medians[combo]['switchyard-2w'].rps / medians[combo].switchyard.rps;
+    }
   }
-  const ratios = {
-    switchyardToDirect: medians.switchyard.rps / medians.direct.rps,
-    switchyardToHttpProxy: medians.switchyard.rps / medians['http-proxy'].rps,
-    httpProxyCpuToSwitchyardCpu: medians['http-proxy'].proxyCpuUsPerReq / medians.switchyard.proxyCpuUsPerReq,
-  };
-  console.log('');
-  console.log('median over rounds:');
-  for (const t of TARGETS) {
-    const cpu = medians[t].proxyCpuUsPerReq === null ? '' : `  proxy CPU ${fmt(medians[t].proxyCpuUsPerReq, 1)} µs/req`;
-    console.log(`  ${t.padEnd(10)} ${fmt(medians[t].rps).padStart(7)} req/s  p50 ${fmt(medians[t].p50Ms, 2)} ms  p99 ${fmt(medians[t].p99Ms, 2)} ms${cpu}`);
-  }
-  console.log(`  Switchyard/direct     ${fmt(ratios.switchyardToDirect, 2)}`);
-  console.log(`  Switchyard/http-proxy ${fmt(ratios.switchyardToHttpProxy, 2)}  (goal >= 2.00)`);
-  console.log(`  CPU per request, http-proxy/Switchyard ${fmt(ratios.httpProxyCpuToSwitchyardCpu, 2)}`);
-  if (gatewayWarnings) console.log(`  (the gateway logged ${gatewayWarnings} warning/error line(s))`);
+  const headline = medians['small/32'] ? 'small/32' : Object.keys(medians)[0];
+  const goals = GOALS.filter((g) => medians[headline][g.peer]).map((g) => {
+    const value = ratios[headline][g.peer];
+    const two = medians[headline]['switchyard-2w'];
+    const value2w = two ? two.rps / medians[headline][g.peer].rps : undefined;
+    return { ...g, value, met: value >= g.goal, value2w, met2w: value2w === undefined ? undefined : value2w >= g.goal };
+  });
 
-  await Promise.all([forwarder.stop(), gateway.stop(), upstream.stop()]);
-  return { settings, runs, medians, ratios, gatewayWarnings };
+  console.log('\nmedians (req/s, Switchyard ÷ peer):');
+  for (const [combo, ps] of Object.entries(medians)) {
+    console.log(`  ${combo}`);
+    for (const [p, m] of Object.entries(ps)) {
+      const cpu = m.proxyCpuUsPerReq === null ? '' : `  CPU ${fmt(m.proxyCpuUsPerReq, 1)} µs/req`;
+      const ratio = p === 'switchyard' ? '' : `  Switchyard/${p} ${fmt(ratios[combo][p], 2)}`;
+      console.log(`    ${(PEER_LABELS[p] ?? p).padEnd(24)} ${fmt(m.rps).padStart(7)} req/s  p50 ${fmt(m.p50Ms, 2)} ms  p99 ${fmt(m.p99Ms, 2)} ms${cpu}${ratio}`);
+    }
+  }
+  console.log(`goals on ${headline}:`);
+  for (const g of goals) console.log(`  ${g.what}: ${fmt(g.value, 2)} ${g.met ? 'met' : 'NOT met'}${g.value2w === undefined ? '' : `; with 2 workers ${fmt(g.value2w, 2)} ${g.met2w ? 'met' : 'NOT met'}`}`);
+  return { settings, runs, medians, ratios, headline, goals };
+}
+
+async function latency({ peers }, t) {
+  const durationMs = ms(settings.rateDuration);
+  const basis = t.headline;
+  const rate = Math.max(100, Math.round(t.medians[basis].switchyard.rps / 2));
+  const path = SIZES[basis.split('/')[0]].path;
+  const connections = 64;
+  console.log(`\nfixed rate: ${rate} req/s (50% of Switchyard's median max on ${basis}) for ${durationMs / 1000}s per peer, open loop`);
+  const out = {};
+  for (const [p, x] of Object.entries(peers)) {
+    await openLoop(`${x.url}${path}`, { rate, durationMs: Math.min(1000, durationMs), connections }); // warm the pool
+    const r = await openLoop(`${x.url}${path}`, { rate, durationMs, connections });
+    out[p] = r;
+    console.log(`  ${p.padEnd(13)} ${fmt(r.achievedRps).padStart(6)} req/s  failed ${r.failed}  p50 ${fmt(r.p50Ms, 3)} ms  p99 ${fmt(r.p99Ms, 3)} ms  p99.9 ${fmt(r.p999Ms, 3)} ms  (generator lag ≤ ${fmt(r.lagMs, 1)} ms)`);
+  }
+  const d = out.direct;
+  const addedOverDirect = {};
+  for (const [p, r] of Object.entries(out)) if (p !== 'direct') addedOverDirect[p] = { p50Ms: r.p50Ms - d.p50Ms, p99Ms: r.p99Ms - d.p99Ms, p999Ms: r.p999Ms - d.p999Ms };
+  const sw = addedOverDirect.switchyard;
+  const goal = { what: 'p99 added by Switchyard ≤ 1 ms at 50% load', value: sw.p99Ms, met: sw.p99Ms <= 1 };
+  console.log(`  added over direct by Switchyard: p50 ${fmt(sw.p50Ms, 3)} ms, p99 ${fmt(sw.p99Ms, 3)} ms, p99.9 ${fmt(sw.p999Ms, 3)} ms — goal p99 ≤ 1 ms ${goal.met ? 'met' : 'NOT met'}`);
+  const peersOut = {};
+  for (const [p, r] of Object.entries(out)) peersOut[p] = { achievedRps: r.achievedRps, requests: r.requests, failed: r.failed, p50Ms: r.p50Ms, p99Ms: r.p99Ms, p999Ms: r.p999Ms, maxMs: r.maxMs, generatorLagMs: r.lagMs };
+  return { rate, basis, path, durationS: durationMs / 1000, connections, peers: peersOut, addedOverDirect, goal };
+}
+
+/** Runs another bench script as a child (it merges its section into latest.json). */
+function runScript(file) {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [join(BENCH_DIR, file)], { stdio: ['ignore', 'inherit', 'inherit'], env: process.env });
+    c.once('exit', (code, signal) => resolve(code ?? signal));
+  });
 }
 
 async function main() {
-  const results = { date: new Date().toISOString(), machine: machineInfo() };
-  console.log(`switchyard bench: ${settings.rounds} round(s) × ${settings.duration}, wrk -t${settings.threads} -c${settings.connections}; ${results.machine.cpus} CPU(s), load average ${results.machine.loadavg.join(' ')}`);
-  results.throughput = await throughput();
-  const dir = writeResults(results);
+  if (!haveWrk()) throw new Error('wrk is not installed (Debian: apt-get install wrk; `npm test` installs it through scripts/ensure-test-deps.sh)');
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`);
+  const results = { date: new Date().toISOString(), machine: { ...machineInfo(), nginx: nginxVersion(), haproxy: haproxyVersion() } };
+  const combos = settings.sizes.length * settings.connections.length;
+  console.log(
+    `switchyard bench: peers ${settings.peers.join(', ')}${settings.skipped.length ? ` (skipped: ${settings.skipped.join(', ')})` : ''}; sizes ${settings.sizes.join(', ')} × connections ${settings.connections.join(', ')}; ${settings.rounds} round(s) × ${settings.duration} (${combos * settings.peers.length * settings.rounds} wrk runs); ${results.machine.cpus} CPU(s), load average ${results.machine.loadavg.join(' ')}`,
+  );
+  const started = await startPeers();
+  results.throughput = await throughput(started);
+  writeResults(results);
+  if (ms(settings.rateDuration) > 0) {
+    results.latency = await latency(started, results.throughput);
+    writeResults(results);
+  }
+  await stopAll();
+  let failed = false;
   if (env.BENCH_SKIP_SCENARIOS !== '1') {
     const { runScenarios } = await import('./scenarios.mjs');
     console.log('');
     results.scenarios = await runScenarios();
+    failed ||= results.scenarios.results.some((x) => x.error);
     writeResults(results);
   }
-  console.log(`\nresults: ${dir}/latest.json, ${dir}/latest.md`);
+  if (env.BENCH_SKIP_FLEET !== '1') {
+    console.log('');
+    const code = await runScript('fleet.mjs');
+    if (code !== 0) {
+      console.error(`fleet bench exited with ${code}`);
+      failed = true;
+    }
+  }
+  if (env.BENCH_SKIP_SCALE !== '1') {
+    console.log('');
+    const code = await runScript('scale.mjs');
+    if (code !== 0) {
+      console.error(`scale bench exited with ${code}`);
+      failed = true;
+    }
+  }
+  // fleet.mjs and scale.mjs merged their sections into the file: keep them.
+  const merged = readResults() ?? {};
+  const final = { ...merged, ...results, fleet: merged.fleet, scale: merged.scale };
+  final.machine.loadavgEnd = loadavg();
+  const dir = writeResults(final);
+  console.log(`\nload average at the end ${final.machine.loadavgEnd.join(' ')}`);
+  console.log(`results: ${dir}/latest.json, ${dir}/latest.md, ${dir}/latest.svg`);
+  if (failed) throw new Error('a part of the benchmark failed (see above)');
 }
 
 let code = 0;

@@ -4,7 +4,8 @@
 //
 //   node bench/upstream.mjs [--port 0] [--name up] [--fail]
 //
-// Answers every request with a small fixed body (200, or 500 with --fail) and
+// Answers every request with a small fixed body (200, or 500 with --fail; GET /small
+// ~100 B, GET /64k 64 KiB) and
 // `x-bench-upstream: NAME`. GET /healthz answers the same status. Prints one JSON line
 // {"ready":true,"port":N,"pid":P} once listening.
 // Signals: SIGUSR2 toggles failing (500) mode; SIGTERM stops gracefully (no new
@@ -23,10 +24,13 @@ let failing = args.includes('--fail');
 let stopping = false;
 
 const okBody = Buffer.from(`{"ok":true,"name":${JSON.stringify(name)}}\n`);
+// The throughput bench's sizes when nginx is not installed (bench/peers.mjs SIZES).
+const smallBody = Buffer.from(`${JSON.stringify({ ok: true, service: 'bench', version: 'v1', note: 'a small JSON answer of about 100 bytes' })}\n`);
+const bigBody = Buffer.from(`${'x'.repeat(64 * 1024 - 1)}\n`);
 const failBody = Buffer.from(`{"ok":false,"name":${JSON.stringify(name)}}\n`);
 
 const server = http.createServer((req, res) => {
-  const body = failing ? failBody : okBody;
+  const body = failing ? failBody : req.url === '/64k' ? bigBody : req.url === '/small' ? smallBody : okBody;
   const headers = { 'content-type': 'application/json', 'content-length': body.length, 'x-bench-upstream': name };
   if (stopping) headers.connection = 'close';
   // Read (and drop) any request body before answering, like a real application.
