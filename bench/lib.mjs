@@ -269,6 +269,7 @@ export async function startGateway(makeConfig, { label = 'switchyard', nodeArgs 
   c.port = ports.port;
   c.url = `http://127.0.0.1:${ports.port}`;
   c.adminUrl = `http://127.0.0.1:${ports.adminPort}`;
+  c.controlUrl = `http://127.0.0.1:${ports.controlPort}`;
   await waitHttp(`${c.adminUrl}/ready`, { child: c });
   /** Rewrites the config file and sends SIGHUP. */
   c.reconfigure = (next) => {

@@ -2,7 +2,12 @@
 // Zero-loss scenarios: operational events under the highest load this machine
 // sustains, driven by a bounded in-script load generator (undici Agent, closed loop,
 // BENCH_CONCURRENCY workers, default 64, for BENCH_SCENARIO_DURATION, default 5s).
-// For each: requests, failed (non-2xx answers and transport errors), p99, req/s.
+// For each: requests, failed (non-2xx answers and transport errors, target 0), the
+// latency impact (p99 of the requests sent before the event vs from its start to 1 s
+// after its end), req/s. Events: instant cutover and a 10-step rollout through the
+// control API (BENCH_ROLLOUT_INTERVAL_MS, default 300), weight shifts by SIGHUP,
+// rolling replacement of every endpoint, kill -9 of an endpoint, an endpoint answering
+// 500, a whole version killed, SIGTERM to the gateway.
 //
 //   node bench/scenarios.mjs            (also run by bench/run.mjs unless BENCH_SKIP_SCENARIOS=1)
 //   BENCH_SCENARIOS=kill-9,sigterm node bench/scenarios.mjs   (a subset)
@@ -58,9 +63,11 @@ async function weightShifts() {
   const cfg = (b, g) => shop({ blue: { weight: b, endpoints: [blue.address] }, green: { weight: g, endpoints: [green.address] } }, ports);
   const gw = await startGateway((p) => ((ports = p), cfg(100, 0)));
   const changes = 50;
+  const event = {};
   const shifter = (async () => {
     const gap = durationMs / (changes + 1);
     for (let i = 1; i <= changes; i++) {
+      if (i === 1) event.from = performance.now() + gap;
       await sleep(gap);
       // A sawtooth: green goes 0 → 100 over 10 changes, then back, five times.
       const step = (i % 20) * 10;
@@ -68,12 +75,13 @@ async function weightShifts() {
       gw.reconfigure(cfg(100 - g, g));
       await waitLog(gw, 'config reloaded', i);
     }
+    event.to = performance.now();
   })();
   const r = await drive(`${gw.url}/`, { concurrency, durationMs });
   await shifter;
   const reloads = logCount(gw, 'config reloaded');
   const refused = logCount(gw, 'config reload refused; the running config stays');
-  return { r, gw, notes: `${reloads} reloads applied, ${refused} refused; by upstream ${JSON.stringify(r.byUpstream)}` };
+  return { r, gw, event, notes: `${reloads} reloads applied, ${refused} refused; by upstream ${JSON.stringify(r.byUpstream)}` };
 }
 
 /** Four endpoints replaced one by one: new instance in, old one out (drained), old stopped. */
@@ -86,10 +94,12 @@ async function rollingReplacement() {
   const gw = await startGateway((p) => ((ports = p), cfg(current)));
   let reloads = 0;
   const steps = [];
+  const event = {};
   const roll = (async () => {
     const gap = durationMs / 5;
     for (let i = 0; i < 4; i++) {
       await sleep(gap * 0.5);
+      if (i === 0) event.from = performance.now();
       const old = current[0];
       const fresh = await startUpstream(`v2-${i + 1}`);
       // 1. the new instance joins; it takes traffic once a probe passed
@@ -107,10 +117,11 @@ async function rollingReplacement() {
       const st = await old.stop('SIGTERM');
       steps.push(`${old.name}→${fresh.name} (old exit ${st.code ?? st.signal})`);
     }
+    event.to = performance.now();
   })();
   const r = await drive(`${gw.url}/`, { concurrency, durationMs });
   await roll;
-  return { r, gw, notes: `${steps.length} replacements; by upstream ${JSON.stringify(r.byUpstream)}` };
+  return { r, gw, event, notes: `${steps.length} replacements; by upstream ${JSON.stringify(r.byUpstream)}` };
 }
 
 /** kill -9 of one of four endpoints a third into the run. */
@@ -118,15 +129,17 @@ async function killOne() {
   const ups = [];
   for (let i = 1; i <= 4; i++) ups.push(await startUpstream(`v1-${i}`));
   const gw = await startGateway((p) => shop({ v1: { weight: 1, endpoints: ups.map((u) => u.address) } }, p));
+  const event = {};
   const killer = (async () => {
     await sleep(durationMs / 3);
+    event.from = event.to = performance.now();
     ups[1].signal('SIGKILL');
   })();
   const r = await drive(`${gw.url}/`, { concurrency, durationMs });
   await killer;
   const ejected = logCount(gw, 'endpoint ejected');
   const unhealthy = logCount(gw, 'endpoint unhealthy');
-  return { r, gw, notes: `${ups[1].name} killed at ${fmt(durationMs / 3000, 1)}s; ejections ${ejected}, marked unhealthy ${unhealthy}; ${describeFailures(r)}` };
+  return { r, gw, event, notes: `${ups[1].name} killed at ${fmt(durationMs / 3000, 1)}s; ejections ${ejected}, marked unhealthy ${unhealthy}; ${describeFailures(r)}` };
 }
 
 /** One of four endpoints starts answering 500 (to requests and probes) a third in. */
@@ -134,14 +147,16 @@ async function ejectFailing() {
   const ups = [];
   for (let i = 1; i <= 4; i++) ups.push(await startUpstream(`v1-${i}`));
   const gw = await startGateway((p) => shop({ v1: { weight: 1, endpoints: ups.map((u) => u.address) } }, p));
+  const event = {};
   const breaker = (async () => {
     await sleep(durationMs / 3);
+    event.from = event.to = performance.now();
     ups[2].signal('SIGUSR2'); // now answers 500
   })();
   const r = await drive(`${gw.url}/`, { concurrency, durationMs });
   await breaker;
   const ejected = logCount(gw, 'endpoint ejected');
-  return { r, gw, notes: `${ups[2].name} answers 500 from ${fmt(durationMs / 3000, 1)}s; ejections ${ejected}; 500 answers seen by clients: ${r.statuses[500] ?? 0}; ${describeFailures(r)}` };
+  return { r, gw, event, notes: `${ups[2].name} answers 500 from ${fmt(durationMs / 3000, 1)}s; ejections ${ejected}; 500 answers seen by clients: ${r.statuses[500] ?? 0}; ${describeFailures(r)}` };
 }
 
 /** Both endpoints of green (weight 50/50 with blue) killed -9 a third into the run. */
@@ -151,8 +166,10 @@ async function versionDown() {
   const gw = await startGateway((p) =>
     shop({ blue: { weight: 50, endpoints: blue.map((u) => u.address) }, green: { weight: 50, endpoints: green.map((u) => u.address) } }, p),
   );
+  const event = {};
   const killer = (async () => {
     await sleep(durationMs / 3);
+    event.from = event.to = performance.now();
     for (const u of green) u.signal('SIGKILL');
   })();
   const r = await drive(`${gw.url}/`, { concurrency, durationMs });
@@ -160,6 +177,7 @@ async function versionDown() {
   return {
     r,
     gw,
+    event,
     notes: `green (2 endpoints) killed at ${fmt(durationMs / 3000, 1)}s; ejections ${logCount(gw, 'endpoint ejected')}, marked unhealthy ${logCount(gw, 'endpoint unhealthy')}; ${describeFailures(r)}`,
   };
 }
@@ -174,8 +192,10 @@ async function gatewaySigterm() {
   const gw = await startGateway((p) => shop({ v1: { weight: 1, endpoints: [up.address] } }, p));
   let outOfRotation = false;
   let sentSigterm = false;
+  const event = {};
   const lb = (async () => {
     await sleep(durationMs / 2);
+    event.from = performance.now();
     gw.signal('SIGTERM');
     sentSigterm = true;
     while (!outOfRotation) {
@@ -188,6 +208,7 @@ async function gatewaySigterm() {
       }
       if (!outOfRotation) await sleep(100);
     }
+    event.to = performance.now();
   })();
   const t0 = performance.now();
   const r = await drive(`${gw.url}/`, { concurrency, durationMs: durationMs * 2, until: () => outOfRotation });
@@ -196,7 +217,91 @@ async function gatewaySigterm() {
   return {
     r,
     gw,
+    event,
     notes: `SIGTERM at ${fmt(durationMs / 2000, 1)}s; load stopped when /ready said 503 (${fmt((performance.now() - t0) / 1000, 1)}s); gateway exit ${exit.code ?? exit.signal}${sentSigterm ? '' : ' (no SIGTERM sent)'}; ${describeFailures(r)}`,
+  };
+}
+
+/** POST/GET JSON on the control API. */
+async function control(gw, method, path, body) {
+  const res = await request(`${gw.controlUrl}${path}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.body.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
+  if (res.statusCode >= 300) throw new Error(`${method} ${path} answered ${res.statusCode}: ${text.slice(0, 300)}`);
+  return json;
+}
+
+/** blue (2 endpoints) at 100, green (2 endpoints) at 0. */
+async function blueGreen() {
+  const blue = [await startUpstream('blue-1'), await startUpstream('blue-2')];
+  const green = [await startUpstream('green-1'), await startUpstream('green-2')];
+  const gw = await startGateway((p) =>
+    shop({ blue: { weight: 100, endpoints: blue.map((u) => u.address) }, green: { weight: 0, endpoints: green.map((u) => u.address) } }, p),
+  );
+  return { blue, green, gw };
+}
+
+const share = (r, prefix) => Object.entries(r.byUpstream).reduce((n, [k, v]) => n + (k.startsWith(prefix) ? v : 0), 0);
+
+/** An instant cutover blue → green through the control API a third into the run. */
+async function cutover() {
+  const { gw } = await blueGreen();
+  const event = {};
+  let answer;
+  const switcher = (async () => {
+    await sleep(durationMs / 3);
+    event.from = performance.now();
+    answer = await control(gw, 'POST', '/v1/services/shop/cutover', { to: 'green' });
+    event.to = performance.now();
+  })();
+  const r = await drive(`${gw.url}/`, { concurrency, durationMs });
+  await switcher;
+  return { r, gw, event, notes: `POST …/cutover {to: green} at ${fmt(durationMs / 3000, 1)}s answered in ${fmt(event.to - event.from, 1)} ms (revision ${answer?.revision ?? '?'}); blue ${share(r, 'blue')}, green ${share(r, 'green')} requests; ${describeFailures(r)}` };
+}
+
+/** A 10-step rollout blue → green (10, 20 … 100 %) through the control API. */
+async function rollout() {
+  const { gw } = await blueGreen();
+  const intervalMs = Math.max(100, Math.round(Number(env.BENCH_ROLLOUT_INTERVAL_MS ?? 300)));
+  const steps = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
+  const runMs = Math.max(durationMs, steps.length * intervalMs + 2000);
+  const event = {};
+  let final;
+  const driver = (async () => {
+    await sleep(1000);
+    event.from = performance.now();
+    await control(gw, 'POST', '/v1/services/shop/rollout', {
+      to: 'green',
+      steps,
+      interval: `${intervalMs}ms`,
+      // Short steps: judge what there is, and never roll back for lack of traffic.
+      analysis: { maxErrorRate: 0.01, minRequests: 0, noTrafficPolicy: 'continue' },
+    });
+    const deadline = performance.now() + steps.length * intervalMs * 4 + 5000;
+    while (performance.now() < deadline) {
+      final = await control(gw, 'GET', '/v1/services/shop/rollout');
+      if (final.state !== 'running') break;
+      await sleep(50);
+    }
+    event.to = performance.now();
+  })();
+  const r = await drive(`${gw.url}/`, { concurrency, durationMs: runMs });
+  await driver;
+  return {
+    r,
+    gw,
+    event,
+    notes: `10 steps every ${intervalMs} ms: ${final?.state ?? '?'}${final?.reason ? ` (${final.reason})` : ''} after ${fmt(((event.to ?? 0) - (event.from ?? 0)) / 1000, 1)}s; blue ${share(r, 'blue')}, green ${share(r, 'green')} requests; ${describeFailures(r)}`,
+    failedState: final?.state !== 'succeeded' ? `rollout ended ${final?.state}` : undefined,
   };
 }
 
@@ -208,8 +313,10 @@ function describeFailures(r) {
 }
 
 export const SCENARIOS = [
+  { id: 'cutover', name: 'instant cutover blue → green (control API)', run: cutover },
+  { id: 'rollout', name: '10-step rollout blue → green (control API)', run: rollout },
   { id: 'weight-shifts', name: 'weight shifts under load (50 × SIGHUP rewrite)', run: weightShifts },
-  { id: 'rolling', name: 'rolling replacement of 4 endpoints', run: rollingReplacement },
+  { id: 'rolling', name: 'rolling replacement of every endpoint (4)', run: rollingReplacement },
   { id: 'kill-9', name: 'kill -9 of 1 of 4 endpoints', run: killOne },
   { id: 'eject-500', name: '1 of 4 endpoints answers 500 (ejection)', run: ejectFailing },
   { id: 'version-down', name: 'whole version down (green 2/2 kill -9, 50/50)', run: versionDown },
@@ -219,21 +326,26 @@ export const SCENARIOS = [
 export async function runScenarios({ only = env.BENCH_SCENARIOS?.split(',').filter(Boolean) } = {}) {
   const results = [];
   console.log(`scenarios: ${concurrency} concurrent requests, ${durationMs / 1000}s each`);
-  console.log(`${'scenario'.padEnd(50)} ${'requests'.padStart(8)} ${'failed'.padStart(7)} ${'p99 ms'.padStart(8)} ${'req/s'.padStart(7)}`);
+  console.log(`${'scenario'.padEnd(50)} ${'requests'.padStart(8)} ${'failed'.padStart(7)} ${'p99 before'.padStart(10)} ${'p99 during'.padStart(10)} ${'req/s'.padStart(7)}`);
   for (const s of SCENARIOS) {
     if (only?.length && !only.includes(s.id)) continue;
     let out;
     try {
-      const { r, gw, notes } = await s.run();
+      const { r, gw, notes, event = {}, failedState } = await s.run();
       if (gw.running) await gw.stop('SIGTERM', 8000);
-      out = { id: s.id, name: s.name, requests: r.requests, failed: r.failed, p99Ms: r.p99Ms, p50Ms: r.p50Ms, rps: r.rps, seconds: r.seconds, statuses: r.statuses, errors: r.errors, notes };
+      // Latency impact: requests sent before the event vs from its start to 1 s after its end.
+      // "Before" skips the run's first second at most (connections opening, JIT warm-up).
+      const p99BeforeMs = event.from === undefined ? NaN : r.quantileBetween(0.99, r.t0 + Math.min(1000, (event.from - r.t0) / 2), event.from);
+      const p99DuringMs = event.from === undefined ? NaN : r.quantileBetween(0.99, event.from, (event.to ?? event.from) + 1000);
+      out = { id: s.id, name: s.name, requests: r.requests, failed: r.failed, p99Ms: r.p99Ms, p50Ms: r.p50Ms, p99BeforeMs, p99DuringMs, rps: r.rps, seconds: r.seconds, statuses: r.statuses, errors: r.errors, notes };
+      if (failedState) out.error = failedState;
     } catch (err) {
       out = { id: s.id, name: s.name, requests: 0, failed: NaN, p99Ms: NaN, rps: NaN, error: String(err?.message ?? err), notes: `scenario error: ${String(err?.message ?? err).slice(0, 300)}` };
     } finally {
       await stopAll(); // everything this scenario started
     }
     results.push(out);
-    console.log(`${s.name.padEnd(50)} ${String(out.requests).padStart(8)} ${String(out.failed).padStart(7)} ${fmt(out.p99Ms, 1).padStart(8)} ${fmt(out.rps).padStart(7)}  ${out.notes}`);
+    console.log(`${s.name.padEnd(50)} ${String(out.requests).padStart(8)} ${String(out.failed).padStart(7)} ${fmt(out.p99BeforeMs, 1).padStart(10)} ${fmt(out.p99DuringMs, 1).padStart(10)} ${fmt(out.rps).padStart(7)}  ${out.notes}`);
   }
   return { settings: { concurrency, duration: `${durationMs / 1000}s`, gatewaySettings: GATEWAY_SETTINGS }, results };
 }
