@@ -7,8 +7,7 @@ const fmt = (n, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
 
 export const PEER_LABELS = {
   direct: 'upstream directly',
-  switchyard: 'Switchyard (1 worker)',
-  'switchyard-2w': 'Switchyard (2 workers)',
+  switchyard: 'Switchyard',
   haproxy: 'HAProxy (1 thread)',
   nginx: 'NGINX (1 worker)',
   fastify: '@fastify/http-proxy',
@@ -53,8 +52,8 @@ export function toMarkdown(r) {
     out.push('');
     if (t.goals?.length) {
       out.push(`Goals (issue #8), on ${t.headline}:`, '');
-      out.push('| goal | Switchyard (1 worker) | Switchyard (2 workers) |', '|---|---:|---:|');
-      for (const g of t.goals) out.push(`| ${g.what} | ${fmt(g.value, 2)} ${g.met ? '✅' : '❌'} | ${g.value2w === undefined ? 'n/a' : `${fmt(g.value2w, 2)} ${g.met2w ? '✅' : '❌'}`} |`);
+      out.push('| goal | Switchyard ÷ peer | met |', '|---|---:|---|');
+      for (const g of t.goals) out.push(`| ${g.what} | ${fmt(g.value, 2)} | ${g.met ? 'yes' : 'no'} |`);
       out.push('');
     }
     if (t.runs?.length) {
@@ -76,7 +75,7 @@ export function toMarkdown(r) {
       const a = l.addedOverDirect?.[p];
       out.push(`| ${label(p)} | ${fmt(x.achievedRps)} | ${x.failed} | ${fmt(x.p50Ms, 3)} | ${fmt(x.p99Ms, 3)} | ${fmt(x.p999Ms, 3)} | ${a ? fmt(a.p50Ms, 3) : '—'} | ${a ? fmt(a.p99Ms, 3) : '—'} | ${a ? fmt(a.p999Ms, 3) : '—'} |`);
     }
-    if (l.goal) out.push('', `Goal: p99 added by Switchyard ≤ 1 ms at 50% load: ${fmt(l.goal.value, 3)} ms ${l.goal.met ? '✅' : '❌'}.`);
+    if (l.goal) out.push('', `Goal: p99 added by Switchyard ≤ 1 ms at 50% load: ${fmt(l.goal.value, 3)} ms (${l.goal.met ? 'met' : 'not met'}).`);
     out.push('');
   }
   const s = r.scenarios;
@@ -117,7 +116,6 @@ export function toMarkdown(r) {
 const COLORS = {
   direct: '#9e9e9e',
   switchyard: '#1565c0',
-  'switchyard-2w': '#42a5f5',
   haproxy: '#2e7d32',
   nginx: '#66bb6a',
   fastify: '#ef6c00',

@@ -2,7 +2,7 @@
 // The benchmark (`npm run bench` = build, then this). In order:
 //  1. throughput: wrk (keep-alive, --latency) against each peer in front of the same
 //     fast upstream (nginx when installed, else bench/upstream.mjs): the upstream
-//     directly, Switchyard (1 worker, and 2 workers), the http-proxy forwarder,
+//     directly, Switchyard, the http-proxy forwarder,
 //     @fastify/http-proxy, NGINX (1 worker) and HAProxy (1 thread) as proxies; small
 //     (~100 B) and 64 KB bodies at 32 and 256 connections; rounds interleaved with the
 //     peer order rotated each round; medians, ratios Switchyard ÷ peer, CPU µs/request
@@ -15,8 +15,8 @@
 // Writes bench/results/latest.json, latest.md and latest.svg (or under BENCH_OUT).
 //
 // Environment: BENCH_DURATION (3s), BENCH_ROUNDS (3), BENCH_SIZES (small,64k),
-// BENCH_CONNECTIONS (32,256), BENCH_PEERS (all: direct,switchyard,switchyard-2w,
-// haproxy,nginx,fastify,http-proxy; peers whose binary is missing are left out),
+// BENCH_CONNECTIONS (32,256), BENCH_PEERS (all: direct,switchyard,haproxy,nginx,
+// fastify,http-proxy; peers whose binary is missing are left out),
 // BENCH_WARMUP (1s, 0 to skip), BENCH_THREADS (wrk threads, 1), BENCH_RATE_DURATION
 // (5s, 0 to skip the fixed-rate part), BENCH_SKIP_SCENARIOS, BENCH_SKIP_FLEET,
 // BENCH_SKIP_SCALE, BENCH_OUT (results directory); scenarios.mjs, fleet.mjs and
@@ -54,7 +54,7 @@ import { HAPROXY, NGINX, SIZES, haproxyVersion, nginxVersion, startFastifyProxy,
 
 const env = process.env;
 const list = (v, dflt) => (v ?? dflt).split(',').map((x) => x.trim()).filter(Boolean);
-const ALL_PEERS = ['direct', 'switchyard', 'switchyard-2w', 'haproxy', 'nginx', 'fastify', 'http-proxy'];
+const ALL_PEERS = ['direct', 'switchyard', 'haproxy', 'nginx', 'fastify', 'http-proxy'];
 const settings = {
   rounds: Math.max(1, Number(env.BENCH_ROUNDS ?? 3) || 3),
   duration: env.BENCH_DURATION ?? '3s',
@@ -92,34 +92,28 @@ async function check(name, url) {
 async function startPeers() {
   const upstream = NGINX ? await startNginxUpstream() : await startUpstream('bench');
   settings.upstream = NGINX ? `nginx ${nginxVersion()} (1 process, static files)` : 'bench/upstream.mjs (node:http)';
-  const gw = (workers) =>
-    startGateway(
-      ({ port, adminPort, controlPort }) => {
-        const c = gatewayConfig({
-          port,
-          adminPort,
-          controlPort,
-          level: 'warn',
-          services: { bench: { routes: [{ path: '/' }], versions: { v1: { weight: 1, endpoints: [upstream.address] } } } },
-          shutdown: { drainDelay: '0s', grace: '5s' },
-        });
-        if (workers > 1) c.gateway.workers = workers;
-        return c;
-      },
-      { label: `switchyard (${workers} worker${workers > 1 ? 's' : ''})` },
+  const gw = () =>
+    startGateway(({ port, adminPort, controlPort }) =>
+      gatewayConfig({
+        port,
+        adminPort,
+        controlPort,
+        level: 'warn',
+        services: { bench: { routes: [{ path: '/' }], versions: { v1: { weight: 1, endpoints: [upstream.address] } } } },
+        shutdown: { drainDelay: '0s', grace: '5s' },
+      }),
     );
   const peers = {};
   for (const p of settings.peers) {
     let c;
     if (p === 'direct') c = upstream;
-    else if (p === 'switchyard') c = await gw(1);
-    else if (p === 'switchyard-2w') c = await gw(2);
+    else if (p === 'switchyard') c = await gw();
     else if (p === 'haproxy') c = await startHaproxy(upstream.address);
     else if (p === 'nginx') c = await startNginxProxy(upstream.address);
     else if (p === 'fastify') c = await startFastifyProxy(upstream.url);
     else if (p === 'http-proxy') c = await startForwarder(upstream.url, { maxSockets: 256 });
-    // A multi-worker gateway's requests are served by its workers (its children).
-    peers[p] = { child: c, url: c.url, pid: c.pid, cpu: p === 'direct' ? () => undefined : p === 'switchyard-2w' ? () => treeCpuMs(c.pid) : () => cpuMs(c.pid) };
+    // CPU of the process and its children (none today; a multi-process peer's workers).
+    peers[p] = { child: c, url: c.url, pid: c.pid, cpu: p === 'direct' ? () => undefined : () => treeCpuMs(c.pid) };
   }
   for (const [size, s] of Object.entries(SIZES)) {
     if (!settings.sizes.includes(size)) continue;
@@ -180,15 +174,12 @@ async function throughput({ upstream, peers }) {
       }
       ratios[combo] = {};
       for (const p of names) if (p !== 'switchyard') ratios[combo][p] = medians[combo].switchyard.rps / medians[combo][p].rps;
-      if (medians[combo]['switchyard-2w']) ratios[combo].switchyard2wToSwitchyard = medians[combo]['switchyard-2w'].rps / medians[combo].switchyard.rps;
     }
   }
   const headline = medians['small/32'] ? 'small/32' : Object.keys(medians)[0];
   const goals = GOALS.filter((g) => medians[headline][g.peer]).map((g) => {
     const value = ratios[headline][g.peer];
-    const two = medians[headline]['switchyard-2w'];
-    const value2w = two ? two.rps / medians[headline][g.peer].rps : undefined;
-    return { ...g, value, met: value >= g.goal, value2w, met2w: value2w === undefined ? undefined : value2w >= g.goal };
+    return { ...g, value, met: value >= g.goal };
   });
 
   console.log('\nmedians (req/s, Switchyard ÷ peer):');
@@ -201,7 +192,7 @@ async function throughput({ upstream, peers }) {
     }
   }
   console.log(`goals on ${headline}:`);
-  for (const g of goals) console.log(`  ${g.what}: ${fmt(g.value, 2)} ${g.met ? 'met' : 'NOT met'}${g.value2w === undefined ? '' : `; with 2 workers ${fmt(g.value2w, 2)} ${g.met2w ? 'met' : 'NOT met'}`}`);
+  for (const g of goals) console.log(`  ${g.what}: ${fmt(g.value, 2)} ${g.met ? 'met' : 'NOT met'}`);
   return { settings, runs, medians, ratios, headline, goals };
 }
 
