@@ -7,12 +7,14 @@
 //
 // Measured figures are printed ([dns] lines).
 
+import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import pino from 'pino';
+import { stringify } from 'yaml';
 import { startGateway, type RunningGateway } from '../bin/serve.js';
 import { ConfigError, loadConfigText } from '../config/load.js';
 import { freePort, startDnsmasq, stopAllDnsmasq } from './dnsmasq.js';
@@ -79,6 +81,7 @@ async function samePort(names: string[], hosts: string[], delayMs = 5): Promise<
 
 interface Gw {
   gw: RunningGateway;
+  file: string;
   url: string;
   adminUrl: string;
   controlUrl: string;
@@ -100,10 +103,12 @@ function dnsConfig(versions: Record<string, unknown>, service: Record<string, un
 async function startGw(config: Record<string, unknown>): Promise<Gw> {
   const logs: Record<string, any>[] = [];
   const stream = { write: (line: string) => void logs.push(JSON.parse(line)) };
-  const gw = await startGateway({ configFile: writeConfig(config), log: pino({ level: process.env.SWITCHYARD_TEST_LOG ?? 'debug' }, stream) });
+  const file = writeConfig(config);
+  const gw = await startGateway({ configFile: file, log: pino({ level: process.env.SWITCHYARD_TEST_LOG ?? 'debug' }, stream) });
   cleanups.push(() => gw.close());
   return {
     gw,
+    file,
     logs,
     url: `http://127.0.0.1:${gw.addresses.gateway.port}`,
     adminUrl: `http://127.0.0.1:${gw.addresses.admin.port}`,
@@ -287,6 +292,27 @@ describe('dns discovery (A records)', () => {
     expect(await staleness(g)).toBe(0);
     expect(JSON.parse((await get(g.url)).body).name).toBe('b');
     report('DNS server down', { downForMs: back - down, staleness: [s1, s2], servedWhileDown: r.ok, followAfterReturnMs: followMs });
+  });
+});
+
+describe('dns discovery (reload)', () => {
+  it('a reload follows a changed name and port, and a version moved to static endpoints stops its query', async () => {
+    const [a, b] = await samePort(['a', 'b'], ['127.0.0.2', '127.0.0.3']);
+    const other = await upstreamAt('other', '127.0.0.3');
+    const dns = await startDnsmasq({ hosts: ['127.0.0.2 one.shop.test', '127.0.0.3 two.shop.test'] });
+    const cfg = (blue: Record<string, unknown>) => dnsConfig({ blue: { weight: 1, ...blue } });
+    const g = await startGw(cfg({ dns: { name: 'one.shop.test', port: a.port, interval: '1s', resolver: dns.server } }));
+    expect(ids(g)).toEqual([`127.0.0.2:${a.port}`]);
+    writeFileSync(g.file, stringify(cfg({ dns: { name: 'two.shop.test', port: b.port, interval: '1s', resolver: dns.server } })));
+    expect(g.gw.reload()).toEqual([]);
+    await waitFor(() => ids(g).length === 1 && ids(g)[0] === `127.0.0.3:${b.port}`, { timeout: 8000, message: 'new name followed' });
+    expect(JSON.parse((await get(g.url)).body).name).toBe('b');
+    writeFileSync(g.file, stringify(cfg({ endpoints: [`127.0.0.3:${other.port}`] })));
+    expect(g.gw.reload()).toEqual([]);
+    await waitFor(() => ids(g).length === 1 && ids(g)[0] === `127.0.0.3:${other.port}`, { timeout: 8000, message: 'static endpoints' });
+    expect(JSON.parse((await get(g.url)).body).name).toBe('other');
+    expect(JSON.parse((await get(`${g.controlUrl}/v1/status`)).body).discovery?.dns).toBeUndefined();
+    expect(await staleness(g)).toBeUndefined();
   });
 });
 
