@@ -1,15 +1,19 @@
-// The benchmark harness works: a tiny run of bench/run.mjs (1 round of 1 s, no
-// scenarios) exits 0, produces three req/s figures above zero, and leaves none of the
-// processes it started running. It asserts the harness, never performance.
+// The benchmark code works end to end, so that it cannot rot: a tiny `bench/run.mjs`
+// (every peer whose binary is installed, both sizes, 1 round of 1 s; the fixed-rate
+// part; every zero-loss scenario for about a second; the fleet with 5 changes; scale
+// with 20 services and 200 idle connections) exits 0, writes every section of
+// latest.json, latest.md and latest.svg, and leaves none of its processes running.
+// It asserts the harness, never performance: no timing or ratio is checked.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const haveWrk = spawnSync('wrk', ['--version']).error === undefined;
+const have = (bin: string): boolean => existsSync(`/usr/sbin/${bin}`) || spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
 
 function alive(pid: number): boolean {
   try {
@@ -20,45 +24,98 @@ function alive(pid: number): boolean {
   }
 }
 
+interface Results {
+  throughput: { medians: Record<string, Record<string, { rps: number; p99Ms: number; proxyCpuUsPerReq: number | null }>>; runs: unknown[]; ratios: Record<string, Record<string, number>>; goals: { value: number }[] };
+  latency: { rate: number; peers: Record<string, { p50Ms: number; p99Ms: number; p999Ms: number; requests: number }>; addedOverDirect: Record<string, { p99Ms: number }> };
+  scenarios: { results: { id: string; requests: number; failed: number; error?: string; p99BeforeMs: number; p99DuringMs: number }[] };
+  fleet: { propagationMs: { p50: number; p99: number } };
+  scale: { snapshot: { buildSnapshotMs: number; heapMiB: number }; routing: { nsPerOp: number }; idle: { opened: number; rssAfterMiB: number } };
+  machine: { loadavg: number[]; loadavgEnd: number[] };
+}
+
 describe('bench harness', () => {
-  it.skipIf(!haveWrk)('a tiny throughput run exits 0 with three figures > 0 and stops its processes', async () => {
+  it.skipIf(!haveWrk)('a tiny full run (throughput, fixed rate, scenarios, fleet, scale) exits 0 with every section and stops its processes', { timeout: 300_000 }, async () => {
     // Results go to a temporary directory: the committed bench/results stay as they are.
     const out = mkdtempSync(join(tmpdir(), 'switchyard-bench-test-'));
     const proc = spawn(process.execPath, [join(ROOT, 'bench/run.mjs')], {
       cwd: ROOT,
-      env: { ...process.env, BENCH_ROUNDS: '1', BENCH_DURATION: '1s', BENCH_WARMUP: '0', BENCH_SKIP_SCENARIOS: '1', BENCH_OUT: out },
+      env: {
+        ...process.env,
+        BENCH_ROUNDS: '1',
+        BENCH_DURATION: '1s',
+        BENCH_WARMUP: '0',
+        BENCH_CONNECTIONS: '8',
+        BENCH_SIZES: 'small,64k',
+        BENCH_RATE_DURATION: '1s',
+        BENCH_SCENARIO_DURATION: '1s',
+        BENCH_CONCURRENCY: '8',
+        BENCH_ROLLOUT_INTERVAL_MS: '100',
+        BENCH_FLEET_CHANGES: '5',
+        BENCH_SCALE_SERVICES: '20',
+        BENCH_SCALE_CONNECTIONS: '200',
+        BENCH_SCALE_ITERATIONS: '10000',
+        BENCH_OUT: out,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
     let stderr = '';
     proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 50_000);
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 280_000);
     const code = await new Promise<number | null>((r) => proc.once('exit', (c) => r(c)));
     clearTimeout(timer);
-
     expect(code, `stdout:\n${stdout}\nstderr:\n${stderr}`).toBe(0);
-    const results = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8'));
-    const m = results.throughput.medians;
-    for (const target of ['direct', 'switchyard', 'http-proxy']) {
-      expect(m[target].rps, target).toBeGreaterThan(0);
-      expect(m[target].p99Ms, target).toBeGreaterThan(0);
-    }
-    expect(results.throughput.runs).toHaveLength(3);
-    // CPU per request of the gateway and of the forwarder, from /proc (Linux).
-    if (process.platform === 'linux') {
-      expect(m.switchyard.proxyCpuUsPerReq).toBeGreaterThan(0);
-      expect(m['http-proxy'].proxyCpuUsPerReq).toBeGreaterThan(0);
-    }
-    expect(results.throughput.ratios.switchyardToHttpProxy).toBeGreaterThan(0);
-    expect(results.scenarios).toBeUndefined();
-    expect(readFileSync(join(out, 'latest.md'), 'utf8')).toContain('Switchyard / http-proxy');
-    // The printed medians are the ones written.
-    expect(stdout).toMatch(/Switchyard\/http-proxy\s+\d+\.\d\d/);
 
-    // Upstream, gateway and forwarder were stopped by the harness.
-    const pids = [...stdout.matchAll(/pid (\d+)/g)].map((x) => Number(x[1]));
-    expect(pids).toHaveLength(3);
+    const r = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as Results;
+    const peers = ['direct', 'switchyard', 'fastify', 'http-proxy', ...(have('nginx') ? ['nginx'] : []), ...(have('haproxy') ? ['haproxy'] : [])];
+    for (const combo of ['small/8', '64k/8']) {
+      for (const p of peers) {
+        const m = r.throughput.medians[combo][p];
+        expect(m?.rps, `${combo} ${p}`).toBeGreaterThan(0);
+        expect(m.p99Ms, `${combo} ${p}`).toBeGreaterThan(0);
+        if (p !== 'direct' && process.platform === 'linux') expect(m.proxyCpuUsPerReq, `${combo} ${p} CPU`).toBeGreaterThan(0);
+      }
+      for (const p of peers) if (p !== 'switchyard') expect(r.throughput.ratios[combo][p], `${combo} ratio to ${p}`).toBeGreaterThan(0);
+    }
+    expect(r.throughput.runs).toHaveLength(2 * peers.length);
+    expect(r.throughput.goals.length).toBeGreaterThan(0);
+
+    // Fixed rate: every peer measured, percentiles in order, added latency computed.
+    expect(r.latency.rate).toBeGreaterThan(0);
+    for (const p of peers) {
+      const l = r.latency.peers[p];
+      expect(l.requests, p).toBeGreaterThan(0);
+      expect(l.p50Ms).toBeLessThanOrEqual(l.p99Ms);
+      expect(l.p99Ms).toBeLessThanOrEqual(l.p999Ms);
+    }
+    expect(Number.isFinite(r.latency.addedOverDirect.switchyard.p99Ms)).toBe(true);
+
+    // Every scenario ran (failures are counted, not asserted: that is what zero-loss.test.ts does).
+    const ids = r.scenarios.results.map((x) => x.id);
+    expect(ids).toEqual(expect.arrayContaining(['cutover', 'rollout', 'rolling', 'kill-9', 'sigterm']));
+    for (const x of r.scenarios.results) {
+      expect(x.error, `${x.id}: ${x.error}`).toBeUndefined();
+      expect(x.requests, x.id).toBeGreaterThan(0);
+      expect(Number.isInteger(x.failed), x.id).toBe(true);
+      expect(Number.isFinite(x.p99DuringMs), x.id).toBe(true);
+    }
+
+    expect(r.fleet.propagationMs.p50).toBeGreaterThan(0);
+    expect(r.scale.snapshot.buildSnapshotMs).toBeGreaterThan(0);
+    expect(r.scale.routing.nsPerOp).toBeGreaterThan(0);
+    expect(r.scale.idle.opened).toBe(200);
+    expect(r.machine.loadavgEnd).toHaveLength(3);
+
+    const md = readFileSync(join(out, 'latest.md'), 'utf8');
+    for (const heading of ['## Throughput', '## Latency at a fixed rate', '## Zero-loss scenarios', '## Fleet', '## Scale']) expect(md).toContain(heading);
+    expect(readFileSync(join(out, 'latest.svg'), 'utf8')).toMatch(/^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+    // The printed goals are the ones written.
+    expect(stdout).toMatch(/Switchyard ≥ 1\.5× @fastify\/http-proxy, req\/s: \d+\.\d\d/);
+
+    // Every peer process was stopped by the harness.
+    const pids = [...stdout.matchAll(/ pid (\d+) /g)].map((x) => Number(x[1]));
+    expect(pids.length).toBeGreaterThanOrEqual(peers.length);
     for (const pid of pids) expect(alive(pid), `pid ${pid} still running`).toBe(false);
   });
 });
