@@ -139,7 +139,7 @@ export function toSvg(r) {
   const left = 70;
   const plotH = 300;
   const topPad = 50;
-  const width = left + combos.length * groupW + 20 + 210;
+  const width = Math.max(760, left + combos.length * groupW + 20 + 210);
   const height = topPad + plotH + 70;
   const y = (v) => topPad + plotH - (v / top) * plotH;
   const o = [];
