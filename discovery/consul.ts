@@ -23,7 +23,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import type { Logger } from 'pino';
 import type { Config, ConsulConfig, EndpointAddress, VersionConfig } from '../config/types.js';
-import type { EndpointSet, Provider, SnapshotSink } from './provider.js';
+import { Coalescer, type EndpointSet, type Provider, type SnapshotSink } from './provider.js';
 
 /** At most one snapshot delivery per this many ms (bursts of registrations coalesce). */
 export const COALESCE_MS = 100;
@@ -335,9 +335,7 @@ export class ConsulProvider implements Provider {
   private sink: SnapshotSink | undefined;
   private first = false;
   private resolveFirst: (() => void) | undefined;
-  private emitTimer: NodeJS.Timeout | undefined;
-  private emitDue = 0;
-  private lastEmitAt = 0;
+  private readonly emitter = new Coalescer(COALESCE_MS, () => this.emit());
   private closed = false;
 
   constructor(opts: ConsulProviderOptions) {
@@ -371,7 +369,7 @@ export class ConsulProvider implements Provider {
 
   async close(): Promise<void> {
     this.closed = true;
-    if (this.emitTimer) clearTimeout(this.emitTimer);
+    this.emitter.cancel();
     for (const w of this.watches.values()) w.stop();
     this.watches.clear();
     this.sink = undefined;
@@ -455,22 +453,9 @@ export class ConsulProvider implements Provider {
     for (const k of this.delivered.keys()) if (!live.has(k)) this.delivered.delete(k);
   }
 
-  /** Schedules a delivery: as soon as the coalescing window allows, or after delayMs.
-   * A pending one that is due later is brought forward. */
+  /** Schedules a delivery (coalesced), unless closed. */
   private scheduleEmit(delayMs?: number): void {
-    if (this.closed) return;
-    const now = Date.now();
-    const due = now + (delayMs ?? Math.max(0, this.lastEmitAt + COALESCE_MS - now));
-    if (this.emitTimer !== undefined) {
-      if (this.emitDue <= due) return;
-      clearTimeout(this.emitTimer);
-    }
-    this.emitDue = due;
-    this.emitTimer = setTimeout(() => {
-      this.emitTimer = undefined;
-      this.emit();
-    }, due - now);
-    this.emitTimer.unref();
+    if (!this.closed) this.emitter.schedule(delayMs);
   }
 
   private emit(): void {
@@ -503,7 +488,7 @@ export class ConsulProvider implements Provider {
       sets.push({ service, version, endpoints });
       this.log.info({ service, version, endpoints: endpoints.map((e) => e.id) }, 'consul: endpoints changed');
     }
-    this.lastEmitAt = now;
+    this.emitter.lastAt = now;
     if (sets.length > 0 || !this.first) this.sink(sets);
     if (!this.first) {
       this.first = true;

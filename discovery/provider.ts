@@ -27,3 +27,38 @@ export interface Provider {
    * measured from their last delivery. */
   staleness?(): number | undefined;
 }
+
+/** Coalesced delivery (at most one per window): providers call schedule() whenever a
+ * source changed; `run` is called once the window since the last run allows, or after an
+ * explicit delay. A pending run that is due later is brought forward. */
+export class Coalescer {
+  private timer: NodeJS.Timeout | undefined;
+  private due = 0;
+  /** When `run` last delivered (set by the provider). */
+  lastAt = 0;
+
+  constructor(
+    private readonly windowMs: number,
+    private readonly run: () => void,
+  ) {}
+
+  schedule(delayMs?: number): void {
+    const now = Date.now();
+    const due = now + (delayMs ?? Math.max(0, this.lastAt + this.windowMs - now));
+    if (this.timer !== undefined) {
+      if (this.due <= due) return;
+      clearTimeout(this.timer);
+    }
+    this.due = due;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.run();
+    }, due - now);
+    this.timer.unref();
+  }
+
+  cancel(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
