@@ -37,7 +37,7 @@ export interface RunningGateway {
   metrics: Metrics;
   webhooks: Webhooks;
   log: Logger;
-  addresses: { gateway: AddressInfo; admin: AddressInfo; control: AddressInfo };
+  addresses: { gateway: AddressInfo; admin: AddressInfo; control: AddressInfo; redirect?: AddressInfo };
   /** Re-reads the config file; a config that does not validate is refused and the
    * running one stays. Returns the problems, or [] when the new config is in. */
   reload(): string[];
@@ -200,6 +200,8 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     bound.gateway = `${gatewayAddr.address}:${gatewayAddr.port}`;
     bound.admin = `${adminAddr.address}:${adminAddr.port}`;
     bound.control = `${controlAddr.address}:${controlAddr.port}`;
+    const redirectAddr = gateway.redirectAddress;
+    if (redirectAddr !== undefined) bound.redirect = `${redirectAddr.address}:${redirectAddr.port}`;
     fleet?.start();
     listening = true;
     ready = snapshotsIn || (config.discovery.consul?.startWithoutSnapshot ?? false);
@@ -228,6 +230,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       controller.applyStoredWeights();
       for (const p of providers) p.update(next);
       gateway.reconfigure(next.gateway);
+      api.reconfigure(next.control);
       metrics!.configReloads.inc({ result: 'success' });
       log.info({ services: next.services.map((s) => s.name) }, 'config reloaded');
       return [];
@@ -292,6 +295,9 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
         gateway: `${gatewayAddr.address}:${gatewayAddr.port}`,
         admin: `${adminAddr.address}:${adminAddr.port}`,
         control: `${controlAddr.address}:${controlAddr.port}`,
+        ...(redirectAddr === undefined ? {} : { redirect: bound.redirect }),
+        ...(config.gateway.tls === undefined ? {} : { tls: gateway.tls!.current.describe().map((c) => ({ names: c.names, notAfter: c.notAfter })) }),
+        ...(config.control.tls === undefined ? {} : { controlTls: true }),
         store: config.state.store,
       },
       'listening',
@@ -309,7 +315,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       webhooks,
       metrics,
       log,
-      addresses: { gateway: gatewayAddr, admin: adminAddr, control: controlAddr },
+      addresses: { gateway: gatewayAddr, admin: adminAddr, control: controlAddr, ...(redirectAddr === undefined ? {} : { redirect: redirectAddr }) },
       reload,
       shutdown,
       close,

@@ -24,9 +24,15 @@ export const defaults = {
       // reused socket is never one the backend is closing at that moment.
       idleTimeout: '4s',
     },
+    // Open connections per client address (0 = no limit).
+    maxConnectionsPerClient: 0,
   },
   admin: { listen: '127.0.0.1:9901' },
-  control: { listen: '127.0.0.1:9090' },
+  control: {
+    listen: '127.0.0.1:9090',
+    // Failed authentications per client address and window before 429 (0 = no limit).
+    authRateLimit: { failures: 10, window: '10s' },
+  },
   state: { store: 'file', file: './switchyard-state.json', redis: { url: 'redis://127.0.0.1:6379/0', prefix: 'switchyard' } },
   log: { level: 'info' },
   service: {

@@ -9,6 +9,7 @@ import { parseDocument } from 'yaml';
 import { configSchema, formats, FORMAT_MESSAGES, DURATION_RE, SIZE_RE, ENDPOINT_RE } from './schema.js';
 import { defaults } from './defaults.js';
 import type { Config, EndpointAddress, ServiceConfig, VersionConfig } from './types.js';
+import { loadCertificate } from '../gateway/tls.js';
 
 export class ConfigError extends Error {
   readonly problems: string[];
@@ -228,6 +229,19 @@ function upstreamTls(v: any, vp: string, baseDir: string, problems: string[]): P
   return out;
 }
 
+/** A cert/key pair of files, resolved against the config file's directory and loaded
+ * once (readable, a PEM certificate, a key that fits it), so `switchyard check` and a
+ * reload refuse a pair the listener could not use. */
+function certificateFiles(c: { cert: string; key: string }, p: string, baseDir: string, problems: string[]): { cert: string; key: string } {
+  const files = { cert: isAbsolute(c.cert) ? c.cert : resolvePath(baseDir, c.cert), key: isAbsolute(c.key) ? c.key : resolvePath(baseDir, c.key) };
+  try {
+    loadCertificate(files);
+  } catch (err) {
+    problems.push(`${p}: ${(err as Error).message}`);
+  }
+  return files;
+}
+
 function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
   const problems: string[] = [];
   const g = raw.gateway ?? {};
@@ -350,9 +364,12 @@ function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
     });
   }
 
-  for (const key of ['tls', 'redirectHttp'] as const) {
-    if (g[key] !== undefined) problems.push(`gateway.${key}: TLS termination is not supported by this build yet`);
+  const gatewayTls = g.tls === undefined ? undefined : { certificates: (g.tls.certificates as any[]).map((c, i) => certificateFiles(c, `gateway.tls.certificates.${i}`, baseDir, problems)), watch: g.tls.watch ?? true };
+  if (g.redirectHttp !== undefined) {
+    if (g.tls === undefined) problems.push('gateway.redirectHttp: needs gateway.tls (it redirects to the HTTPS listener)');
+    if (g.redirectHttp === (g.listen ?? dg.listen) && splitHostPort(g.redirectHttp).port !== 0) problems.push('gateway.redirectHttp: must differ from gateway.listen');
   }
+  const controlTls = raw.control?.tls === undefined ? undefined : certificateFiles(raw.control.tls, 'control.tls', baseDir, problems);
   const consulWait = raw.discovery?.consul?.wait;
   if (consulWait !== undefined && (parseDuration(consulWait) < 1000 || parseDuration(consulWait) > 600_000)) {
     problems.push('discovery.consul.wait: must be from 1s to 10m (Consul caps a blocking query at 10m)');
@@ -389,12 +406,20 @@ function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
         maxConnectionsPerEndpoint: u.maxConnectionsPerEndpoint ?? dg.upstream.maxConnectionsPerEndpoint,
         idleTimeoutMs: parseDuration(u.idleTimeout ?? dg.upstream.idleTimeout),
       },
+      ...(gatewayTls === undefined ? {} : { tls: gatewayTls }),
+      ...(g.redirectHttp === undefined ? {} : { redirectHttp: g.redirectHttp }),
+      maxConnectionsPerClient: g.maxConnectionsPerClient ?? dg.maxConnectionsPerClient,
     },
     admin: { listen: raw.admin?.listen ?? defaults.admin.listen },
     control: {
       listen: raw.control?.listen ?? defaults.control.listen,
+      ...(controlTls === undefined ? {} : { tls: controlTls }),
       tokens: raw.control?.tokens ?? [],
       webhooks: raw.control?.webhooks ?? [],
+      authRateLimit: {
+        failures: raw.control?.authRateLimit?.failures ?? defaults.control.authRateLimit.failures,
+        windowMs: parseDuration(raw.control?.authRateLimit?.window ?? defaults.control.authRateLimit.window),
+      },
     },
     state: {
       store: raw.state?.store ?? defaults.state.store,

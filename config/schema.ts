@@ -59,6 +59,9 @@ const obj = (properties: Record<string, unknown>, required: string[] = []) => ({
 
 export const durationSchema = duration;
 
+// A PEM certificate (chain) file and its private key file, relative to the config file.
+const certificateFiles = obj({ cert: { type: 'string', minLength: 1 }, key: { type: 'string', minLength: 1 } }, ['cert', 'key']);
+
 // A map of version name -> weight. Weights are shares, not percentages.
 export const weightsSchema = {
   type: 'object',
@@ -153,14 +156,19 @@ export const configSchema = obj({
       certificates: {
         type: 'array',
         minItems: 1,
-        items: obj({ cert: { type: 'string' }, key: { type: 'string' } }, ['cert', 'key']),
+        maxItems: 1000,
+        items: certificateFiles,
       },
-    }),
+      watch: { type: 'boolean' },
+    }, ['certificates']),
     redirectHttp: listen,
+    maxConnectionsPerClient: { type: 'integer', minimum: 0, maximum: 1_000_000 },
   }),
   admin: obj({ listen }),
   control: obj({
     listen,
+    tls: certificateFiles,
+    authRateLimit: obj({ failures: { type: 'integer', minimum: 0, maximum: 1_000_000 }, window: duration }),
     tokens: {
       type: 'array',
       items: obj({

@@ -100,10 +100,22 @@ export interface Config {
     maxHeaderCount: number;
     timeouts: { headersMs: number; requestMs: number; keepAliveMs: number };
     upstream: { maxConnectionsPerEndpoint: number; idleTimeoutMs: number };
+    /** HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on gateway.listen; files resolved against
+     * the config file's directory and checked when the config is loaded. */
+    tls?: { certificates: { cert: string; key: string }[]; /** reload when the files change */ watch: boolean };
+    /** A plain listener answering 308 to https://host/path. */
+    redirectHttp?: string;
+    /** Open connections one client address may hold; 0 = no limit. */
+    maxConnectionsPerClient: number;
   };
   admin: { listen: string };
   control: {
     listen: string;
+    /** HTTPS on control.listen. */
+    tls?: { cert: string; key: string };
+    /** Failed authentications one client address may make per window before it is
+     * refused with 429 until the window ends; failures 0 = no limit. */
+    authRateLimit: { failures: number; windowMs: number };
     tokens: { name: string; token: string; scopes: ('read' | 'deploy' | 'admin')[] }[];
     webhooks: { url: string; events?: string[]; secret?: string }[];
   };

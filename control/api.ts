@@ -11,6 +11,7 @@
 // loopback address; the actor is then "local".
 
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ErrorObject } from 'ajv';
@@ -22,6 +23,7 @@ import type { Controller } from './controller.js';
 import { ControlError } from './errors.js';
 import type { AnalysisConfig, RolloutRecord } from './state.js';
 import { registerUi } from './ui.js';
+import { MIN_TLS_VERSION } from '../gateway/tls.js';
 
 export type Scope = 'read' | 'deploy' | 'admin';
 const RANK: Record<Scope, number> = { read: 1, deploy: 2, admin: 3 };
@@ -128,14 +130,37 @@ declare module 'fastify' {
   }
 }
 
+function tokenDigests(tokens: Config['control']['tokens']): { name: string; digest: Buffer; rank: number }[] {
+  return tokens.map((t) => ({ name: t.name, digest: digest(t.token), rank: Math.max(...t.scopes.map((s) => RANK[s])) }));
+}
+
+/** control.tls: the PEM contents (the files were checked when the config was loaded). */
+function httpsOptions(tls: { cert: string; key: string }): { cert: string; key: string; minVersion: 'TLSv1.2' } {
+  return { cert: readFileSync(tls.cert, 'utf8'), key: readFileSync(tls.key, 'utf8'), minVersion: MIN_TLS_VERSION };
+}
+
+/** Failed authentications of one client address (control.authRateLimit). */
+interface AuthFailures {
+  count: number;
+  /** When the first failure of the current window happened. */
+  since: number;
+  /** Refused with 429 until then (0: not refused). */
+  blockedUntil: number;
+}
+
 export class ControlApi {
   readonly app: FastifyInstance;
-  private readonly tokens: { name: string; digest: Buffer; rank: number }[];
+  private tokens: { name: string; digest: Buffer; rank: number }[];
   private readonly streams = new Set<FastifyReply>();
+  private authLimit: Config['control']['authRateLimit'];
+  private readonly authFailures = new Map<string, AuthFailures>();
+  private bound: string | undefined;
 
   constructor(private readonly opts: ControlApiOptions) {
-    this.tokens = opts.config.tokens.map((t) => ({ name: t.name, digest: digest(t.token), rank: Math.max(...t.scopes.map((s) => RANK[s])) }));
-    this.app = Fastify({ logger: false, bodyLimit: 64 * 1024, return503OnClosing: true, forceCloseConnections: true });
+    this.tokens = tokenDigests(opts.config.tokens);
+    this.authLimit = opts.config.authRateLimit ?? { failures: 10, windowMs: 10_000 };
+    const https = opts.config.tls === undefined ? undefined : httpsOptions(opts.config.tls);
+    this.app = Fastify({ logger: false, bodyLimit: 64 * 1024, return503OnClosing: true, forceCloseConnections: true, ...(https === undefined ? {} : { https }) }) as unknown as FastifyInstance;
     this.app.setValidatorCompiler(({ schema }) => ajv.compile(schema));
     this.app.decorateRequest('actor', '');
     this.app.addHook('onRequest', async (req) => this.authenticate(req));
@@ -154,6 +179,14 @@ export class ControlApi {
       req.actor = 'local';
       return;
     }
+    // A client address past control.authRateLimit is refused before its token is
+    // looked at, whatever it sends: guesses then teach it nothing.
+    const limited = this.authLimit.failures > 0;
+    const f = limited ? this.authFailures.get(req.ip) : undefined;
+    if (f !== undefined && f.blockedUntil > Date.now()) {
+      const retryAfter = Math.max(1, Math.ceil((f.blockedUntil - Date.now()) / 1000));
+      throw new ControlError(429, 'RATE_LIMITED', `too many failed authentications from ${req.ip}; retry in ${retryAfter}s`, { retryAfter });
+    }
     const h = req.headers.authorization;
     const m = typeof h === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
     if (m === null) throw new ControlError(401, 'UNAUTHORIZED', 'missing bearer token (Authorization: Bearer TOKEN)');
@@ -163,13 +196,74 @@ export class ControlApi {
       // Every digest is compared, whatever matched before.
       if (timingSafeEqual(d, t.digest) && found === undefined) found = t;
     }
-    if (found === undefined) throw new ControlError(401, 'UNAUTHORIZED', 'invalid token');
+    if (found === undefined) {
+      if (limited) this.authFailed(req.ip);
+      throw new ControlError(401, 'UNAUTHORIZED', 'invalid token');
+    }
     if (found.rank < RANK[need]) throw new ControlError(403, 'FORBIDDEN', `token ${found.name} lacks the ${need} scope`);
     req.actor = found.name;
   }
 
+  /** Counts a presented token that matched none; the one that reaches the limit refuses
+   * the address for a window. */
+  private authFailed(ip: string): void {
+    const now = Date.now();
+    const { failures, windowMs } = this.authLimit;
+    let f = this.authFailures.get(ip);
+    if (f === undefined || now - f.since >= windowMs) {
+      if (this.authFailures.size >= 10_000) this.pruneAuthFailures(now);
+      f = { count: 0, since: now, blockedUntil: 0 };
+      this.authFailures.set(ip, f);
+    }
+    f.count++;
+    if (f.count >= failures) {
+      f.blockedUntil = now + windowMs;
+      f.count = 0;
+      f.since = f.blockedUntil;
+      this.opts.log.warn({ client: ip, failures, windowMs }, 'control API: too many failed authentications; this client is refused (429) for a while');
+    }
+  }
+
+  private pruneAuthFailures(now: number): void {
+    for (const [ip, f] of this.authFailures) if (f.blockedUntil <= now && now - f.since >= this.authLimit.windowMs) this.authFailures.delete(ip);
+    // Still full (an attack from very many addresses): forget the oldest half.
+    if (this.authFailures.size >= 10_000) {
+      let n = 0;
+      for (const ip of this.authFailures.keys()) if (n++ < 5_000) this.authFailures.delete(ip);
+    }
+  }
+
+  /**
+   * A reloaded config: tokens (rotation without restart), the auth rate limit and the
+   * control.tls certificate. Refuses to drop every token while the API listens on a
+   * non-loopback address (the running tokens stay).
+   */
+  reconfigure(control: Config['control']): void {
+    this.authLimit = control.authRateLimit ?? this.authLimit;
+    if (control.tokens.length === 0 && this.tokens.length > 0 && this.bound !== undefined && !isLoopbackHost(this.bound)) {
+      this.opts.log.error({ listen: this.bound }, 'control.tokens: the reloaded config has no token but the control API listens on a non-loopback address; the running tokens stay');
+    } else {
+      const before = new Set(this.tokens.map((t) => t.name));
+      this.tokens = tokenDigests(control.tokens);
+      const after = new Set(this.tokens.map((t) => t.name));
+      const added = [...after].filter((n) => !before.has(n));
+      const removed = [...before].filter((n) => !after.has(n));
+      if (added.length || removed.length) this.opts.log.info({ added, removed }, 'control tokens changed (names only)');
+    }
+    if (control.tls !== undefined && this.opts.config.tls !== undefined) {
+      try {
+        (this.app.server as unknown as { setSecureContext(o: object): void }).setSecureContext(httpsOptions(control.tls));
+      } catch (err) {
+        this.opts.log.error({ problem: (err as Error).message }, 'control.tls: new certificate refused; the running one keeps serving');
+      }
+    } else if ((control.tls === undefined) !== (this.opts.config.tls === undefined)) {
+      this.opts.log.warn('control.tls is turned on or off only on restart');
+    }
+  }
+
   private sendError(err: unknown, req: FastifyRequest, reply: FastifyReply): void {
     if (err instanceof ControlError) {
+      if (err.statusCode === 429 && typeof err.extra?.retryAfter === 'number') void reply.header('retry-after', String(err.extra.retryAfter));
       void reply.code(err.statusCode).send({ error: { code: err.code, message: err.message, ...err.extra } });
       return;
     }
@@ -427,6 +521,7 @@ export class ControlApi {
       throw new ControlError(500, 'INSECURE_LISTEN', `control.tokens: required when control.listen (${this.opts.config.listen}) is not a loopback address`);
     }
     await this.app.listen({ host, port });
+    this.bound = host;
     return this.app.server.address() as AddressInfo;
   }
 

@@ -6,6 +6,7 @@
 export type GatewayErrorCode =
   | 'NO_ROUTE'
   | 'BAD_REQUEST'
+  | 'METHOD_NOT_ALLOWED'
   | 'BODY_TOO_LARGE'
   | 'HEADERS_TOO_LARGE'
   | 'UPSTREAM_ERROR'
@@ -17,6 +18,7 @@ export type GatewayErrorCode =
 const STATUS: Record<GatewayErrorCode, number> = {
   NO_ROUTE: 404,
   BAD_REQUEST: 400,
+  METHOD_NOT_ALLOWED: 405,
   BODY_TOO_LARGE: 413,
   HEADERS_TOO_LARGE: 431,
   UPSTREAM_ERROR: 502,

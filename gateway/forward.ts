@@ -70,7 +70,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
   ) {
     this.endpoint = endpoint;
     const h = req.headers;
-    this.hasBody = (h['content-length'] !== undefined && h['content-length'] !== '0') || h['transfer-encoding'] !== undefined;
+    this.hasBody =
+      (h['content-length'] !== undefined && h['content-length'] !== '0') ||
+      h['transfer-encoding'] !== undefined ||
+      // HTTP/2 has no Transfer-Encoding: a stream that did not end with its headers has a body.
+      (req.httpVersionMajor === 2 && !(req as unknown as { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders);
     this.headers = upstreamRequestHeaders(req, requestId, host.proto);
     (res as WithExchange)[kExchange] = this;
     // `on`, not `once`: a response object serves one request, and once() would wrap the
@@ -118,7 +122,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.resumeFn = resume;
     const res = this.res;
     let headers = clientResponseHeaders(rawHeaders, this.requestId, this.setCookie);
-    if (this.host.closing) headers = withConnectionClose(headers);
+    // (HTTP/2 has no Connection header; its sessions get a GOAWAY at shutdown.)
+    if (this.host.closing && this.req.httpVersionMajor !== 2) headers = withConnectionClose(headers);
     try {
       res.writeHead(statusCode, headers);
     } catch (err) {

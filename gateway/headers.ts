@@ -47,6 +47,7 @@ export function clientAddress(req: IncomingMessage): string {
  * @param keepUpgrade keep Upgrade/Connection (for a WebSocket handshake)
  */
 export function upstreamRequestHeaders(req: IncomingMessage, requestId: string, proto: string, keepUpgrade = false): string[] {
+  if (req.httpVersionMajor === 2) return upstreamRequestHeadersH2(req, requestId, proto);
   const raw = req.rawHeaders;
   const out: string[] = [];
   const named = connectionTokens(req.headers.connection);
@@ -67,6 +68,51 @@ export function upstreamRequestHeaders(req: IncomingMessage, requestId: string, 
     if (lower === 'host') host = raw[i + 1];
     out.push(name, raw[i + 1]);
   }
+  const client = clientAddress(req);
+  out.push('x-forwarded-for', xff === undefined ? client : `${xff}, ${client}`);
+  out.push('x-forwarded-proto', proto);
+  if (host !== undefined) out.push('x-forwarded-host', host);
+  out.push('x-request-id', requestId);
+  return out;
+}
+
+/**
+ * The HTTP/1.1 request headers for an HTTP/2 request: pseudo-headers dropped, Host from
+ * :authority (when the client sent no Host), cookie crumbs joined into one Cookie
+ * (RFC 9113 §8.2.3), hop-by-hop headers (HTTP/2 forbids them anyway) removed.
+ */
+function upstreamRequestHeadersH2(req: IncomingMessage, requestId: string, proto: string): string[] {
+  const raw = req.rawHeaders;
+  const out: string[] = [];
+  let xff: string | undefined;
+  let host: string | undefined;
+  let authority: string | undefined;
+  let cookie: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    const value = raw[i + 1];
+    const lower = name.toLowerCase();
+    if (lower.charCodeAt(0) === 58 /* : */) {
+      if (lower === ':authority') authority = value;
+      continue;
+    }
+    if (HOP_BY_HOP.has(lower)) continue;
+    if (REPLACED_UPSTREAM.has(lower)) {
+      if (lower === 'x-forwarded-for') xff = xff === undefined ? value : `${xff}, ${value}`;
+      continue;
+    }
+    if (lower === 'cookie') {
+      cookie = cookie === undefined ? value : `${cookie}; ${value}`;
+      continue;
+    }
+    if (lower === 'host') host = value;
+    out.push(name, value);
+  }
+  if (host === undefined && authority !== undefined) {
+    host = authority;
+    out.push('host', authority);
+  }
+  if (cookie !== undefined) out.push('cookie', cookie);
   const client = clientAddress(req);
   out.push('x-forwarded-for', xff === undefined ? client : `${xff}, ${client}`);
   out.push('x-forwarded-proto', proto);

@@ -5,6 +5,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
+import http2, { type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { Socket, AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -17,6 +18,7 @@ import { Exchange, type ExchangeHost } from './forward.js';
 import { acceptableRequestId, upstreamRequestHeaders, withHostHeader } from './headers.js';
 import { hashToUnit, pickEndpoint, readCookie, versionAt } from './select.js';
 import { matchRoute, type ServiceSnapshot, type VersionSnapshot } from './snapshot.js';
+import { TlsCertificates } from './tls.js';
 
 /** What the server reports; metrics and outlier detection implement it. */
 export interface Observer {
@@ -51,8 +53,21 @@ function maskedGoingAway(): Buffer {
 }
 
 export class GatewayServer implements ExchangeHost {
-  readonly server: http.Server;
-  readonly proto = 'http';
+  /** Plain HTTP/1.1, or with gateway.tls an HTTP/2 server that also speaks HTTP/1.1
+   * (ALPN), whose HTTP/1.1 connections go through Node's http connection handling. */
+  readonly server: http.Server | Http2SecureServer;
+  /** x-forwarded-proto upstream. */
+  readonly proto: 'http' | 'https';
+  /** gateway.tls: the certificates, chosen by SNI, reloadable. */
+  readonly tls: TlsCertificates | undefined;
+  /** gateway.redirectHttp: plain listener answering 308 to https. */
+  readonly redirect: http.Server | undefined;
+  private httpsPortSuffix = '';
+  /** HTTP/2 sessions, for a graceful GOAWAY at shutdown. */
+  private readonly sessions = new Set<Http2Session>();
+  /** Open connections per client address (gateway.maxConnectionsPerClient). */
+  private readonly perClient = new Map<string, number>();
+  private countingClients = false;
   closing = false;
   private readonly dp: Dataplane;
   private readonly log: Logger;
@@ -67,46 +82,149 @@ export class GatewayServer implements ExchangeHost {
     this.observer = opts.observer ?? noopObserver;
     this.cfg = opts.config;
     const t = opts.config.timeouts;
-    this.server = http.createServer(
-      {
-        maxHeaderSize: opts.config.maxHeaderSize,
-        headersTimeout: t.headersMs,
-        requestTimeout: t.requestMs,
-        keepAliveTimeout: t.keepAliveMs,
-        // How often Node checks the two timeouts above; the default (30 s) would let a
-        // slowloris client hold a socket for up to 30 s past its deadline.
-        connectionsCheckingInterval: Math.min(1000, t.headersMs),
-        // Node would answer an HTTP/1.1 request without Host with a bare 400 (no JSON,
-        // no x-request-id) before onRequest runs; onRequest refuses it itself. This also
-        // covers a Host header dropped for being past maxHeadersCount, which must be a 431.
-        requireHostHeader: false,
-      },
-      (req, res) => this.onRequest(req, res),
-    );
+    const cfg = opts.config;
+    const onRequest = (req: IncomingMessage, res: ServerResponse): void => this.onRequest(req, res);
+    if (cfg.tls === undefined) {
+      this.proto = 'http';
+      this.server = http.createServer(httpOptions(cfg), onRequest);
+    } else {
+      this.proto = 'https';
+      this.tls = new TlsCertificates(cfg.tls.certificates, opts.log);
+      const server = http2.createSecureServer(
+        {
+          ...this.tls.serverOptions(),
+          // HTTP/2 and HTTP/1.1 on one port, chosen by ALPN; WebSocket stays HTTP/1.1.
+          allowHTTP1: true,
+          // A TLS handshake is held to the same deadline as request headers.
+          handshakeTimeout: t.headersMs,
+          // The header limits of HTTP/1.1, for HTTP/2 header blocks: size, and pairs
+          // (four more for the pseudo-headers; onRequest answers 431 past the count).
+          maxHeaderListPairs: cfg.maxHeaderCount + 5,
+          settings: { maxHeaderListSize: cfg.maxHeaderSize, maxConcurrentStreams: 256 },
+          maxSessionMemory: 32,
+        },
+        // The same handler for both: an HTTP/2 stream comes as the compat request and
+        // response, which the request path uses through the http/1 surface they share.
+        onRequest as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void,
+      );
+      // HTTP/1.1 connections on this server are handled by Node's http code, which reads
+      // its settings from these properties.
+      const h1 = server as unknown as Record<string, unknown>;
+      for (const [k, v] of Object.entries(httpOptions(cfg))) h1[k] = v;
+      this.tls.attach(server);
+      server.on('session', (session: Http2Session) => this.onSession(session));
+      server.on('tlsClientError', (err: NodeJS.ErrnoException) => this.log.debug({ err: err.code ?? err.message }, 'TLS handshake failed'));
+      this.server = server;
+      if (cfg.redirectHttp !== undefined) {
+        this.redirect = http.createServer(httpOptions(cfg), (req, res) => this.onRedirect(req, res));
+        this.redirect.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket));
+        this.redirect.on('connect', (_req: IncomingMessage, socket: Duplex) => rejectConnect(socket));
+      }
+    }
     // Count one more than the limit so that going over it is visible (Node silently
     // drops headers beyond maxHeadersCount).
-    this.server.maxHeadersCount = opts.config.maxHeaderCount + 1;
+    (this.server as http.Server).maxHeadersCount = opts.config.maxHeaderCount + 1;
     this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.onCheckContinue(req, res));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket));
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
+    // CONNECT: an HTTP/1.1 tunnel request (socket) or an HTTP/2 one (compat response).
+    // Without a listener Node would drop an HTTP/1.1 one silently; the gateway is no
+    // forward proxy: 405 JSON, never forwarded.
+    this.server.on('connect', (req: IncomingMessage, sock: Duplex | ServerResponse) => {
+      if (req.httpVersionMajor === 2) this.reject(req, sock as ServerResponse, 'METHOD_NOT_ALLOWED', 'CONNECT is not supported: the gateway is not a forward proxy');
+      else rejectConnect(sock as Duplex);
+    });
+    if (cfg.maxConnectionsPerClient > 0) this.countClients();
   }
 
-  /** Limits that can change on reload (listen address and timeouts cannot). */
+  /** Limits that can change on reload (listen address, timeouts and whether TLS is on
+   * cannot); with TLS, the certificates are loaded again. */
   reconfigure(cfg: Config['gateway']): void {
     this.cfg = cfg;
-    this.server.maxHeadersCount = cfg.maxHeaderCount + 1;
+    (this.server as http.Server).maxHeadersCount = cfg.maxHeaderCount + 1;
+    if (cfg.maxConnectionsPerClient > 0) this.countClients();
+    if (this.tls !== undefined && cfg.tls !== undefined) this.tls.reload(cfg.tls.certificates, 'config reload');
+    else if ((this.tls === undefined) !== (cfg.tls === undefined)) this.log.warn('gateway.tls is turned on or off only on restart');
   }
 
   async listen(): Promise<AddressInfo> {
     const { host, port } = splitHostPort(this.cfg.listen);
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
+    await listenOn(this.server, host, port);
+    const addr = this.server.address() as AddressInfo;
+    this.httpsPortSuffix = addr.port === 443 ? '' : `:${addr.port}`;
+    if (this.redirect !== undefined) {
+      const r = splitHostPort(this.cfg.redirectHttp as string);
+      try {
+        await listenOn(this.redirect, r.host, r.port);
+      } catch (err) {
+        this.server.close();
+        throw err;
+      }
+    }
+    if (this.cfg.tls?.watch === true) this.tls?.watch();
+    return addr;
+  }
+
+  /** The address of the redirect listener (gateway.redirectHttp), once listening. */
+  get redirectAddress(): AddressInfo | undefined {
+    return (this.redirect?.address() as AddressInfo | null) ?? undefined;
+  }
+
+  // ---- connections ----
+
+  private onSession(session: Http2Session): void {
+    this.sessions.add(session);
+    session.once('close', () => this.sessions.delete(session));
+    // An idle session is closed like an idle keep-alive connection: gracefully
+    // (GOAWAY), so a stream still running finishes.
+    session.setTimeout(this.cfg.timeouts.keepAliveMs, () => session.close());
+    session.on('error', (err: NodeJS.ErrnoException) => this.log.debug({ err: err.code ?? err.message }, 'HTTP/2 session error'));
+    if (this.closing) session.close();
+  }
+
+  /** gateway.maxConnectionsPerClient: a client address past it has its new connection
+   * closed at once (before TLS, before any byte is read). */
+  private countClients(): void {
+    if (this.countingClients) return;
+    this.countingClients = true;
+    const onConnection = (socket: Socket): void => {
+      const ip = socket.remoteAddress ?? '';
+      const n = (this.perClient.get(ip) ?? 0) + 1;
+      this.perClient.set(ip, n);
+      socket.once('close', () => {
+        const m = (this.perClient.get(ip) ?? 1) - 1;
+        if (m <= 0) this.perClient.delete(ip);
+        else this.perClient.set(ip, m);
       });
-    });
-    return this.server.address() as AddressInfo;
+      const limit = this.cfg.maxConnectionsPerClient;
+      if (limit > 0 && n > limit) {
+        this.log.debug({ client: ip, connections: n - 1, limit }, 'connection refused: gateway.maxConnectionsPerClient');
+        socket.destroy();
+      }
+    };
+    // Before Node's own listener, so a refused socket is never read from.
+    this.server.prependListener('connection', onConnection);
+    this.redirect?.prependListener('connection', onConnection);
+  }
+
+  /** Open connections of one client address (while a limit is or was configured). */
+  connectionsOf(address: string): number {
+    return this.perClient.get(address) ?? 0;
+  }
+
+  // ---- HTTP → HTTPS redirect (gateway.redirectHttp) ----
+
+  private onRedirect(req: IncomingMessage, res: ServerResponse): void {
+    const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
+    const url = req.url as string;
+    const host = req.headers.host;
+    const m = host === undefined ? null : REDIRECT_HOST_RE.exec(host);
+    if (url.charCodeAt(0) !== 47 || m === null) {
+      this.reject(req, res, 'BAD_REQUEST', m === null ? 'a redirect to https needs a valid Host header' : 'the request target must be a path (origin-form)', requestId);
+      return;
+    }
+    res.writeHead(308, ['location', `https://${m[1]}${this.httpsPortSuffix}${url}`, 'content-length', '0', 'x-request-id', requestId, 'connection', 'close']);
+    res.end();
   }
 
   // ---- request path ----
@@ -123,6 +241,8 @@ export class GatewayServer implements ExchangeHost {
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    // HTTP/2: the route's host is :authority (a Host header, when sent, must agree).
+    if (req.httpVersionMajor === 2 && req.headers.host === undefined) req.headers.host = req.headers[':authority'] as string | undefined;
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
     const url = req.url as string;
     if (url.charCodeAt(0) !== 47 /* / */) {
@@ -145,8 +265,8 @@ export class GatewayServer implements ExchangeHost {
     const sel = this.select(req, res, url, requestId);
     if (sel === undefined) return;
     const x = new Exchange(this, req, res, sel.service, sel.version, sel.endpoint, requestId, sel.setCookie, sel.pinned);
-    // Content-Length bodies are checked up front; a chunked body is counted as it streams.
-    if (cl === undefined && req.headers['transfer-encoding'] !== undefined) x.bodyLimit = this.cfg.maxBodySize;
+    // Content-Length bodies are checked up front; a chunked (or HTTP/2) body is counted as it streams.
+    if (cl === undefined && (req.headers['transfer-encoding'] !== undefined || req.httpVersionMajor === 2)) x.bodyLimit = this.cfg.maxBodySize;
     x.dispatch();
   }
 
@@ -215,7 +335,8 @@ export class GatewayServer implements ExchangeHost {
     const headers = ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'x-request-id', requestId];
     // An unread request body (an early 413, an upstream that failed mid-upload) would
     // otherwise have to be read to the end to keep the connection: close it instead.
-    if (this.closing || !req.complete) headers.push('connection', 'close');
+    // (HTTP/2 has no Connection header: the stream ends, the session stays.)
+    if ((this.closing || !req.complete) && req.httpVersionMajor !== 2) headers.push('connection', 'close');
     res.writeHead(err.statusCode, headers);
     res.end(body);
   }
@@ -248,10 +369,14 @@ export class GatewayServer implements ExchangeHost {
   }
 
   private onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-    if (err.code === 'ECONNRESET' || !socket.writable) {
+    // A response already started on this connection (a malformed chunk in a body being
+    // forwarded): no error response can follow it, only the close.
+    const started = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage?.headersSent === true;
+    if (err.code === 'ECONNRESET' || !socket.writable || started) {
       socket.destroy();
       return;
     }
+    this.log.debug({ err: err.code ?? err.message, reason: (err as { reason?: string }).reason }, 'malformed request refused');
     let status = 400;
     let code = 'BAD_REQUEST';
     let message = 'malformed HTTP request';
@@ -266,7 +391,7 @@ export class GatewayServer implements ExchangeHost {
     } else if (typeof err.code === 'string' && err.code.startsWith('HPE_')) {
       message = `malformed HTTP request (${err.code})`;
     }
-    writeRawError(socket, status, code, message, randomUUID());
+    writeRawError(socket, status, code, message, requestIdOf(err) ?? randomUUID());
   }
 
   // ---- WebSocket (and any other Upgrade) ----
@@ -361,7 +486,12 @@ export class GatewayServer implements ExchangeHost {
   stopAccepting(): Promise<void> {
     this.closing = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections();
+    this.redirect?.close();
+    this.redirect?.closeIdleConnections();
+    // The TLS server's HTTP/1.1 connections are tracked by Node's http code as well.
+    http.Server.prototype.closeIdleConnections.call(this.server);
+    // HTTP/2: GOAWAY; streams in flight finish, the client opens no new one here.
+    for (const s of this.sessions) s.close();
     return closed;
   }
 
@@ -386,8 +516,12 @@ export class GatewayServer implements ExchangeHost {
     if (this.closed) return;
     this.closed = true;
     this.closing = true;
+    this.tls?.close();
     this.server.close();
-    this.server.closeAllConnections();
+    http.Server.prototype.closeAllConnections.call(this.server);
+    for (const s of this.sessions) s.destroy();
+    this.redirect?.close();
+    this.redirect?.closeAllConnections();
     for (const t of this.tunnels) {
       t.client.destroy();
       t.upstream.destroy();
@@ -398,6 +532,7 @@ export class GatewayServer implements ExchangeHost {
 const REASONS: Record<number, string> = {
   400: 'Bad Request',
   404: 'Not Found',
+  405: 'Method Not Allowed',
   408: 'Request Timeout',
   413: 'Payload Too Large',
   431: 'Request Header Fields Too Large',
@@ -413,4 +548,53 @@ function writeRawError(socket: Duplex, status: number, code: string, message: st
     `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\ncontent-type: application/json\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`,
   );
+}
+
+/** Settings of Node's HTTP/1.1 server, plain or on the TLS listener. */
+function httpOptions(cfg: Config['gateway']): http.ServerOptions {
+  const t = cfg.timeouts;
+  return {
+    maxHeaderSize: cfg.maxHeaderSize,
+    headersTimeout: t.headersMs,
+    requestTimeout: t.requestMs,
+    keepAliveTimeout: t.keepAliveMs,
+    // How often Node checks the two timeouts above; the default (30 s) would let a
+    // slowloris client hold a socket for up to 30 s past its deadline.
+    connectionsCheckingInterval: Math.min(1000, t.headersMs),
+    // Node would answer an HTTP/1.1 request without Host with a bare 400 (no JSON,
+    // no x-request-id) before onRequest runs; onRequest refuses it itself. This also
+    // covers a Host header dropped for being past maxHeadersCount, which must be a 431.
+    requireHostHeader: false,
+    // Strict parsing whatever --insecure-http-parser says: requests with both
+    // Content-Length and Transfer-Encoding, duplicate lengths, obs-fold, bare LF or bad
+    // chunk sizes are refused (400) and never forwarded.
+    insecureHTTPParser: false,
+  };
+}
+
+function listenOn(server: http.Server | Http2SecureServer, host: string, port: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+// A Host header for the redirect: a DNS name, IPv4 or bracketed IPv6, optional port.
+const REDIRECT_HOST_RE = /^([a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?|\[[0-9a-fA-F:.]+\])(?::\d{1,5})?$/;
+
+function rejectConnect(socket: Duplex): void {
+  writeRawError(socket, 405, 'METHOD_NOT_ALLOWED', 'CONNECT is not supported: the gateway is not a forward proxy', randomUUID());
+}
+
+const RAW_REQUEST_ID_RE = /\r\nx-request-id:[ \t]*([A-Za-z0-9._:/+=-]{1,128})[ \t]*\r\n/i;
+
+/** The client's x-request-id from the bytes of a request Node refused, when readable. */
+function requestIdOf(err: NodeJS.ErrnoException): string | undefined {
+  const raw = (err as { rawPacket?: Buffer }).rawPacket;
+  if (raw === undefined) return undefined;
+  const m = RAW_REQUEST_ID_RE.exec(raw.toString('latin1', 0, Math.min(raw.length, 65536)));
+  return m === null ? undefined : m[1];
 }
