@@ -46,7 +46,7 @@ export function toMarkdown(r) {
       const [size, conns] = combo.split('/');
       for (const [p, m] of Object.entries(peers)) {
         const ratio = t.ratios?.[combo]?.[p];
-        out.push(`| ${size} | ${conns} | ${label(p)} | ${fmt(m.rps)} | ${fmt(m.p50Ms, 2)} | ${fmt(m.p99Ms, 2)} | ${fmt(m.proxyCpuUsPerReq, 1)} | ${p === 'switchyard' ? '—' : fmt(ratio, 2)} |`);
+        out.push(`| ${size} | ${conns} | ${label(p)}${m.failedRuns ? ` (${m.failedRuns} run(s) with no answer)` : ''} | ${fmt(m.rps)} | ${fmt(m.p50Ms, 2)} | ${fmt(m.p99Ms, 2)} | ${fmt(m.proxyCpuUsPerReq, 1)} | ${p === 'switchyard' ? '—' : fmt(ratio, 2)} |`);
       }
     }
     out.push('');
@@ -59,7 +59,7 @@ export function toMarkdown(r) {
     if (t.runs?.length) {
       out.push('<details><summary>every round</summary>', '');
       out.push('| size | conns | round | peer | req/s | p50 ms | p99 ms | non-2xx | socket errors | CPU µs/req | upstream CPU µs/req |', '|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|');
-      for (const x of t.runs) out.push(`| ${x.size} | ${x.connections} | ${x.round} | ${x.peer} | ${fmt(x.rps)} | ${fmt(x.p50Ms, 2)} | ${fmt(x.p99Ms, 2)} | ${x.non2xx} | ${x.socketErrors} | ${fmt(x.proxyCpuUsPerReq, 1)} | ${fmt(x.upstreamCpuUsPerReq, 1)} |`);
+      for (const x of t.runs) out.push(`| ${x.size} | ${x.connections} | ${x.round} | ${x.peer}${x.error ? ` (${x.error.replace(/\|/g, '/')})` : ''} | ${fmt(x.rps)} | ${fmt(x.p50Ms, 2)} | ${fmt(x.p99Ms, 2)} | ${x.non2xx} | ${x.socketErrors} | ${fmt(x.proxyCpuUsPerReq, 1)} | ${fmt(x.upstreamCpuUsPerReq, 1)} |`);
       out.push('', '</details>', '');
     }
   }

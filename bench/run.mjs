@@ -139,7 +139,11 @@ async function throughput({ upstream, peers }) {
         for (const p of order) {
           const c0 = peers[p].cpu();
           const u0 = cpuMs(upstream.pid);
-          const r = await runWrk(`${peers[p].url}${path}`, { threads: settings.threads, connections: conns, duration: settings.duration });
+          // A peer that answers nothing in a run (wedged) is recorded as such, not fatal.
+          const r = await runWrk(`${peers[p].url}${path}`, { threads: settings.threads, connections: conns, duration: settings.duration }).catch((err) => ({
+            ...{ rps: NaN, requests: 0, p50Ms: NaN, p75Ms: NaN, p90Ms: NaN, p99Ms: NaN, non2xx: 0, socketErrors: 0 },
+            error: String(err?.message ?? err).split('\n')[0],
+          }));
           const c1 = peers[p].cpu();
           const u1 = cpuMs(upstream.pid);
           const perReq = (a, b) => (a === undefined || b === undefined || !(r.requests > 0) ? null : ((b - a) * 1000) / r.requests);
@@ -147,7 +151,8 @@ async function throughput({ upstream, peers }) {
           const run = { size, connections: conns, round, peer: p, ...fig, proxyCpuUsPerReq: perReq(c0, c1), upstreamCpuUsPerReq: perReq(u0, u1) };
           runs.push(run);
           const cpu = run.proxyCpuUsPerReq === null ? '' : `  CPU ${fmt(run.proxyCpuUsPerReq, 1)} µs/req`;
-          console.log(`${size.padEnd(5)} c${String(conns).padEnd(4)} round ${round} ${p.padEnd(13)} ${fmt(r.rps).padStart(7)} req/s  p50 ${fmt(r.p50Ms, 2)} ms  p99 ${fmt(r.p99Ms, 2)} ms${cpu}${r.non2xx ? `  non-2xx ${r.non2xx}` : ''}${r.socketErrors ? `  socket errors ${r.socketErrors}` : ''}`);
+          if (r.error) console.log(`${size.padEnd(5)} c${String(conns).padEnd(4)} round ${round} ${p.padEnd(13)} FAILED: ${r.error}`);
+          else console.log(`${size.padEnd(5)} c${String(conns).padEnd(4)} round ${round} ${p.padEnd(13)} ${fmt(r.rps).padStart(7)} req/s  p50 ${fmt(r.p50Ms, 2)} ms  p99 ${fmt(r.p99Ms, 2)} ms${cpu}${r.non2xx ? `  non-2xx ${r.non2xx}` : ''}${r.socketErrors ? `  socket errors ${r.socketErrors}` : ''}`);
         }
       }
     }
@@ -168,6 +173,7 @@ async function throughput({ upstream, peers }) {
           p99Ms: median(rs.map((r) => r.p99Ms)),
           proxyCpuUsPerReq: p === 'direct' ? null : median(rs.map((r) => r.proxyCpuUsPerReq ?? NaN)),
           upstreamCpuUsPerReq: median(rs.map((r) => r.upstreamCpuUsPerReq ?? NaN)),
+          failedRuns: rs.filter((r) => r.error).length,
           non2xx: rs.reduce((n, r) => n + r.non2xx, 0),
           socketErrors: rs.reduce((n, r) => n + r.socketErrors, 0),
         };
