@@ -94,7 +94,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
         // A version with a hostHeader (an external HTTPS endpoint) gets its own Host;
         // per attempt, since a failover can change the version.
         headers: this.version.hostHeader === undefined ? this.headers : withHostHeader(this.headers, this.version.hostHeader),
-        body: this.hasBody ? this.req : null,
+        // A streamed body under a limit goes through LimitedBody, which refuses the chunk
+        // that would pass it before writing it: the upstream never gets a whole body
+        // over the limit (onBodySent alone would see it only once written).
+        // (undici takes any async iterable as a body; its typings name only Readable.)
+        body: this.hasBody ? (this.bodyLimit === Infinity ? this.req : (new LimitedBody(this.req, this.bodyLimit) as unknown as IncomingMessage)) : null,
         headersTimeout: timeout,
         bodyTimeout: timeout,
         // We retry ourselves, on another endpoint, only when that is safe.
@@ -278,6 +282,55 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.done) return;
     this.done = true;
     this.host.exchangeDone(this, status);
+  }
+}
+
+/**
+ * A request body read chunk by chunk (read(), never flowing) and refused — by throwing
+ * BODY_TOO_LARGE, which fails the upstream request — at the chunk that would take it
+ * past `limit`, before that chunk is written. Stopping early leaves the request as it
+ * is (a for-await over it would destroy it, and the socket with it, before the 413 is
+ * sent).
+ */
+class LimitedBody implements AsyncIterableIterator<Buffer> {
+  private bytes = 0;
+
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly limit: number,
+  ) {}
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  async next(): Promise<IteratorResult<Buffer>> {
+    const req = this.req;
+    for (;;) {
+      const chunk = req.read() as Buffer | null;
+      if (chunk !== null) {
+        this.bytes += chunk.length;
+        if (this.bytes > this.limit) throw new GatewayError('BODY_TOO_LARGE', `request body exceeds ${this.limit} bytes`);
+        return { value: chunk, done: false };
+      }
+      if (req.readableEnded) return { value: undefined, done: true };
+      if (req.destroyed) throw new GatewayError('BAD_REQUEST', 'client closed the connection');
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          req.off('readable', done);
+          req.off('end', done);
+          req.off('close', done);
+          resolve();
+        };
+        req.on('readable', done);
+        req.on('end', done);
+        req.on('close', done);
+      });
+    }
+  }
+
+  async return(): Promise<IteratorResult<Buffer>> {
+    return { value: undefined, done: true };
   }
 }
 

@@ -253,8 +253,10 @@ export class GatewayServer implements ExchangeHost {
       this.reject(req, res, 'HEADERS_TOO_LARGE', `more than ${this.cfg.maxHeaderCount} header fields`, requestId);
       return;
     }
-    if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 1) {
-      this.reject(req, res, 'BAD_REQUEST', 'an HTTP/1.1 request must carry a Host header', requestId);
+    // Only HTTP/1.0 may come without a Host (HTTP/0.9, which llhttp accepts, has none).
+    if (req.headers.host === undefined && (req.httpVersionMajor !== 1 || req.httpVersionMinor !== 0)) {
+      const why = req.httpVersionMajor === 0 ? 'HTTP/0.9 is not supported' : req.httpVersionMajor === 2 ? 'an HTTP/2 request must carry :authority' : 'an HTTP/1.1 request must carry a Host header';
+      this.reject(req, res, 'BAD_REQUEST', why, requestId);
       return;
     }
     const cl = req.headers['content-length'];
@@ -369,14 +371,33 @@ export class GatewayServer implements ExchangeHost {
   }
 
   private onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    const code0 = typeof err.code === 'string' ? err.code : '';
+    // Only a request Node could not parse (HPE_*) or did not get in time has an HTTP
+    // answer; anything else (a reset, a TLS handshake failure or timeout on the TLS
+    // listener) just closes.
+    const http = code0.startsWith('HPE_') || code0 === 'ERR_HTTP_REQUEST_TIMEOUT';
     // A response already started on this connection (a malformed chunk in a body being
     // forwarded): no error response can follow it, only the close.
-    const started = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage?.headersSent === true;
-    if (err.code === 'ECONNRESET' || !socket.writable || started) {
+    const pending = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (!http || !socket.writable || pending?.headersSent === true) {
       socket.destroy();
       return;
     }
-    this.log.debug({ err: err.code ?? err.message, reason: (err as { reason?: string }).reason }, 'malformed request refused');
+    this.log.debug({ err: code0 || err.message, reason: (err as { reason?: string }).reason }, 'malformed request refused');
+    // A valid request pipelined before the malformed one is still being answered: the
+    // error goes after its response (in order), then the connection closes. (When the
+    // malformed bytes are that request's own body, it can never complete: answer now.)
+    if (pending != null && pending.req?.complete === true) {
+      const after = (): void => {
+        if (socket.writable) this.onClientError(err, socket);
+        else socket.destroy();
+      };
+      pending.once('finish', after);
+      pending.once('close', () => {
+        if (!pending.writableFinished) socket.destroy();
+      });
+      return;
+    }
     let status = 400;
     let code = 'BAD_REQUEST';
     let message = 'malformed HTTP request';
