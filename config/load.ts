@@ -73,7 +73,8 @@ export function isLoopbackHost(host: string): boolean {
 function pathOf(instancePath: string, extra?: string): string {
   const parts = instancePath.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
   if (extra !== undefined) parts.push(extra);
-  return parts.length ? parts.join('.') : '(root)';
+  // An empty key ("": …) still gets a visible name.
+  return parts.length ? parts.map((p) => (p === '' ? '""' : p)).join('.') : '(root)';
 }
 
 function describe(e: ErrorObject): string {
@@ -150,7 +151,14 @@ function interpolate(node: unknown, env: NodeJS.ProcessEnv, path: string[], prob
   if (Array.isArray(node)) return node.map((v, i) => interpolate(v, env, [...path, String(i)], problems));
   if (node !== null && typeof node === 'object') {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(node)) out[k] = interpolate(v, env, [...path, k], problems);
+    for (const [k, v] of Object.entries(node)) {
+      // A YAML key "__proto__" would set the object's prototype here, not a key.
+      if (k === '__proto__') {
+        problems.push(`${[...path, k].join('.')}: unknown key`);
+        continue;
+      }
+      out[k] = interpolate(v, env, [...path, k], problems);
+    }
     return out;
   }
   return node;
@@ -176,7 +184,14 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
     throw new ConfigError(doc.errors.slice(0, 3).map((e) => `(yaml): ${e.message.split("\n")[0]}`));
   }
   const problems: string[] = [];
-  const raw = interpolate(doc.toJS({ maxAliasCount: 100 }) ?? {}, env, [], problems);
+  let js: unknown;
+  try {
+    js = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    // An alias bomb ("Excessive alias count…") and the like.
+    throw new ConfigError([`(yaml): ${String((err as Error).message ?? err).split('\n')[0]}`]);
+  }
+  const raw = interpolate(js ?? {}, env, [], problems);
   if (problems.length) throw new ConfigError(problems);
   if (!validateRaw(raw)) throw new ConfigError(describeErrors(validateRaw.errors));
   return deepFreeze(normalize(raw as RawConfig, baseDir));
@@ -364,6 +379,7 @@ function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
     });
   }
 
+  if (g.maxHeaderSize !== undefined && parseSize(g.maxHeaderSize) > 1024 * 1024) problems.push('gateway.maxHeaderSize: must be at most 1mb');
   const gatewayTls = g.tls === undefined ? undefined : { certificates: (g.tls.certificates as any[]).map((c, i) => certificateFiles(c, `gateway.tls.certificates.${i}`, baseDir, problems)), watch: g.tls.watch ?? true };
   if (g.redirectHttp !== undefined) {
     if (g.tls === undefined) problems.push('gateway.redirectHttp: needs gateway.tls (it redirects to the HTTPS listener)');

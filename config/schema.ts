@@ -15,7 +15,7 @@ export const HEADER_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 export const COOKIE_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 export const FORMAT_MESSAGES: Record<string, string> = {
-  duration: 'must be a duration with a unit, e.g. 500ms, 2s, 1m',
+  duration: 'must be a duration with a unit, e.g. 500ms, 2s, 1m (at most 596h)',
   size: 'must be a size such as 1024, 64kb, 10mb or 1gb',
   listen: 'must be an address host:port with a port from 0 to 65535',
   endpoint: 'must be an endpoint host:port (or http(s)://host:port) with a port from 1 to 65535',
@@ -30,9 +30,20 @@ function portOk(p: string, min: number): boolean {
   return Number.isInteger(n) && n >= min && n <= 65535;
 }
 
+/** The longest duration a timer can hold (Node turns a longer one into 1 ms). */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1e3, m: 60e3, h: 3600e3 };
+const SIZE_UNIT: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 };
+
 export const formats = {
-  duration: (s: string) => DURATION_RE.test(s),
-  size: (s: string) => SIZE_RE.test(s),
+  duration: (s: string) => {
+    const m = DURATION_RE.exec(s);
+    return m !== null && Number(m[1]) * UNIT_MS[m[2]] <= MAX_DURATION_MS;
+  },
+  size: (s: string) => {
+    const m = SIZE_RE.exec(s);
+    return m !== null && Number(m[1]) * SIZE_UNIT[(m[2] ?? 'b').toLowerCase()] <= Number.MAX_SAFE_INTEGER;
+  },
   listen: (s: string) => {
     const m = LISTEN_RE.exec(s);
     return m !== null && portOk(m[3], 0);
