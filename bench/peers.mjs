@@ -27,7 +27,7 @@ export const HAPROXY = which('haproxy', ['/usr/sbin/haproxy']);
 
 export function nginxVersion() {
   if (!NGINX) return undefined;
-  return spawnSync(NGINX, ['-v'], { encoding: 'utf8' }).stderr?.trim().replace(/^nginx version: /, '');
+  return spawnSync(NGINX, ['-v'], { encoding: 'utf8' }).stderr?.trim().replace(/^nginx version: nginx\//, '');
 }
 export function haproxyVersion() {
   if (!HAPROXY) return undefined;
