@@ -230,12 +230,12 @@ export class Dataplane {
     const grace = this.config.shutdown.graceMs;
     const timer = setTimeout(() => {
       this.log.warn({ service: e.service, endpoint: e.id, inflight: e.inflight }, 'endpoint drain grace passed; closing its connections');
-      void e.pool.destroy().catch(() => {});
+      void e.closePool(true);
     }, grace);
     timer.unref();
     void e.whenIdle().then(async () => {
       clearTimeout(timer);
-      await e.pool.close().catch(() => {});
+      await e.closePool();
       this.retiring.delete(e);
       this.log.info({ service: e.service, version: e.version, endpoint: e.id }, 'endpoint drained');
     });
@@ -314,6 +314,6 @@ export class Dataplane {
   async close(force = false): Promise<void> {
     this.closed = true;
     const all = [...this.allEndpoints(), ...this.retiring];
-    await Promise.all(all.map((e) => (force ? e.pool.destroy() : e.pool.close()).catch(() => {})));
+    await Promise.all(all.map((e) => e.closePool(force)));
   }
 }
