@@ -130,6 +130,24 @@ declare module 'fastify' {
   }
 }
 
+/** The Origin header names the same scheme-less host:port as the Host header. */
+function sameOrigin(origin: string, host: string | undefined): boolean {
+  if (host === undefined) return false;
+  try {
+    return new URL(origin).host.toLowerCase() === host.toLowerCase();
+  } catch {
+    return false;
+  }
+}
+
+function loopbackHostHeader(host: string | undefined): boolean {
+  if (host === undefined) return false;
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:]+)(?::\d+)?$/.exec(host);
+  if (m === null) return false;
+  const h = m[1].toLowerCase();
+  return isLoopbackHost(h.startsWith('[') ? h.slice(1, -1) : h);
+}
+
 function tokenDigests(tokens: Config['control']['tokens']): { name: string; digest: Buffer; rank: number }[] {
   return tokens.map((t) => ({ name: t.name, digest: digest(t.token), rank: Math.max(...t.scopes.map((s) => RANK[s])) }));
 }
@@ -160,8 +178,19 @@ export class ControlApi {
     this.tokens = tokenDigests(opts.config.tokens);
     this.authLimit = opts.config.authRateLimit ?? { failures: 10, windowMs: 10_000 };
     const https = opts.config.tls === undefined ? undefined : httpsOptions(opts.config.tls);
-    this.app = Fastify({ logger: false, bodyLimit: 64 * 1024, return503OnClosing: true, forceCloseConnections: true, ...(https === undefined ? {} : { https }) }) as unknown as FastifyInstance;
+    this.app = Fastify({
+      logger: false,
+      bodyLimit: 64 * 1024,
+      return503OnClosing: true,
+      forceCloseConnections: true,
+      // A URL fastify cannot decode (%zz) is answered by our error handler too: JSON
+      // with a code, like every other error.
+      frameworkErrors: (err, req, reply) => this.sendError(err, req, reply),
+      ...(https === undefined ? {} : { https }),
+    }) as unknown as FastifyInstance;
     this.app.setValidatorCompiler(({ schema }) => ajv.compile(schema));
+    // JSON only: fastify would also take text/plain, a body a cross-origin page can send.
+    this.app.removeContentTypeParser('text/plain');
     this.app.decorateRequest('actor', '');
     this.app.addHook('onRequest', async (req) => this.authenticate(req));
     this.app.setErrorHandler((err, req, reply) => this.sendError(err, req, reply));
@@ -175,7 +204,19 @@ export class ControlApi {
   private authenticate(req: FastifyRequest): void {
     const need = req.routeOptions.config?.scope;
     if (need === undefined) return;
+    // A browser page from another origin can send a POST (a "simple" one needs no
+    // preflight): nothing it sends may change anything. Browsers always name the page's
+    // origin on such a request; the dashboard's own requests come from this origin.
+    const origin = req.headers.origin;
+    if (origin !== undefined && req.method !== 'GET' && req.method !== 'HEAD' && !sameOrigin(origin, req.headers.host)) {
+      throw new ControlError(403, 'CROSS_ORIGIN', `a request from the page ${origin.slice(0, 100)} cannot change anything here`);
+    }
     if (this.tokens.length === 0) {
+      // Without tokens (loopback only), DNS rebinding could let a web page reach the
+      // API under its own name: answer only requests addressed to a loopback name.
+      if (!loopbackHostHeader(req.headers.host)) {
+        throw new ControlError(403, 'FORBIDDEN_HOST', 'without control.tokens the API answers only requests to a loopback host (127.0.0.1, localhost, [::1])');
+      }
       req.actor = 'local';
       return;
     }

@@ -618,7 +618,8 @@ describe('control API: auth, If-Match, bad input, rollback, events', () => {
     const cases: [string, number, string, string, string, Parameters<typeof api>[3]][] = [
       ['malformed JSON', 400, 'MALFORMED_JSON', 'PUT', '/v1/services/shop/weights', { raw: '{"weights": {"blue": 1' }],
       ['empty JSON body', 400, 'MALFORMED_JSON', 'PUT', '/v1/services/shop/weights', { raw: '' }],
-      ['text/plain body', 400, 'INVALID_REQUEST', 'PUT', '/v1/services/shop/weights', { raw: 'blue=1', headers: { 'content-type': 'text/plain' } }],
+      // JSON only: text/plain is a body a cross-origin page can send without a preflight.
+      ['text/plain body', 415, 'UNSUPPORTED_MEDIA_TYPE', 'PUT', '/v1/services/shop/weights', { raw: 'blue=1', headers: { 'content-type': 'text/plain' } }],
       ['unsupported content-type', 415, 'UNSUPPORTED_MEDIA_TYPE', 'PUT', '/v1/services/shop/weights', { raw: 'blue=1', headers: { 'content-type': 'application/x-www-form-urlencoded' } }],
       ['unknown service', 404, 'UNKNOWN_SERVICE', 'PUT', '/v1/services/nope/weights', { body: W({ blue: 1 }) }],
       ['unknown service (cutover)', 404, 'UNKNOWN_SERVICE', 'POST', '/v1/services/nope/cutover', { body: { to: 'green' } }],
