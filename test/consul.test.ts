@@ -9,9 +9,8 @@
 // Measured figures are printed ([consul] lines); bounds are the documented ones plus
 // slack for a shared 2-core machine.
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -20,110 +19,12 @@ import { request } from 'undici';
 import pino from 'pino';
 import { startGateway, type RunningGateway } from '../bin/serve.js';
 import { ConfigError, loadConfigText } from '../config/load.js';
-import { load, ROOT, startProcess, startUpstream, waitFor, writeConfig, type GatewayProcess, type Upstream } from './helpers.js';
+import { load, startProcess, startUpstream, waitFor, writeConfig, type GatewayProcess, type Upstream } from './helpers.js';
+import { agents, consulPut, deregister, freePort, maintenance, register, startConsul, type ConsulAgent } from './consul-agent.js';
 
 // ---------------------------------------------------------------------------------
-// The Consul agent
+// The Consul agent: test/consul-agent.ts
 
-function consulBinary(): string {
-  const explicit = process.env.SWITCHYARD_CONSUL_BIN;
-  if (explicit !== undefined) {
-    if (existsSync(explicit)) return explicit;
-    throw new Error(`consul binary not found at SWITCHYARD_CONSUL_BIN=${explicit}`);
-  }
-  const local = join(ROOT, '.tools/consul/usr/bin/consul');
-  if (existsSync(local)) return local;
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    if (dir && existsSync(join(dir, 'consul'))) return join(dir, 'consul');
-  }
-  throw new Error('consul binary not found (.tools/consul/usr/bin/consul or PATH): run `bash scripts/ensure-test-deps.sh` (it fetches Consul 1.8.7 from Debian bullseye into .tools/consul); the Consul suite cannot run without it');
-}
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
-interface ConsulAgent {
-  proc: ChildProcess;
-  /** ACL token the test helpers send (agents started with ACLs on). */
-  token?: string;
-  pid: number;
-  httpPort: number;
-  url: string;
-  output: () => string;
-  /** Stops this agent by its PID (SIGKILL by default: a crash). */
-  stop(signal?: NodeJS.Signals): Promise<void>;
-}
-
-const agents = new Set<ConsulAgent>();
-
-/** Starts `consul agent -dev` (fresh, in-memory state) on free ports, or on httpPort. */
-async function startConsul(httpPort?: number, opts: { args?: string[]; token?: string } = {}): Promise<ConsulAgent> {
-  const bin = consulBinary();
-  const port = httpPort ?? (await freePort());
-  const [lan, wan, server] = [await freePort(), await freePort(), await freePort()];
-  const args = ['agent', '-dev', '-bind', '127.0.0.1', '-client', '127.0.0.1', '-http-port', String(port), '-serf-lan-port', String(lan), '-serf-wan-port', String(wan), '-server-port', String(server), '-dns-port', '-1', '-grpc-port', '-1', '-log-level', 'warn', ...(opts.args ?? [])];
-  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-  const agent: ConsulAgent = {
-    proc,
-    token: opts.token,
-    pid: proc.pid!,
-    httpPort: port,
-    url: `http://127.0.0.1:${port}`,
-    output: () => out,
-    async stop(signal: NodeJS.Signals = 'SIGKILL') {
-      agents.delete(agent);
-      if (proc.exitCode === null && proc.signalCode === null) process.kill(agent.pid, signal);
-      await exited;
-    },
-  };
-  agents.add(agent);
-  try {
-    await waitFor(
-      async () => {
-        if (proc.exitCode !== null) throw new Error(`consul exited with ${proc.exitCode}: ${out.slice(-2000)}`);
-        const headers = opts.token ? { 'x-consul-token': opts.token } : {};
-        const leader = await (await request(`${agent.url}/v1/status/leader`, { headers })).body.text();
-        if (leader.length <= 2) return false;
-        // The agent's node is in the catalog (its services can be passing).
-        const nodes = (await (await request(`${agent.url}/v1/catalog/nodes`, { headers })).body.json()) as unknown[];
-        return nodes.length > 0;
-      },
-      { timeout: 30_000, interval: 100, message: `consul agent on port ${port} up` },
-    );
-  } catch (err) {
-    await agent.stop();
-    throw err;
-  }
-  return agent;
-}
-
-async function consulPut(agent: ConsulAgent, path: string, body?: unknown): Promise<void> {
-  const res = await request(`${agent.url}${path}`, { method: 'PUT', headers: agent.token ? { 'x-consul-token': agent.token } : {}, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.body.text();
-  if (res.statusCode !== 200) throw new Error(`PUT ${path}: ${res.statusCode} ${text}`);
-}
-
-interface Instance {
-  ID: string;
-  Name: string;
-  Port: number;
-  Tags?: string[];
-  Meta?: Record<string, string>;
-  Check?: Record<string, unknown>;
-}
-
-const register = (a: ConsulAgent, s: Instance) => consulPut(a, '/v1/agent/service/register', { Address: '127.0.0.1', ...s });
-const deregister = (a: ConsulAgent, id: string) => consulPut(a, `/v1/agent/service/deregister/${id}`);
-const maintenance = (a: ConsulAgent, id: string, enable: boolean) => consulPut(a, `/v1/agent/service/maintenance/${id}?enable=${enable}&reason=test`);
 
 // ---------------------------------------------------------------------------------
 // Upstreams and the gateway
