@@ -563,6 +563,9 @@ export class ControlApi {
     }
     await this.app.listen({ host, port });
     this.bound = host;
+    if (!isLoopbackHost(host) && this.opts.config.tls === undefined) {
+      this.opts.log.warn({ listen: this.opts.config.listen }, 'control API on a non-loopback address without control.tls: bearer tokens cross the network in clear text');
+    }
     return this.app.server.address() as AddressInfo;
   }
 
