@@ -4,6 +4,7 @@
 // form targets, CONNECT, HTTP/0.9, and gateway.maxConnectionsPerClient.
 
 import http from 'node:http';
+import http2 from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -294,6 +295,52 @@ describe('hostile clients', () => {
       expect(x.responses).toHaveLength(1);
       expect(up.seen).toHaveLength(0);
     });
+  });
+
+  it('HTTP/2: a body over maxBodySize is refused with 413 JSON (declared, or streamed without a length) and never completes upstream; the session survives', async () => {
+    up.seen.length = 0;
+    up.completed.length = 0;
+    const session = http2.connect(`https://127.0.0.1:${secure.port}`, { ca: ca.ca, servername: 'shop.test' });
+    const post = (headers: http2.OutgoingHttpHeaders, chunks: Buffer[]): Promise<{ status: number; json: any }> =>
+      new Promise((resolve, reject) => {
+        const s = session.request({ ':method': 'POST', ':path': '/upload', ':authority': 'shop.test', ...headers });
+        let status = 0;
+        let text = '';
+        s.on('response', (h) => (status = Number(h[':status'])));
+        s.on('data', (d: Buffer) => (text += d.toString()));
+        s.on('end', () => {
+          let json: any;
+          try {
+            json = JSON.parse(text);
+          } catch {
+            json = undefined;
+          }
+          resolve({ status, json });
+        });
+        s.on('error', reject);
+        (async () => {
+          for (const c of chunks) {
+            if (s.destroyed || s.writableEnded) return;
+            s.write(c);
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          if (!s.destroyed) s.end();
+        })().catch(() => {});
+      });
+    try {
+      const declared = await post({ 'content-length': '2000' }, [Buffer.alloc(2000, 0x61)]);
+      expect(declared.status).toBe(413);
+      expect(declared.json.error.code).toBe('BODY_TOO_LARGE');
+      const streamed = await post({}, [Buffer.alloc(600, 0x62), Buffer.alloc(600, 0x63), Buffer.alloc(600, 0x64)]);
+      expect(streamed.status).toBe(413);
+      expect(streamed.json.error.code).toBe('BODY_TOO_LARGE');
+      const small = await post({}, [Buffer.alloc(500, 0x65)]);
+      expect(small.status).toBe(200);
+      await new Promise((r) => setTimeout(r, 150));
+      expect(up.completed).toEqual(['POST /upload']);
+    } finally {
+      session.close();
+    }
   });
 
   it('TLS handshakes held open without a byte are cut after the headers timeout', async () => {
