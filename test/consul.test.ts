@@ -16,10 +16,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import pino from 'pino';
-import { startGateway, type RunningGateway } from '../bin/serve.js';
+import type { RunningGateway } from '../bin/serve.js';
 import { ConfigError, loadConfigText } from '../config/load.js';
-import { load, startProcess, startUpstream, waitFor, writeConfig, type GatewayProcess, type Upstream } from './helpers.js';
+import { load, startInProcess, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
 import { agents, consulPut, deregister, freePort, maintenance, register, startConsul, type ConsulAgent } from './consul-agent.js';
 
 // ---------------------------------------------------------------------------------
@@ -80,19 +79,9 @@ function gatewayConfig(consulUrl: string, versions: Versions, consulExtra: Recor
 }
 
 async function startGw(config: Record<string, unknown>): Promise<Gw> {
-  const logs: Record<string, unknown>[] = [];
-  const stream = { write: (line: string) => void logs.push(JSON.parse(line)) };
-  const file = writeConfig(config);
-  const gw = await startGateway({ configFile: file, log: pino({ level: process.env.SWITCHYARD_TEST_LOG ?? 'debug' }, stream) });
-  cleanups.push(() => gw.close());
-  return {
-    gw,
-    file,
-    logs,
-    url: `http://127.0.0.1:${gw.addresses.gateway.port}`,
-    adminUrl: `http://127.0.0.1:${gw.addresses.admin.port}`,
-    controlUrl: `http://127.0.0.1:${gw.addresses.control.port}`,
-  };
+  const g = await startInProcess(config, { captureLogs: true });
+  cleanups.push(() => g.close());
+  return g;
 }
 
 const ids = (g: Gw, version: string, service = 'shop'): string[] => g.gw.dataplane.endpointsOf(service, version).map((e) => e.id).sort();

@@ -13,12 +13,11 @@ import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import pino from 'pino';
 import { stringify } from 'yaml';
-import { startGateway, type RunningGateway } from '../bin/serve.js';
+import type { RunningGateway } from '../bin/serve.js';
 import { ConfigError, loadConfigText } from '../config/load.js';
 import { freePort, startDnsmasq, stopAllDnsmasq } from './dnsmasq.js';
-import { load, waitFor, writeConfig } from './helpers.js';
+import { load, startInProcess, waitFor } from './helpers.js';
 
 // ---------------------------------------------------------------------------------
 // Upstreams on extra loopback addresses
@@ -101,19 +100,9 @@ function dnsConfig(versions: Record<string, unknown>, service: Record<string, un
 }
 
 async function startGw(config: Record<string, unknown>): Promise<Gw> {
-  const logs: Record<string, any>[] = [];
-  const stream = { write: (line: string) => void logs.push(JSON.parse(line)) };
-  const file = writeConfig(config);
-  const gw = await startGateway({ configFile: file, log: pino({ level: process.env.SWITCHYARD_TEST_LOG ?? 'debug' }, stream) });
-  cleanups.push(() => gw.close());
-  return {
-    gw,
-    file,
-    logs,
-    url: `http://127.0.0.1:${gw.addresses.gateway.port}`,
-    adminUrl: `http://127.0.0.1:${gw.addresses.admin.port}`,
-    controlUrl: `http://127.0.0.1:${gw.addresses.control.port}`,
-  };
+  const g = await startInProcess(config, { captureLogs: true });
+  cleanups.push(() => g.close());
+  return g;
 }
 
 const ids = (g: Gw, version = 'blue'): string[] => g.gw.dataplane.endpointsOf('shop', version).map((e) => e.id).sort();

@@ -3,9 +3,9 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
@@ -82,16 +82,30 @@ export interface InProcessGateway {
   adminUrl: string;
   controlUrl: string;
   file: string;
+  /** Log lines, parsed, when started with captureLogs. */
+  logs: Record<string, any>[]; // eslint-disable-line @typescript-eslint/no-explicit-any
   close(): Promise<void>;
 }
 
-export async function startInProcess(config: object | string): Promise<InProcessGateway> {
+export interface InProcessOptions {
+  /** Keep every log line (level SWITCHYARD_TEST_LOG, default debug) in `logs`. */
+  captureLogs?: boolean;
+  /** Files copied beside the config (name → source path), for relative paths in it. */
+  files?: Record<string, string>;
+}
+
+export async function startInProcess(config: object | string, opts: InProcessOptions = {}): Promise<InProcessGateway> {
   const file = writeConfig(config);
-  const level = process.env.SWITCHYARD_TEST_LOG ?? 'silent';
-  const gw = await startGateway({ configFile: file, log: pino({ level }) });
+  for (const [name, from] of Object.entries(opts.files ?? {})) copyFileSync(from, join(dirname(file), name));
+  const logs: Record<string, any>[] = []; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const log = opts.captureLogs
+    ? pino({ level: process.env.SWITCHYARD_TEST_LOG ?? 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line)) })
+    : pino({ level: process.env.SWITCHYARD_TEST_LOG ?? 'silent' });
+  const gw = await startGateway({ configFile: file, log });
   return {
     gw,
     file,
+    logs,
     url: `http://127.0.0.1:${gw.addresses.gateway.port}`,
     adminUrl: `http://127.0.0.1:${gw.addresses.admin.port}`,
     controlUrl: `http://127.0.0.1:${gw.addresses.control.port}`,

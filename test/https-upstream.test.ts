@@ -4,23 +4,22 @@
 // unrelated CA), and a real gateway started in-process.
 
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type net from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
-import pino from 'pino';
 import { stringify } from 'yaml';
-import { startGateway, type RunningGateway } from '../bin/serve.js';
+import type { RunningGateway } from '../bin/serve.js';
 import { ConfigError, loadConfigText } from '../config/load.js';
 import { freePort, startDnsmasq, stopAllDnsmasq } from './dnsmasq.js';
-import { load, shopConfig, startUpstream, waitFor, writeConfig } from './helpers.js';
+import { load, shopConfig, startInProcess, startUpstream, waitFor } from './helpers.js';
 
 // ---------------------------------------------------------------------------------
 // Certificates
@@ -122,18 +121,9 @@ interface Gw {
 }
 
 async function startGw(config: Record<string, unknown>, files: Record<string, string> = {}): Promise<Gw> {
-  const file = writeConfig(config);
-  // Files beside the config (a relative tls.ca resolves against the config's directory).
-  for (const [name, from] of Object.entries(files)) copyFileSync(from, join(dirname(file), name));
-  const gw = await startGateway({ configFile: file, log: pino({ level: process.env.SWITCHYARD_TEST_LOG ?? 'silent' }) });
-  cleanups.push(() => gw.close());
-  return {
-    gw,
-    file,
-    url: `http://127.0.0.1:${gw.addresses.gateway.port}`,
-    adminUrl: `http://127.0.0.1:${gw.addresses.admin.port}`,
-    controlUrl: `http://127.0.0.1:${gw.addresses.control.port}`,
-  };
+  const g = await startInProcess(config, { files });
+  cleanups.push(() => g.close());
+  return g;
 }
 
 async function get(url: string, opts: { headers?: Record<string, string>; method?: string; body?: string } = {}): Promise<{ status: number; body: string; json: any }> {
