@@ -68,6 +68,11 @@ export function upstreamRequestHeaders(req: IncomingMessage, requestId: string, 
     if (lower === 'host') host = raw[i + 1];
     out.push(name, raw[i + 1]);
   }
+  return appendForwarded(out, req, xff, host, proto, requestId);
+}
+
+/** The headers the gateway adds for the upstream: x-forwarded-* and x-request-id. */
+function appendForwarded(out: string[], req: IncomingMessage, xff: string | undefined, host: string | undefined, proto: string, requestId: string): string[] {
   const client = clientAddress(req);
   out.push('x-forwarded-for', xff === undefined ? client : `${xff}, ${client}`);
   out.push('x-forwarded-proto', proto);
@@ -113,12 +118,7 @@ function upstreamRequestHeadersH2(req: IncomingMessage, requestId: string, proto
     out.push('host', authority);
   }
   if (cookie !== undefined) out.push('cookie', cookie);
-  const client = clientAddress(req);
-  out.push('x-forwarded-for', xff === undefined ? client : `${xff}, ${client}`);
-  out.push('x-forwarded-proto', proto);
-  if (host !== undefined) out.push('x-forwarded-host', host);
-  out.push('x-request-id', requestId);
-  return out;
+  return appendForwarded(out, req, xff, host, proto, requestId);
 }
 
 /**
