@@ -233,6 +233,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (!ge.notSent) return false;
     if (this.hasBody && this.req.readableDidRead) return false;
     if (this.hasBody && !IDEMPOTENT.has(this.req.method as string)) return false;
+    // A reset before any response byte may come from a backend that ran the request and
+    // then died: only an idempotent request may be sent again after one. (A refused or
+    // timed-out connect never reached anything: any request may move.)
+    if (ge.reason === 'reset' && !IDEMPOTENT.has(this.req.method as string)) return false;
     // Retries within the version, plus one failover attempt on another version.
     // (retries.attempts: 0 turns both off.)
     const n = this.service.config.retries.attempts;

@@ -469,6 +469,11 @@ export class GatewayServer implements ExchangeHost {
     up.once('upgrade', (ures, usocket: Socket, uhead: Buffer) => {
       up.setTimeout(0);
       usocket.setTimeout(0);
+      // The client left while the upstream was answering: nothing to tunnel.
+      if (socket.destroyed || socket.readableEnded) {
+        usocket.destroy();
+        return;
+      }
       const lines = [`HTTP/1.1 ${ures.statusCode} ${ures.statusMessage ?? 'Switching Protocols'}`];
       for (let i = 0; i < ures.rawHeaders.length; i += 2) lines.push(`${ures.rawHeaders[i]}: ${ures.rawHeaders[i + 1]}`);
       lines.push(`x-request-id: ${requestId}`, '', '');
@@ -491,6 +496,17 @@ export class GatewayServer implements ExchangeHost {
       usocket.pipe(socket);
     });
     socket.on('error', () => up.destroy());
+    // A client that leaves before the upstream's 101 must not leave the upstream socket
+    // (and a tunnel) behind.
+    // (After an upgrade request Node no longer reads the socket for us: a client that
+    // hangs up shows as 'end' on a half-open socket, not always as 'close'.)
+    const abandon = (): void => void up.destroy();
+    socket.once('close', abandon);
+    socket.once('end', abandon);
+    up.once('upgrade', () => {
+      socket.off('close', abandon);
+      socket.off('end', abandon);
+    });
     up.end();
   }
 

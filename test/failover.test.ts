@@ -91,3 +91,38 @@ describe('version failover for never-sent requests', () => {
     }
   });
 });
+
+describe('a reset before any response byte', () => {
+  it('is retried for GET, never for a bodiless POST (the backend may have run it)', async () => {
+    // Both backends run the request, then reset the connection without answering.
+    const runs: string[] = [];
+    const crashing = (name: string): Promise<Upstream> =>
+      startUpstream(name, (req, res) => {
+        runs.push(`${name} ${req.method}`);
+        req.resume();
+        req.socket.destroy();
+        void res;
+      });
+    const a = await crashing('a');
+    const b = await crashing('b');
+    const g = await startInProcess(
+      shopConfig({ blue: { weight: 1, endpoints: [a.address, b.address] } }, { outlierDetection: { consecutive5xx: 0, consecutiveGatewayErrors: 0 }, retries: { attempts: 1 } }),
+    );
+    try {
+      const post = await request(`${g.url}/orders/1/charge`, { method: 'POST' });
+      expect(post.statusCode).toBe(502);
+      await post.body.dump();
+      expect(runs.filter((r) => r.endsWith('POST'))).toHaveLength(1);
+      const get = await request(`${g.url}/orders/1`);
+      await get.body.dump();
+      expect(get.statusCode).toBe(502);
+      // Retried once on the other endpoint.
+      expect(runs.filter((r) => r.endsWith('GET'))).toHaveLength(2);
+      expect(new Set(runs.filter((r) => r.endsWith('GET')).map((r) => r.split(' ')[0])).size).toBe(2);
+    } finally {
+      await g.close();
+      await a.close();
+      await b.close();
+    }
+  });
+});

@@ -778,4 +778,40 @@ describe('forwarding', () => {
       await up.close();
     }
   });
+  it('a client that leaves before the upstream answers its upgrade leaves no tunnel or upstream socket behind', async () => {
+    const upstreamSockets = new Set<import('node:net').Socket>();
+    let seen = 0;
+    const be = http.createServer();
+    be.on('upgrade', (_req, sock) => {
+      seen++;
+      upstreamSockets.add(sock);
+      const gone = (): void => void upstreamSockets.delete(sock);
+      sock.on('close', gone);
+      sock.on('end', gone);
+      sock.on('error', gone);
+      setTimeout(() => {
+        if (!sock.destroyed) sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+      }, 300);
+    });
+    await new Promise<void>((r) => be.listen(0, '127.0.0.1', r));
+    const g = await startInProcess(shopConfig({ blue: { weight: 1, endpoints: [`127.0.0.1:${(be.address() as { port: number }).port}`] } }));
+    try {
+      for (let i = 0; i < 20; i++) {
+        const c = connect((g.gw.addresses.gateway as { port: number }).port, '127.0.0.1', () => {
+          c.write('GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+          setTimeout(() => c.destroy(), 50);
+        });
+        c.on('error', () => {});
+      }
+      await waitFor(() => seen === 20, { timeout: 5000 });
+      await new Promise((r) => setTimeout(r, 800));
+      expect(g.gw.gateway.openTunnels).toBe(0);
+      expect(upstreamSockets.size).toBe(0);
+    } finally {
+      await g.close();
+      be.close();
+      be.closeAllConnections();
+    }
+  });
+
 });
