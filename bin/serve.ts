@@ -266,7 +266,12 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     };
 
     if (opts.signals) {
-      const onHup = (): void => void reload();
+      const onHup = (): void => {
+        if (reload().length > 0) return;
+        controller.record('signal', 'config.reloaded', { source: 'SIGHUP' }).catch((err: Error) => {
+          log.warn({ err: err.message }, 'config reloaded, but the event could not be recorded');
+        });
+      };
       let signalled = false;
       const onTerm = (sig: NodeJS.Signals): void => {
         if (signalled) {

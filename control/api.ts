@@ -492,8 +492,16 @@ export class ControlApi {
     app.post('/v1/reload', { config: { scope: 'admin' } }, async (req) => {
       const problems = this.opts.reload();
       if (problems.length > 0) throw new ControlError(400, 'CONFIG_INVALID', `the config file was refused; the running config stays: ${problems.join('; ')}`, { problems });
-      await c.record(req.actor, 'config.reloaded', {});
-      return { reloaded: true, revision: c.revision };
+      // The new config is in; the audit event is best effort (a store outage must not
+      // turn an applied reload into a reported failure).
+      let recorded = true;
+      try {
+        await c.record(req.actor, 'config.reloaded', { source: 'api' });
+      } catch (err) {
+        recorded = false;
+        this.opts.log.warn({ err: (err as Error).message }, 'config reloaded, but the event could not be recorded');
+      }
+      return { reloaded: true, recorded, revision: c.revision };
     });
 
     // Live figures: one JSON snapshot, or with Accept: text/event-stream one every second.

@@ -132,7 +132,11 @@ export class Controller extends EventEmitter {
       const lastId = this.state.events.at(-1)?.id ?? 0;
       this.state = next;
       this.applyStoredWeights();
-      for (const e of next.events) if (e.id > lastId) this.emit('remote', e);
+      for (const e of next.events) {
+        if (e.id <= lastId) continue;
+        this.applyRemoteEvent(e);
+        this.emit('remote', e);
+      }
       this.log.debug({ revision: next.revision }, 'applied state from the store');
       this.emit('applied', next.revision);
     };
@@ -148,7 +152,11 @@ export class Controller extends EventEmitter {
       const lastId = this.state.events.at(-1)?.id ?? 0;
       this.state = s;
       this.applyStoredWeights();
-      for (const e of s.events) if (e.id > lastId) this.emit('remote', e);
+      for (const e of s.events) {
+        if (e.id <= lastId) continue;
+        this.applyRemoteEvent(e);
+        this.emit('remote', e);
+      }
       this.emit('applied', s.revision);
     }
   }
@@ -196,16 +204,27 @@ export class Controller extends EventEmitter {
 
   /** After a config reload: stored weights win for the versions that still exist. */
   applyStoredWeights(): void {
-    for (const [name, s] of Object.entries(this.state.services)) {
-      const sc = this.dp.service(name);
-      if (sc === undefined) continue;
-      const w: Weights = {};
-      for (const v of sc.versions) if (s.weights[v.name] !== undefined) w[v.name] = s.weights[v.name];
-      try {
-        this.dp.setWeights(name, w);
-      } catch (err) {
-        this.log.warn({ service: name, err: (err as Error).message }, 'stored weights do not fit the config; the config weights stay');
-      }
+    for (const [name, s] of Object.entries(this.state.services)) this.applyWeights(name, s.weights);
+  }
+
+  /** Applies stored weights to the data plane for the versions the config has now
+   * (a reload may have removed one); never throws — the state is already written. */
+  private applyWeights(name: string, weights: Weights): void {
+    const sc = this.dp.service(name);
+    if (sc === undefined) return;
+    const w: Weights = {};
+    for (const v of sc.versions) if (weights[v.name] !== undefined) w[v.name] = weights[v.name];
+    try {
+      this.dp.setWeights(name, w);
+    } catch (err) {
+      this.log.warn({ service: name, err: (err as Error).message }, 'stored weights do not fit the config; the config weights stay');
+    }
+  }
+
+  /** Drains announced by other replicas of the fleet apply here too. */
+  private applyRemoteEvent(e: ControlEvent): void {
+    if (e.action === 'endpoint.drained' && e.service !== null && typeof e.detail.endpoint === 'string') {
+      this.dp.drainEndpoint(e.service, e.detail.endpoint);
     }
   }
 
@@ -316,7 +335,7 @@ export class Controller extends EventEmitter {
       this.state = next;
       if (change.service !== null) {
         const w = next.services[change.service]?.weights;
-        if (w !== undefined) this.dp.setWeights(change.service, w);
+        if (w !== undefined) this.applyWeights(change.service, w);
       }
       this.log.info({ actor, service: change.service, action: change.action, revision: next.revision, detail: change.detail }, 'control change');
       this.emit('event', event);
@@ -332,6 +351,14 @@ export class Controller extends EventEmitter {
    * the caller last saw. */
   async setWeights(actor: string, service: string, weights: Weights, ifMatch?: number): Promise<{ revision: number; weights: Weights }> {
     this.requireService(service);
+    // The caller saw a newer revision (on another replica) than this one has applied:
+    // catch up before judging If-Match.
+    if (ifMatch !== undefined && ifMatch > this.serviceRevision(service)) {
+      const run = (): Promise<void> => this.resync().catch(() => {});
+      const p = this.chain.then(run, run);
+      this.chain = p;
+      await p;
+    }
     const r = await this.mutate(actor, (next) => {
       if (ifMatch !== undefined && ifMatch !== this.serviceRevision(service)) {
         throw new ControlError(412, 'REVISION_MISMATCH', `If-Match revision ${ifMatch} is stale; service ${service} is at revision ${this.serviceRevision(service)}`, {
@@ -652,10 +679,10 @@ export class Controller extends EventEmitter {
     this.requireService(service);
     const found = this.dp.allEndpoints().some((e) => e.service === service && e.id === id && e.listed);
     if (!found) throw new ControlError(404, 'UNKNOWN_ENDPOINT', `service ${service} has no endpoint ${id}`);
-    const r = await this.mutate(actor, () => {
-      this.dp.drainEndpoint(service, id);
-      return { service, action: 'endpoint.drained', detail: { endpoint: id } };
-    });
+    // Recorded first, applied once recorded: a drain answered as failed never happened,
+    // and the other replicas of a fleet apply it from the event.
+    const r = await this.mutate(actor, () => ({ service, action: 'endpoint.drained', detail: { endpoint: id } }));
+    this.dp.drainEndpoint(service, id);
     return { revision: r.revision };
   }
 

@@ -81,6 +81,19 @@ export class Dataplane {
         }
       }
     }
+    // Probes turned off by this config: no probe will ever bring an endpoint back, so
+    // every endpoint of the service is available again (as without a healthCheck block).
+    for (const s of config.services) {
+      if (s.healthCheck.enabled) continue;
+      for (const v of s.versions) {
+        for (const e of this.endpoints.get(vkey(s.name, v.name))?.values() ?? []) {
+          if (e.healthy && !e.probePending) continue;
+          e.healthy = true;
+          e.probePending = false;
+          e.availableSince = Date.now();
+        }
+      }
+    }
     for (const [svc, w] of this.weights) {
       const sc = config.services.find((s) => s.name === svc);
       if (sc === undefined) {

@@ -205,6 +205,27 @@ describe('fleet: 3 replicas on one redis', () => {
     expect(done.analysis.last.target.requests).toBeGreaterThanOrEqual(20);
   });
 
+  it('an endpoint drain: refused and not applied while Redis is down; once written, applied on every replica', async () => {
+    const [a, b] = await startFleet(2);
+    const id = encodeURIComponent(blue.address);
+    redis.pause();
+    try {
+      const r = await api(a.controlUrl, 'POST', `/v1/services/shop/endpoints/${id}/drain`);
+      expect(r.status).toBe(503);
+      expect(r.body.error.code).toBe('STORE_UNAVAILABLE');
+    } finally {
+      redis.resume();
+    }
+    for (const g of [a, b]) expect((await weightsOn(g)).versions.blue.endpoints[0].state).toBe('healthy');
+    const ok = await waitFor(async () => {
+      const r = await api(a.controlUrl, 'POST', `/v1/services/shop/endpoints/${id}/drain`);
+      return r.status === 200 ? r : undefined;
+    }, { timeout: 10_000, interval: 200 });
+    expect(ok.body.draining).toBe(true);
+    // The other replica applies it from the fleet's event log.
+    await waitFor(async () => (await weightsOn(b)).versions.blue.endpoints[0]?.state !== 'healthy', { timeout: 5000 });
+  });
+
   it('redis paused for 5 s under load: 0 failed requests, writes answer 503 fast, the fleet resyncs after', async () => {
     const [a, b, c] = await startFleet();
     let stop = false;

@@ -127,7 +127,6 @@ export class FileStore implements Store {
   }
 
   async write(expected: number, next: DesiredState): Promise<void> {
-    if (expected !== this.revision) throw new RevisionConflictError(this.revision);
     const dir = dirname(this.file);
     const tmp = join(dir, `.${basename(this.file)}.tmp-${process.pid}-${++this.seq}`);
     try {
@@ -137,8 +136,11 @@ export class FileStore implements Store {
       throw new StoreUnavailableError(`cannot lock state file ${this.file}: ${(err as Error).message}`, { cause: err });
     }
     try {
+      // Another process wrote a newer state: conflict (the controller re-reads and
+      // decides again). An older or missing file (deleted by an operator, restored from a
+      // backup) is simply replaced by ours, which is newer.
       const stored = await this.storedRevision();
-      if (stored !== expected) {
+      if (stored > expected) {
         this.revision = stored;
         throw new RevisionConflictError(stored);
       }

@@ -48,7 +48,8 @@ export class OutlierDetector {
   }
 
   private eject(e: Endpoint, baseMs: number, maxPercent: number, why: string): void {
-    const peers = this.dp.endpointsOf(e.service, e.version);
+    // Draining endpoints take no new traffic: they do not count toward the pool.
+    const peers = this.dp.endpointsOf(e.service, e.version).filter((p) => !p.draining);
     const ejected = peers.filter((p) => p.ejectedUntil !== 0).length;
     const allowed = Math.floor((peers.length * maxPercent) / 100);
     if (ejected + 1 > allowed) {
