@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FileStore } from '../control/store/file.js';
 import { RevisionConflictError } from '../control/store/store.js';
@@ -123,15 +123,18 @@ describe('file store', () => {
     expect((await b.load())?.revision).toBe(2);
     await b.write(2, stateAt(3));
     await expect(a.write(2, stateAt(3))).rejects.toBeInstanceOf(RevisionConflictError);
-    // Concurrent writers from the same revision: exactly one wins.
-    const c = new FileStore(file);
-    const d = new FileStore(file);
-    await c.load();
-    await d.load();
-    const results = await Promise.allSettled([c.write(3, stateAt(4)), d.write(3, stateAt(4))]);
-    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
-    expect(results.filter((r) => r.status === 'rejected' && r.reason instanceof RevisionConflictError)).toHaveLength(1);
-    expect(existsSync(`${file}.lock`)).toBe(false);
+    // Concurrent writers from the same revision: exactly one wins, every time.
+    for (let rev = 3; rev < 23; rev++) {
+      const c = new FileStore(file);
+      const d = new FileStore(file);
+      await c.load();
+      await d.load();
+      const results = await Promise.allSettled([c.write(rev, stateAt(rev + 1)), d.write(rev, stateAt(rev + 1))]);
+      expect(results.filter((r) => r.status === 'fulfilled'), `round ${rev}`).toHaveLength(1);
+      expect(results.filter((r) => r.status === 'rejected' && r.reason instanceof RevisionConflictError), `round ${rev}`).toHaveLength(1);
+      expect(existsSync(`${file}.lock`)).toBe(false);
+    }
+    expect(readdirSync(dirname(file)).filter((n) => n.includes('.lock'))).toEqual([]);
   });
 
   it('a lock left by a killed writer is broken at once', async () => {

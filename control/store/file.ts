@@ -12,6 +12,7 @@
 // decides again instead of silently overwriting.
 
 import { link, open, readFile, readdir, rename, unlink, mkdir, stat, writeFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { isDesiredState, type DesiredState } from '../state.js';
 import { RevisionConflictError, StoreUnavailableError, type Store } from './store.js';
@@ -44,7 +45,7 @@ export class FileStore implements Store {
     for (;;) {
       // The lock appears with its owner's pid already in it: written to a private
       // file first, then hard-linked into place (link fails if the lock exists).
-      const mine = `${this.lockFile}.${process.pid}.${++this.seq}`;
+      const mine = `${this.lockFile}.${process.pid}.${randomUUID()}`;
       try {
         await writeFile(mine, String(process.pid), { mode: 0o600 });
         await link(mine, this.lockFile);
