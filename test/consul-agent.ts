@@ -52,7 +52,20 @@ export interface ConsulAgent {
 export const agents = new Set<ConsulAgent>();
 
 /** Starts `consul agent -dev` (fresh, in-memory state) on free ports, or on httpPort. */
+/** Starts an agent; on free ports it tries again (fresh ports) if one does not come up,
+ * since a port found free a moment ago can be taken by then on a busy machine. */
 export async function startConsul(httpPort?: number, opts: { args?: string[]; token?: string } = {}): Promise<ConsulAgent> {
+  const tries = httpPort === undefined ? 3 : 1;
+  for (let i = 1; ; i++) {
+    try {
+      return await startConsulOnce(httpPort, opts);
+    } catch (err) {
+      if (i >= tries) throw err;
+    }
+  }
+}
+
+async function startConsulOnce(httpPort: number | undefined, opts: { args?: string[]; token?: string }): Promise<ConsulAgent> {
   const bin = consulBinary();
   const port = httpPort ?? (await freePort());
   const [lan, wan, server] = [await freePort(), await freePort(), await freePort()];
@@ -97,11 +110,11 @@ export async function startConsul(httpPort?: number, opts: { args?: string[]; to
         const nodes = (await (await request(`${agent.url}/v1/catalog/nodes`, { headers })).body.json()) as unknown[];
         return nodes.length > 0;
       },
-      { timeout: 30_000, interval: 100, message: `consul agent on port ${port} up` },
+      { timeout: 20_000, interval: 100, message: `consul agent on port ${port} up` },
     );
   } catch (err) {
     await agent.stop();
-    throw err;
+    throw new Error(`${(err as Error).message}; agent output: ${out.slice(-1500)}`);
   }
   return agent;
 }

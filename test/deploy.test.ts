@@ -20,6 +20,7 @@ import type { Config } from '../config/types.js';
 import { startGateway } from '../bin/serve.js';
 import { CLI, ROOT, waitFor, writeConfig } from './helpers.js';
 import { freePort, startRedis, type RedisServer } from './redis-server.js';
+import { startConsul } from './consul-agent.js';
 
 type Json = Record<string, any>;
 
@@ -241,14 +242,6 @@ describe('docker compose demo (parsed)', () => {
 // ---------------------------------------------------------------------------------
 // The Compose demo's parts, run without Docker
 
-function consulBinary(): string {
-  const explicit = process.env.SWITCHYARD_CONSUL_BIN;
-  if (explicit !== undefined && existsSync(explicit)) return explicit;
-  const local = join(ROOT, '.tools/consul/usr/bin/consul');
-  if (existsSync(local)) return local;
-  for (const dir of (process.env.PATH ?? '').split(':')) if (dir && existsSync(join(dir, 'consul'))) return join(dir, 'consul');
-  throw new Error('consul binary not found (.tools/consul/usr/bin/consul or PATH): run `bash scripts/ensure-test-deps.sh`');
-}
 
 const procs: ChildProcess[] = [];
 const cleanups: (() => Promise<unknown> | void)[] = [];
@@ -277,12 +270,9 @@ describe('docker compose demo (its parts, run without Docker)', () => {
 
     const redis: RedisServer = await startRedis();
     cleanups.push(() => redis.stop());
-    const consulPort = await freePort();
-    const [lan, wan, server] = [await freePort(), await freePort(), await freePort()];
-    const consul = run(consulBinary(), ['agent', '-dev', '-bind', '127.0.0.1', '-client', '127.0.0.1', '-http-port', String(consulPort), '-serf-lan-port', String(lan), '-serf-wan-port', String(wan), '-server-port', String(server), '-dns-port', '-1', '-grpc-port', '-1', '-log-level', 'warn']);
-    cleanups.push(() => void consul.proc.kill('SIGKILL'));
-    const consulUrl = `http://127.0.0.1:${consulPort}`;
-    await waitFor(async () => (await (await request(`${consulUrl}/v1/status/leader`)).body.text()).length > 2, { timeout: 30_000, interval: 200, message: `consul up: ${consul.out()}` });
+    const consulAgent = await startConsul();
+    cleanups.push(() => consulAgent.stop());
+    const consulUrl = consulAgent.url;
 
     // The demo pools: the compose services' environment, addresses on loopback.
     const pools: Record<string, ReturnType<typeof run>> = {};
