@@ -100,7 +100,6 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
   const checker = new ActiveHealthChecker(dataplane, log);
   const observer: Observer = {
     upstreamResult: (e, status, failure) => outliers.upstreamResult(e, status, failure),
-    requestDone: () => {},
   };
   const gateway = new GatewayServer({ config: config.gateway, dataplane, log, observer });
   let metrics: Metrics | undefined;

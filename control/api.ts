@@ -45,8 +45,6 @@ export const ANALYSIS_DEFAULTS: AnalysisConfig = {
   noTrafficIntervals: 3,
 };
 
-export { isLoopbackHost as isLoopback } from '../config/load.js';
-
 const name = { type: 'string', format: 'name' } as const;
 
 const schemas = {
@@ -436,7 +434,7 @@ export class ControlApi {
           throw new ControlError(504, 'DRAIN_TIMEOUT', `the old version still had requests in flight after ${req.body.timeout ?? '60s'}`, {
             revision: r.revision,
             weights: c.dp.getWeights(name),
-            inflight: c.inflightOf(name),
+            inflight: c.dp.inflightOf(name),
             replicas: await c.fleetInflight(name),
             drained: false,
           });

@@ -87,12 +87,7 @@ export class Controller extends EventEmitter {
   }
 
   private localReplica(): ReplicaInfo {
-    const inflight: Record<string, Record<string, number>> = {};
-    for (const s of this.dp.serviceList) {
-      inflight[s.name] = {};
-      for (const v of s.versions) inflight[s.name][v.name] = this.dp.statsOf(s.name, v.name).inflight;
-    }
-    return { id: 'local', addresses: {}, revision: this.state.revision, inflight, startedAt: '', at: Date.now() };
+    return { id: 'local', addresses: {}, revision: this.state.revision, inflight: this.dp.inflightByService(), startedAt: '', at: Date.now() };
   }
 
   /** Loads the stored state (config seeds it when nothing was written), applies its
@@ -125,40 +120,40 @@ export class Controller extends EventEmitter {
     this.driverTimer.unref();
   }
 
-  /** A newer state written by another replica (or found in the store at a resync). */
-  applyRemote(next: DesiredState): Promise<void> {
-    const run = async (): Promise<void> => {
-      if (this.closed || next.revision <= this.state.revision) return;
-      const lastId = this.state.events.at(-1)?.id ?? 0;
-      this.state = next;
-      this.applyStoredWeights();
-      for (const e of next.events) {
-        if (e.id <= lastId) continue;
-        this.applyRemoteEvent(e);
-        this.emit('remote', e);
-      }
-      this.log.debug({ revision: next.revision }, 'applied state from the store');
-      this.emit('applied', next.revision);
-    };
-    const p = this.chain.then(run, run);
+  /** Runs `fn` after every change queued before it: state changes happen one at a time. */
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.chain.then(fn, fn);
     this.chain = p.catch(() => {});
-    return p.then(() => this.reconcileDrivers());
+    return p;
   }
 
-  /** Reloads the stored state (after a write conflict). */
+  /** A newer state written by another replica (or found in the store at a resync). */
+  applyRemote(next: DesiredState): Promise<void> {
+    return this.serialized(async () => {
+      if (!this.closed) this.adopt(next);
+    }).then(() => this.reconcileDrivers());
+  }
+
+  /** Reloads the stored state (after a write conflict). Call within the chain. */
   private async resync(): Promise<void> {
     const s = await this.store.load();
-    if (s !== null && s.revision > this.state.revision) {
-      const lastId = this.state.events.at(-1)?.id ?? 0;
-      this.state = s;
-      this.applyStoredWeights();
-      for (const e of s.events) {
-        if (e.id <= lastId) continue;
-        this.applyRemoteEvent(e);
-        this.emit('remote', e);
-      }
-      this.emit('applied', s.revision);
+    if (s !== null) this.adopt(s);
+  }
+
+  /** Takes a stored state that is newer than ours: its weights, and the drains and live
+   * events of the changes we had not seen. */
+  private adopt(next: DesiredState): void {
+    if (next.revision <= this.state.revision) return;
+    const lastId = this.state.events.at(-1)?.id ?? 0;
+    this.state = next;
+    this.applyStoredWeights();
+    for (const e of next.events) {
+      if (e.id <= lastId) continue;
+      this.applyRemoteEvent(e);
+      this.emit('remote', e);
     }
+    this.log.debug({ revision: next.revision }, 'applied state from the store');
+    this.emit('applied', next.revision);
   }
 
   /**
@@ -342,9 +337,7 @@ export class Controller extends EventEmitter {
       this.emit('applied', next.revision);
       return { revision: next.revision, event, result: change.result };
     };
-    const p = this.chain.then(run, run);
-    this.chain = p.catch(() => {});
-    return p;
+    return this.serialized(run);
   }
 
   /** Sets weights (versions not named keep theirs). `ifMatch` is the service revision
@@ -353,12 +346,7 @@ export class Controller extends EventEmitter {
     this.requireService(service);
     // The caller saw a newer revision (on another replica) than this one has applied:
     // catch up before judging If-Match.
-    if (ifMatch !== undefined && ifMatch > this.serviceRevision(service)) {
-      const run = (): Promise<void> => this.resync().catch(() => {});
-      const p = this.chain.then(run, run);
-      this.chain = p;
-      await p;
-    }
+    if (ifMatch !== undefined && ifMatch > this.serviceRevision(service)) await this.serialized(() => this.resync().catch(() => {}));
     const r = await this.mutate(actor, (next) => {
       if (ifMatch !== undefined && ifMatch !== this.serviceRevision(service)) {
         throw new ControlError(412, 'REVISION_MISMATCH', `If-Match revision ${ifMatch} is stale; service ${service} is at revision ${this.serviceRevision(service)}`, {
@@ -444,12 +432,6 @@ export class Controller extends EventEmitter {
     const ok = await Promise.race([idle, deadline]);
     clearTimeout(timer);
     return ok;
-  }
-
-  inflightOf(service: string): Record<string, number> {
-    const out: Record<string, number> = {};
-    for (const v of this.dp.service(service)?.versions ?? []) out[v.name] = this.dp.statsOf(service, v.name).inflight;
-    return out;
   }
 
   async rollback(actor: string, service: string): Promise<{ revision: number; weights: Weights }> {

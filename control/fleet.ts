@@ -118,12 +118,7 @@ export class RedisFleet implements Fleet {
   }
 
   info(): ReplicaInfo {
-    const dp = this.o.dataplane;
-    const inflight: Record<string, Record<string, number>> = {};
-    for (const s of dp.serviceList) {
-      inflight[s.name] = {};
-      for (const v of s.versions) inflight[s.name][v.name] = dp.statsOf(s.name, v.name).inflight;
-    }
+    const inflight = this.o.dataplane.inflightByService();
     return { id: this.id, ...this.o.self(), inflight, startedAt: this.startedAt, at: Date.now() };
   }
 

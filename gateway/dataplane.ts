@@ -323,6 +323,20 @@ export class Dataplane {
     return n;
   }
 
+  /** Requests in flight per version of one service. */
+  inflightOf(service: string): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const v of this.service(service)?.versions ?? []) out[v.name] = this.statsOf(service, v.name).inflight;
+    return out;
+  }
+
+  /** Requests in flight per service and version (what a fleet replica reports). */
+  inflightByService(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const s of this.services) out[s.name] = this.inflightOf(s.name);
+    return out;
+  }
+
   /** Closes every pool: gracefully (waiting for in-flight requests), or at once. */
   async close(force = false): Promise<void> {
     this.closed = true;

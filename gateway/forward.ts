@@ -96,7 +96,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         headers: this.version.hostHeader === undefined ? this.headers : withHostHeader(this.headers, this.version.hostHeader),
         // A streamed body under a limit goes through LimitedBody, which refuses the chunk
         // that would pass it before writing it: the upstream never gets a whole body
-        // over the limit (onBodySent alone would see it only once written).
+        // over the limit.
         // (undici takes any async iterable as a body; its typings name only Readable.)
         body: this.hasBody ? (this.bodyLimit === Infinity ? this.req : (new LimitedBody(this.req, this.bodyLimit) as unknown as IncomingMessage)) : null,
         headersTimeout: timeout,
@@ -143,21 +143,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private attemptStart = 0;
 
   /**
-   * The body limit for a chunked upload (Content-Length ones are refused up front).
-   * Counted here, as undici writes the body upstream: a 'data' listener of our own on
-   * the request would switch it to flowing mode before undici starts reading, and the
-   * bytes emitted in between would never reach the upstream.
+   * The body limit of a streamed upload (chunked, or HTTP/2 without a length;
+   * Content-Length bodies are refused up front): enforced by LimitedBody as undici reads
+   * the body, so no listener of ours puts the request in flowing mode.
    */
   bodyLimit = Infinity;
-  private bodySent = 0;
-
-  // undici's runtime passes the chunk written; its typings say a size. Take either.
-  onBodySent(chunk: Buffer | string | number): void {
-    this.bodySent += typeof chunk === 'number' ? chunk : chunk.length;
-    if (this.bodySent > this.bodyLimit) {
-      this.abortFn?.(new GatewayError('BODY_TOO_LARGE', `request body exceeds ${this.bodyLimit} bytes`));
-    }
-  }
 
   onData(chunk: Buffer): boolean {
     const ok = this.res.write(chunk);
@@ -187,7 +177,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.res.destroy(ge);
       return;
     }
-    if (this.canRetry(ge)) {
+    if (this.canResend(ge)) {
       const next = this.retryTarget();
       if (next !== undefined) {
         this.endpoint = next;
@@ -215,32 +205,22 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (r !== null) r();
   }
 
-  /** Aborts the upstream request (used by the body limit on chunked uploads). */
-  abort(err: GatewayError): void {
-    if (this.abortFn !== null) this.abortFn(err);
-  }
-
   // ---- retry ----
 
-  /**
-   * Safe to retry only when the request never reached a backend (connect failure, or a
-   * reset on a reused socket before any response byte), the method is idempotent or
-   * the request has no body, no byte of the body has been read, and attempts remain.
-   */
   private failedOver = false;
 
-  private canRetry(ge: GatewayError): boolean {
+  /**
+   * Whether the request may be sent again at all: it never reached a backend, no byte of
+   * its body was read, and a body goes only with an idempotent method. A reset before any
+   * response byte may come from a backend that ran the request and then died: only an
+   * idempotent request is sent again after one (a refused or timed-out connect never
+   * reached anything). How many more times, and where, is retryTarget's business.
+   */
+  private canResend(ge: GatewayError): boolean {
     if (!ge.notSent) return false;
-    if (this.hasBody && this.req.readableDidRead) return false;
-    if (this.hasBody && !IDEMPOTENT.has(this.req.method as string)) return false;
-    // A reset before any response byte may come from a backend that ran the request and
-    // then died: only an idempotent request may be sent again after one. (A refused or
-    // timed-out connect never reached anything: any request may move.)
-    if (ge.reason === 'reset' && !IDEMPOTENT.has(this.req.method as string)) return false;
-    // Retries within the version, plus one failover attempt on another version.
-    // (retries.attempts: 0 turns both off.)
-    const n = this.service.config.retries.attempts;
-    return this.attempts <= n || (n > 0 && !this.failedOver && !this.pinned);
+    const idempotent = IDEMPOTENT.has(this.req.method as string);
+    if (this.hasBody && (this.req.readableDidRead || !idempotent)) return false;
+    return ge.reason !== 'reset' || idempotent;
   }
 
   /**
@@ -252,7 +232,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
    */
   private retryTarget(): Endpoint | undefined {
     const v = this.version;
-    if (this.attempts <= this.service.config.retries.attempts && !this.failedOver) {
+    // retries.attempts: 0 turns both the retries and the failover off.
+    const n = this.service.config.retries.attempts;
+    if (n === 0) return undefined;
+    if (this.attempts <= n && !this.failedOver) {
       for (let i = 0; i < 3 && v.endpoints.length > 1; i++) {
         const e = pickEndpoint(v);
         if (e !== undefined && e !== this.endpoint && e.available) return e;
@@ -260,7 +243,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       const e = v.endpoints.find((x) => x !== this.endpoint && x.available);
       if (e !== undefined) return e;
     }
-    if (this.failedOver || this.pinned || this.service.config.retries.attempts === 0) return undefined;
+    if (this.failedOver || this.pinned) return undefined;
     const others = this.service.versions.filter((o) => o !== v && o.weight > 0 && o.endpoints.some((x) => x.available));
     const total = others.reduce((n, o) => n + o.weight, 0);
     let r = Math.random() * total;
@@ -278,7 +261,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   private endAttempt(status: number, failure: UpstreamFailure | undefined): void {
     this.endpoint.end();
-    this.version.stats.metrics?.upstream((performance.now() - this.attemptStart) / 1000, status === 499 ? 'client_abort' : failure);
+    this.version.stats.metrics?.upstream((performance.now() - this.attemptStart) / 1000, status === 499 ? undefined : failure);
     if (status !== 499) this.host.upstreamResult(this.endpoint, status, failure);
   }
 

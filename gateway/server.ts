@@ -23,10 +23,9 @@ import { TlsCertificates } from './tls.js';
 /** What the server reports; metrics and outlier detection implement it. */
 export interface Observer {
   upstreamResult(endpoint: Endpoint, status: number, failure: UpstreamFailure | undefined): void;
-  requestDone(service: string, version: string, status: number, seconds: number): void;
 }
 
-const noopObserver: Observer = { upstreamResult() {}, requestDone() {} };
+const noopObserver: Observer = { upstreamResult() {} };
 
 export interface GatewayServerOptions {
   config: Config['gateway'];
@@ -351,7 +350,6 @@ export class GatewayServer implements ExchangeHost {
     const seconds = (performance.now() - x.start) / 1000;
     x.version.stats.window.record(status, seconds);
     x.version.stats.metrics?.request(status, seconds, x.attempts - 1);
-    this.observer.requestDone(x.service.name, x.version.name, status, seconds);
     if (this.cfg.accessLog && (status >= 400 || this.cfg.accessLogSample >= 1 || Math.random() < this.cfg.accessLogSample)) {
       this.log.info(
         {
