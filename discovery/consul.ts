@@ -23,10 +23,9 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import type { Logger } from 'pino';
 import type { Config, ConsulConfig, EndpointAddress, VersionConfig } from '../config/types.js';
-import { Coalescer, type EndpointSet, type Provider, type SnapshotSink } from './provider.js';
+import { WatchingProvider, type EndpointSet } from './provider.js';
 
 /** At most one snapshot delivery per this many ms (bursts of registrations coalesce). */
-export const COALESCE_MS = 100;
 /** No two queries of one watch start closer than this (a guard against hot loops). */
 const MIN_QUERY_GAP_MS = 20;
 const BACKOFF_BASE_MS = 200;
@@ -240,6 +239,10 @@ class Watch {
     this.abort.abort();
   }
 
+  get answered(): boolean {
+    return this.instances !== undefined;
+  }
+
   /** Seconds since this watch last knew its view was current (0 while following). */
   staleness(now: number): number {
     if (this.okAt === undefined) return (now - this.createdAt) / 1000;
@@ -321,7 +324,7 @@ export interface ConsulStatus {
   watches: { service: string; tag?: string; index: number; instances: number; errors: number; lastError?: string; resets: number }[];
 }
 
-export class ConsulProvider implements Provider {
+export class ConsulProvider extends WatchingProvider<Watch> {
   readonly name = 'consul';
   private config: Config;
   private readonly log: Logger;
@@ -329,30 +332,15 @@ export class ConsulProvider implements Provider {
   private readonly resetGraceMs: number;
   private client: ConsulClient | undefined;
   private clientKey = '';
-  private readonly watches = new Map<string, Watch>();
   /** Per service/version: the endpoint ids last delivered. */
   private readonly delivered = new Map<string, { sig: string; endpoints: EndpointAddress[] }>();
-  private sink: SnapshotSink | undefined;
-  private first = false;
-  private resolveFirst: (() => void) | undefined;
-  private readonly emitter = new Coalescer(COALESCE_MS, () => this.emit());
-  private closed = false;
 
   constructor(opts: ConsulProviderOptions) {
+    super();
     this.config = opts.config;
     this.log = opts.log;
     this.baseDir = opts.baseDir ?? process.cwd();
     this.resetGraceMs = opts.resetGraceMs ?? RESET_GRACE_MS;
-  }
-
-  /** Resolves once every Consul query answered once and the first snapshot is out (at
-   * once when no version uses Consul). Never rejects; resolves on close too. */
-  start(sink: SnapshotSink): Promise<void> {
-    this.sink = sink;
-    const first = new Promise<void>((r) => (this.resolveFirst = r));
-    this.follow();
-    this.emit();
-    return first;
   }
 
   update(config: Config): void {
@@ -367,31 +355,10 @@ export class ConsulProvider implements Provider {
     this.scheduleEmit();
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
-    this.emitter.cancel();
-    for (const w of this.watches.values()) w.stop();
-    this.watches.clear();
-    this.sink = undefined;
-    this.resolveFirst?.();
+  override async close(): Promise<void> {
+    await super.close();
     await this.client?.close();
     this.client = undefined;
-  }
-
-  /** True once the first snapshot was delivered. */
-  get ready(): boolean {
-    return this.first;
-  }
-
-  /** Seconds since the provider last knew every followed query was current: 0 while its
-   * blocking queries are open; counting from the first failure while Consul cannot be
-   * reached (or from start, before a first answer). Undefined when nothing is followed. */
-  staleness(): number | undefined {
-    if (this.watches.size === 0) return undefined;
-    const now = Date.now();
-    let s = 0;
-    for (const w of this.watches.values()) s = Math.max(s, w.staleness(now));
-    return s;
   }
 
   status(): ConsulStatus | undefined {
@@ -399,7 +366,7 @@ export class ConsulProvider implements Provider {
     if (c === undefined) return undefined;
     return {
       address: c.address,
-      ready: this.first,
+      ready: this.ready,
       stalenessSeconds: this.staleness() ?? 0,
       watches: [...this.watches.values()].map((w) => ({
         service: w.service,
@@ -422,7 +389,7 @@ export class ConsulProvider implements Provider {
   }
 
   /** Starts and stops watches to match the config. */
-  private follow(): void {
+  protected follow(): void {
     if (this.closed) return;
     const c = this.config.discovery.consul;
     const key = c === undefined ? '' : JSON.stringify([c.address, c.token, c.datacenter, c.ca, c.stale, c.waitMs]);
@@ -430,8 +397,7 @@ export class ConsulProvider implements Provider {
       // New connection settings: every query starts over with the new client (made
       // first: a CA file that cannot be read leaves the running queries alone).
       const next = c === undefined ? undefined : new ConsulClient(c, this.baseDir);
-      for (const w of this.watches.values()) w.stop();
-      this.watches.clear();
+      this.stopWatches();
       void this.client?.close();
       this.client = next;
       this.clientKey = key;
@@ -453,16 +419,7 @@ export class ConsulProvider implements Provider {
     for (const k of this.delivered.keys()) if (!live.has(k)) this.delivered.delete(k);
   }
 
-  /** Schedules a delivery (coalesced), unless closed. */
-  private scheduleEmit(delayMs?: number): void {
-    if (!this.closed) this.emitter.schedule(delayMs);
-  }
-
-  private emit(): void {
-    if (this.closed || this.sink === undefined) return;
-    // The first snapshot waits until every query has answered once.
-    if (!this.first && [...this.watches.values()].some((w) => w.instances === undefined)) return;
-    const now = Date.now();
+  protected collect(now: number): { sets: EndpointSet[]; recheckMs?: number } {
     const sets: EndpointSet[] = [];
     let recheck: number | undefined;
     for (const { service, version, src } of this.sources()) {
@@ -488,13 +445,7 @@ export class ConsulProvider implements Provider {
       sets.push({ service, version, endpoints });
       this.log.info({ service, version, endpoints: endpoints.map((e) => e.id) }, 'consul: endpoints changed');
     }
-    this.emitter.lastAt = now;
-    if (sets.length > 0 || !this.first) this.sink(sets);
-    if (!this.first) {
-      this.first = true;
-      this.resolveFirst?.();
-    }
-    if (recheck !== undefined) this.scheduleEmit(Math.max(COALESCE_MS, recheck + 1));
+    return { sets, recheckMs: recheck };
   }
 }
 

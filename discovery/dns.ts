@@ -6,7 +6,7 @@
 // Each distinct query (resolver + name) is re-resolved every `interval`, and no later
 // than the smallest TTL of the answer (with a floor of MIN_TTL_REFRESH_MS, so a TTL of 0
 // does not turn into a hot loop). Answers are compared with the previous ones; only a
-// change is delivered, at most once per COALESCE_MS. Addresses that disappear leave the
+// change is delivered, at most once per COALESCE_MS (discovery/provider.ts). Addresses that disappear leave the
 // set, and the data plane drains them (in-flight requests finish).
 //
 // Stale but safe: a resolver that fails (timeout, refused, SERVFAIL, unreachable) never
@@ -25,10 +25,9 @@ import { Resolver } from 'node:dns/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Config, EndpointAddress, VersionConfig } from '../config/types.js';
-import { Coalescer, type EndpointSet, type Provider, type SnapshotSink } from './provider.js';
+import { WatchingProvider, type EndpointSet } from './provider.js';
 
 /** At most one snapshot delivery per this many ms (changes of several names coalesce). */
-export const COALESCE_MS = 100;
 /** A TTL never brings the next query closer than this (TTL 0 answers, dnsmasq's default). */
 export const MIN_TTL_REFRESH_MS = 1000;
 const BACKOFF_BASE_MS = 200;
@@ -119,6 +118,10 @@ class Watch {
   stop(): void {
     this.abort.abort();
     this.resolver.cancel();
+  }
+
+  get answered(): boolean {
+    return this.records !== undefined;
   }
 
   /** The interval shrank (a reload): the next query is not left waiting the old one. */
@@ -273,32 +276,17 @@ export function endpointsFor(records: readonly DnsRecord[], src: DnsSource, http
   return [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
-export class DnsProvider implements Provider {
+export class DnsProvider extends WatchingProvider<Watch> {
   readonly name = 'dns';
   private config: Config;
   private readonly log: Logger;
-  private readonly watches = new Map<string, Watch>();
   /** Per service/version: what was last delivered ('held' while emptyGrace keeps it). */
   private readonly delivered = new Map<string, { sig: string; endpoints: EndpointAddress[]; heldUntil?: number }>();
-  private sink: SnapshotSink | undefined;
-  private first = false;
-  private resolveFirst: (() => void) | undefined;
-  private readonly emitter = new Coalescer(COALESCE_MS, () => this.emit());
-  private closed = false;
 
   constructor(opts: DnsProviderOptions) {
+    super();
     this.config = opts.config;
     this.log = opts.log;
-  }
-
-  /** Resolves once every DNS query answered once and the first snapshot is out (at
-   * once when no version uses DNS). Never rejects; resolves on close too. */
-  start(sink: SnapshotSink): Promise<void> {
-    this.sink = sink;
-    const first = new Promise<void>((r) => (this.resolveFirst = r));
-    this.follow();
-    this.emit();
-    return first;
   }
 
   update(config: Config): void {
@@ -306,30 +294,6 @@ export class DnsProvider implements Provider {
     this.follow();
     // Ports, tls or versions may have changed with the same queries.
     this.scheduleEmit();
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    this.emitter.cancel();
-    for (const w of this.watches.values()) w.stop();
-    this.watches.clear();
-    this.sink = undefined;
-    this.resolveFirst?.();
-  }
-
-  get ready(): boolean {
-    return this.first;
-  }
-
-  /** Seconds since the oldest followed query last had a good answer: 0 while every
-   * resolution succeeds; counting from the last good answer while one fails (from start
-   * before a first one). Undefined when no version uses DNS. */
-  staleness(): number | undefined {
-    if (this.watches.size === 0) return undefined;
-    const now = Date.now();
-    let s = 0;
-    for (const w of this.watches.values()) s = Math.max(s, w.staleness(now));
-    return s;
   }
 
   status(): DnsStatus | undefined {
@@ -342,7 +306,7 @@ export class DnsProvider implements Provider {
       held.push({ service, version, endpoints: d.endpoints.length, untilSeconds: Math.max(0, (d.heldUntil - now) / 1000) });
     }
     return {
-      ready: this.first,
+      ready: this.ready,
       stalenessSeconds: this.staleness() ?? 0,
       queries: [...this.watches.values()].map((w) => ({
         query: w.label,
@@ -370,7 +334,7 @@ export class DnsProvider implements Provider {
   }
 
   /** Starts and stops queries to match the config. */
-  private follow(): void {
+  protected follow(): void {
     if (this.closed) return;
     const want = new Map<string, { src: DnsSource; intervalMs: number }>();
     for (const { src } of this.sources()) {
@@ -397,16 +361,7 @@ export class DnsProvider implements Provider {
     for (const k of this.delivered.keys()) if (!live.has(k)) this.delivered.delete(k);
   }
 
-  /** Schedules a delivery (coalesced), unless closed. */
-  private scheduleEmit(delayMs?: number): void {
-    if (!this.closed) this.emitter.schedule(delayMs);
-  }
-
-  private emit(): void {
-    if (this.closed || this.sink === undefined) return;
-    // The first snapshot waits until every query has answered once.
-    if (!this.first && [...this.watches.values()].some((w) => w.records === undefined)) return;
-    const now = Date.now();
+  protected collect(now: number): { sets: EndpointSet[]; recheckMs?: number } {
     const sets: EndpointSet[] = [];
     let recheck: number | undefined;
     for (const { service, version, src, https } of this.sources()) {
@@ -441,12 +396,6 @@ export class DnsProvider implements Provider {
       sets.push({ service, version, endpoints });
       this.log.info({ service, version, query: w.label, endpoints: endpoints.map((e) => e.id) }, 'dns: endpoints changed');
     }
-    this.emitter.lastAt = now;
-    if (sets.length > 0 || !this.first) this.sink(sets);
-    if (!this.first) {
-      this.first = true;
-      this.resolveFirst?.();
-    }
-    if (recheck !== undefined) this.scheduleEmit(Math.max(COALESCE_MS, recheck + 1));
+    return { sets, recheckMs: recheck };
   }
 }

@@ -28,6 +28,9 @@ export interface Provider {
   staleness?(): number | undefined;
 }
 
+/** The delivery window of the watching providers: at most one snapshot per 100 ms. */
+export const COALESCE_MS = 100;
+
 /** Coalesced delivery (at most one per window): providers call schedule() whenever a
  * source changed; `run` is called once the window since the last run allows, or after an
  * explicit delay. A pending run that is due later is brought forward. */
@@ -60,5 +63,93 @@ export class Coalescer {
   cancel(): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
+  }
+}
+
+/** One followed query of a watching provider (a Consul blocking query, a DNS name). */
+export interface SourceWatch {
+  stop(): void;
+  /** Seconds since this query last knew its answer was current. */
+  staleness(now: number): number;
+  /** Whether it has answered at least once. */
+  readonly answered: boolean;
+}
+
+/**
+ * What the Consul and DNS providers share: their watches by key, the coalesced delivery,
+ * the first snapshot (start() resolves once every watch answered once), staleness as the
+ * oldest watch's, and close. Subclasses follow their sources (follow) and turn the
+ * watches' answers into endpoint sets (collect).
+ */
+export abstract class WatchingProvider<W extends SourceWatch> implements Provider {
+  abstract readonly name: string;
+  protected readonly watches = new Map<string, W>();
+  protected closed = false;
+  private sink: SnapshotSink | undefined;
+  private first = false;
+  private resolveFirst: (() => void) | undefined;
+  private readonly emitter = new Coalescer(COALESCE_MS, () => this.emit());
+
+  abstract update(config: Config): void;
+  /** Starts and stops watches to match the sources the config names. */
+  protected abstract follow(): void;
+  /** The changed endpoint sets now, and when to look again (ms) if something is held. */
+  protected abstract collect(now: number): { sets: EndpointSet[]; recheckMs?: number };
+
+  /** Resolves once every query answered once and the first snapshot is out (at once when
+   * nothing is followed). Never rejects; resolves on close too. */
+  start(sink: SnapshotSink): Promise<void> {
+    this.sink = sink;
+    const first = new Promise<void>((r) => (this.resolveFirst = r));
+    this.follow();
+    this.emit();
+    return first;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.emitter.cancel();
+    this.stopWatches();
+    this.sink = undefined;
+    this.resolveFirst?.();
+  }
+
+  /** True once the first snapshot was delivered. */
+  get ready(): boolean {
+    return this.first;
+  }
+
+  /** The oldest watch's staleness; undefined when nothing is followed. */
+  staleness(): number | undefined {
+    if (this.watches.size === 0) return undefined;
+    const now = Date.now();
+    let s = 0;
+    for (const w of this.watches.values()) s = Math.max(s, w.staleness(now));
+    return s;
+  }
+
+  protected stopWatches(): void {
+    for (const w of this.watches.values()) w.stop();
+    this.watches.clear();
+  }
+
+  /** Schedules a delivery (coalesced), unless closed. */
+  protected scheduleEmit(delayMs?: number): void {
+    if (!this.closed) this.emitter.schedule(delayMs);
+  }
+
+  private emit(): void {
+    if (this.closed || this.sink === undefined) return;
+    // The first snapshot waits until every query has answered once.
+    if (!this.first && [...this.watches.values()].some((w) => !w.answered)) return;
+    const now = Date.now();
+    const { sets, recheckMs } = this.collect(now);
+    this.emitter.lastAt = now;
+    if (sets.length > 0 || !this.first) this.sink(sets);
+    if (!this.first) {
+      this.first = true;
+      this.resolveFirst?.();
+    }
+    if (recheckMs !== undefined) this.scheduleEmit(Math.max(COALESCE_MS, recheckMs + 1));
   }
 }
