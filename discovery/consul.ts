@@ -19,17 +19,14 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import type { Logger } from 'pino';
 import type { Config, ConsulConfig, EndpointAddress, VersionConfig } from '../config/types.js';
-import { WatchingProvider, type EndpointSet } from './provider.js';
+import { backoffMs, pause, vkey, WatchingProvider, type EndpointSet } from './provider.js';
 
 /** At most one snapshot delivery per this many ms (bursts of registrations coalesce). */
 /** No two queries of one watch start closer than this (a guard against hot loops). */
 const MIN_QUERY_GAP_MS = 20;
-const BACKOFF_BASE_MS = 200;
-const BACKOFF_MAX_MS = 5000;
 /** Timeout of a non-blocking query, and of agent writes. */
 const REQUEST_TIMEOUT_MS = 10_000;
 /** Keep a version's endpoints this long when a Consul reset (index going backwards)
@@ -181,26 +178,12 @@ function watchKey(src: ConsulSource): string {
   return src.tag === undefined ? src.service : `${src.service}\u0000${src.tag}`;
 }
 
-function vkey(service: string, version: string): string {
-  return `${service}\u0000${version}`;
-}
-
 function signature(instances: readonly ConsulInstance[]): string {
   const norm = instances
     .map((i) => [i.serviceId, i.node, i.host, i.port, [...i.tags].sort(), Object.entries(i.meta).sort()])
     .map((x) => JSON.stringify(x))
     .sort();
   return norm.join('\n');
-}
-
-/** Sleeps, or resolves early (false) when the signal aborts. */
-async function pause(ms: number, signal: AbortSignal): Promise<boolean> {
-  try {
-    await delay(ms, undefined, { signal });
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Follows one Consul query (a service, optionally one tag) with blocking reads. */
@@ -300,9 +283,7 @@ class Watch {
         // After a failure, read without blocking: a Consul that came back (perhaps with
         // fresh state) is re-read at once rather than after a whole wait.
         index = 0;
-        const base = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(10, this.errors - 1));
-        const wait = base / 2 + Math.random() * (base / 2);
-        if (!(await pause(wait, signal))) return;
+        if (!(await pause(backoffMs(this.errors), signal))) return;
       }
     }
   }
@@ -519,8 +500,7 @@ export class ConsulRegistration {
         if (signal.aborted) return;
         errors++;
         if (errors === 1) this.log.warn({ id: this.id, err: String((err as Error).message ?? err) }, 'consul: registration failed; retrying');
-        const base = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(10, errors - 1));
-        if (!(await pause(base / 2 + Math.random() * (base / 2), signal))) return;
+        if (!(await pause(backoffMs(errors), signal))) return;
       }
     }
   }

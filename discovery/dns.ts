@@ -22,16 +22,13 @@
 // Docker's embedded DNS).
 
 import { Resolver } from 'node:dns/promises';
-import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Config, EndpointAddress, VersionConfig } from '../config/types.js';
-import { WatchingProvider, type EndpointSet } from './provider.js';
+import { backoffMs, pause, vkey, WatchingProvider, type EndpointSet } from './provider.js';
 
 /** At most one snapshot delivery per this many ms (changes of several names coalesce). */
 /** A TTL never brings the next query closer than this (TTL 0 answers, dnsmasq's default). */
 export const MIN_TTL_REFRESH_MS = 1000;
-const BACKOFF_BASE_MS = 200;
-const BACKOFF_MAX_MS = 5000;
 /** Per-query timeout and attempts of the c-ares resolver (per server). */
 const QUERY_TIMEOUT_MS = 1500;
 const QUERY_TRIES = 2;
@@ -62,16 +59,6 @@ function codeOf(err: unknown): string {
 
 function isEmptyAnswer(err: unknown): boolean {
   return EMPTY_CODES.has(codeOf(err));
-}
-
-/** Sleeps, or resolves early (false) when the signal aborts. */
-async function pause(ms: number, signal: AbortSignal): Promise<boolean> {
-  try {
-    await delay(ms, undefined, { signal });
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Follows one DNS query: A/AAAA records of a name, or SRV records and their targets. */
@@ -226,8 +213,7 @@ class Watch {
         } else {
           this.log.debug({ query: this.label, err: this.lastError, errors: this.errors }, 'dns: resolution failed again');
         }
-        const base = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(10, this.errors - 1));
-        wait = Math.min(this.intervalMs, base / 2 + Math.random() * (base / 2));
+        wait = Math.min(this.intervalMs, backoffMs(this.errors));
       }
       const ac = new AbortController();
       this.wake = () => ac.abort();
@@ -255,10 +241,6 @@ export interface DnsStatus {
 
 function watchKey(src: DnsSource): string {
   return JSON.stringify([src.resolver ?? '', src.srv === undefined ? 'a' : 'srv', (src.srv ?? src.name ?? '').toLowerCase()]);
-}
-
-function vkey(service: string, version: string): string {
-  return `${service}\u0000${version}`;
 }
 
 /** The endpoints of a version from a DNS answer; ids are host:port (https://host:port

@@ -4,6 +4,7 @@
 // its last good snapshot when its source is down: it never delivers an empty set
 // because it could not ask. Discovery never imports gateway/ or control/.
 
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Config, EndpointAddress } from '../config/types.js';
 
 export interface EndpointSet {
@@ -151,5 +152,27 @@ export abstract class WatchingProvider<W extends SourceWatch> implements Provide
       this.resolveFirst?.();
     }
     if (recheckMs !== undefined) this.scheduleEmit(Math.max(COALESCE_MS, recheckMs + 1));
+  }
+}
+
+/** Key of a service's version in the providers' maps. */
+export function vkey(service: string, version: string): string {
+  return `${service}\u0000${version}`;
+}
+
+/** Jittered exponential backoff after `errors` failures in a row: 200 ms doubling to 5 s,
+ * each wait drawn from the upper half of its step. */
+export function backoffMs(errors: number): number {
+  const base = Math.min(5000, 200 * 2 ** Math.min(10, errors - 1));
+  return base / 2 + Math.random() * (base / 2);
+}
+
+/** Sleeps, or resolves early (false) when the signal aborts. */
+export async function pause(ms: number, signal: AbortSignal): Promise<boolean> {
+  try {
+    await delay(ms, undefined, { signal });
+    return true;
+  } catch {
+    return false;
   }
 }
