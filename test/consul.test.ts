@@ -16,9 +16,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import type { RunningGateway } from '../bin/serve.js';
 import { ConfigError, loadConfigText } from '../config/load.js';
-import { load, startInProcess, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
+import { load, startInProcess, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream, discoveryStaleness, httpGet, type InProcessGateway } from './helpers.js';
 import { agents, consulPut, deregister, freePort, maintenance, register, startConsul, type ConsulAgent } from './consul-agent.js';
 
 // ---------------------------------------------------------------------------------
@@ -51,14 +50,7 @@ async function tracked(name: string, delayMs = 10): Promise<Tracked> {
   return t;
 }
 
-interface Gw {
-  gw: RunningGateway;
-  file: string;
-  url: string;
-  adminUrl: string;
-  controlUrl: string;
-  logs: Record<string, unknown>[];
-}
+type Gw = InProcessGateway;
 
 type Versions = Record<string, { weight: number; consul?: Record<string, unknown>; endpoints?: string[] }>;
 
@@ -86,16 +78,9 @@ async function startGw(config: Record<string, unknown>): Promise<Gw> {
 
 const ids = (g: Gw, version: string, service = 'shop'): string[] => g.gw.dataplane.endpointsOf(service, version).map((e) => e.id).sort();
 
-async function get(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
-  const res = await request(url, { headers });
-  return { status: res.statusCode, body: await res.body.text() };
-}
+const get = httpGet;
 
-async function staleness(g: Gw): Promise<number | undefined> {
-  const text = (await get(`${g.adminUrl}/metrics`)).body;
-  const m = /^switchyard_discovery_staleness_seconds\{provider="consul"\} (\S+)$/m.exec(text);
-  return m ? Number(m[1]) : undefined;
-}
+const staleness = (g: Gw): Promise<number | undefined> => discoveryStaleness(g.adminUrl, 'consul');
 
 async function status(g: Gw): Promise<Record<string, any>> {
   return JSON.parse((await get(`${g.controlUrl}/v1/status`)).body);

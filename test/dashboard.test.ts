@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { request } from 'undici';
+import { api as controlApi, type ApiResult } from './control-helpers.js';
 import { ROOT, load, shopConfig, startProcess, startUpstream, type GatewayProcess, type LoadResult, type Upstream } from './helpers.js';
 
 const DEPLOY = 'dash-deploy-token-0123456789abcdef';
@@ -20,19 +21,8 @@ const UI_DIR = join(ROOT, 'control/ui');
 const WAIT = { timeout: 15_000, intervals: [100, 250, 500] };
 const CSP = "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'";
 
-async function api(method: string, path: string, body?: unknown, token: string | null = DEPLOY): Promise<{ status: number; json: any; headers: Record<string, unknown>; text: string }> {
-  const headers: Record<string, string> = {};
-  if (token !== null) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await request(`${gw.controlUrl}${path}`, { method: method as 'GET', headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.body.text();
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.statusCode, json, headers: res.headers, text };
+function api(method: string, path: string, body?: unknown, token: string | null = DEPLOY): Promise<ApiResult> {
+  return controlApi(gw.controlUrl, method, path, { body, token });
 }
 
 /** Answers after a few ms like a real service; green fails every 40th request (500). */

@@ -14,10 +14,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { stringify } from 'yaml';
-import type { RunningGateway } from '../bin/serve.js';
 import { ConfigError, loadConfigText } from '../config/load.js';
 import { freePort, startDnsmasq, stopAllDnsmasq } from './dnsmasq.js';
-import { load, startInProcess, waitFor } from './helpers.js';
+import { load, startInProcess, waitFor, closeServer, discoveryStaleness, httpGet, type InProcessGateway } from './helpers.js';
 
 // ---------------------------------------------------------------------------------
 // Upstreams on extra loopback addresses
@@ -51,11 +50,7 @@ async function upstreamAt(name: string, host: string, port = 0, delayMs = 5): Pr
     server.listen(port, host, () => resolve());
   });
   up.port = (server.address() as net.AddressInfo).port;
-  up.close = () =>
-    new Promise<void>((r) => {
-      server.close(() => r());
-      server.closeAllConnections();
-    });
+  up.close = () => closeServer(server);
   cleanups.push(() => up.close());
   return up;
 }
@@ -78,14 +73,7 @@ async function samePort(names: string[], hosts: string[], delayMs = 5): Promise<
 // ---------------------------------------------------------------------------------
 // The gateway
 
-interface Gw {
-  gw: RunningGateway;
-  file: string;
-  url: string;
-  adminUrl: string;
-  controlUrl: string;
-  logs: Record<string, any>[];
-}
+type Gw = InProcessGateway;
 
 function dnsConfig(versions: Record<string, unknown>, service: Record<string, unknown> = {}): Record<string, unknown> {
   return {
@@ -107,16 +95,9 @@ async function startGw(config: Record<string, unknown>): Promise<Gw> {
 
 const ids = (g: Gw, version = 'blue'): string[] => g.gw.dataplane.endpointsOf('shop', version).map((e) => e.id).sort();
 
-async function get(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
-  const res = await request(url, { headers });
-  return { status: res.statusCode, body: await res.body.text() };
-}
+const get = httpGet;
 
-async function staleness(g: Gw): Promise<number | undefined> {
-  const text = (await get(`${g.adminUrl}/metrics`)).body;
-  const m = /^switchyard_discovery_staleness_seconds\{provider="dns"\} (\S+)$/m.exec(text);
-  return m ? Number(m[1]) : undefined;
-}
+const staleness = (g: Gw): Promise<number | undefined> => discoveryStaleness(g.adminUrl, 'dns');
 
 async function dnsStatus(g: Gw): Promise<Record<string, any>> {
   return JSON.parse((await get(`${g.controlUrl}/v1/status`)).body).discovery.dns;

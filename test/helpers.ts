@@ -47,11 +47,7 @@ export async function startUpstream(name: string, handler: Handler = defaultHand
   up.server = server;
   up.port = (server.address() as AddressInfo).port;
   up.address = `${host}:${up.port}`;
-  up.close = () =>
-    new Promise<void>((r) => {
-      server.close(() => r());
-      server.closeAllConnections();
-    });
+  up.close = () => closeServer(server);
   return up;
 }
 
@@ -244,6 +240,27 @@ export async function load(url: string, opts: { concurrency: number; count?: num
   await Promise.all(Array.from({ length: opts.concurrency }, worker));
   await agent.close();
   return r;
+}
+
+/** GET with the body as text. */
+export async function httpGet(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+  const res = await request(url, { headers });
+  return { status: res.statusCode, body: await res.body.text() };
+}
+
+/** A discovery provider's staleness from the admin /metrics page (undefined when absent). */
+export async function discoveryStaleness(adminUrl: string, provider: string): Promise<number | undefined> {
+  const text = (await httpGet(`${adminUrl}/metrics`)).body;
+  const m = new RegExp(`^switchyard_discovery_staleness_seconds\\{provider="${provider}"\\} (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** Stops a server: no new connections, open ones (keep-alive) cut. */
+export function closeServer(server: { close(cb: () => void): unknown; closeAllConnections(): void }): Promise<void> {
+  return new Promise<void>((r) => {
+    server.close(() => r());
+    server.closeAllConnections();
+  });
 }
 
 /** A loopback port that was free a moment ago (bound once, then released). */

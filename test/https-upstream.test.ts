@@ -16,10 +16,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
 import { stringify } from 'yaml';
-import type { RunningGateway } from '../bin/serve.js';
 import { ConfigError, loadConfigText } from '../config/load.js';
 import { freePort, startDnsmasq, stopAllDnsmasq } from './dnsmasq.js';
-import { load, shopConfig, startInProcess, startUpstream, waitFor } from './helpers.js';
+import { load, shopConfig, startInProcess, startUpstream, waitFor, closeServer, type InProcessGateway } from './helpers.js';
 
 // ---------------------------------------------------------------------------------
 // Certificates
@@ -100,11 +99,7 @@ async function httpsUpstream(name: string, host = '127.0.0.1', port = 0): Promis
   up.server = server;
   up.port = (server.address() as net.AddressInfo).port;
   up.origin = `https://${host.includes(':') ? `[${host}]` : host}:${up.port}`;
-  up.close = () =>
-    new Promise<void>((r) => {
-      server.close(() => r());
-      server.closeAllConnections();
-    });
+  up.close = () => closeServer(server);
   cleanups.push(() => up.close());
   return up;
 }
@@ -112,13 +107,7 @@ async function httpsUpstream(name: string, host = '127.0.0.1', port = 0): Promis
 // ---------------------------------------------------------------------------------
 // The gateway
 
-interface Gw {
-  gw: RunningGateway;
-  file: string;
-  url: string;
-  adminUrl: string;
-  controlUrl: string;
-}
+type Gw = InProcessGateway;
 
 async function startGw(config: Record<string, unknown>, files: Record<string, string> = {}): Promise<Gw> {
   const g = await startInProcess(config, { files });
