@@ -10,17 +10,9 @@
 
 import Fastify from 'fastify';
 import proxy from '@fastify/http-proxy';
+import { arg, loopbackTarget } from './args.mjs';
 
-const args = process.argv.slice(2);
-const arg = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i === -1 ? dflt : args[i + 1];
-};
-const target = arg('--target');
-if (!target || !/^http:\/\/127\.0\.0\.1:\d+\/?$/.test(target)) {
-  process.stderr.write('usage: fastify-proxy.mjs --target http://127.0.0.1:PORT [--port 0] [--connections 256]\n');
-  process.exit(2);
-}
+const target = loopbackTarget('fastify-proxy.mjs --target http://127.0.0.1:PORT [--port 0] [--connections 256]');
 const port = Number(arg('--port', '0'));
 const connections = Number(arg('--connections', '256'));
 

@@ -11,17 +11,9 @@
 
 import http from 'node:http';
 import httpProxy from 'http-proxy';
+import { arg, loopbackTarget } from './args.mjs';
 
-const args = process.argv.slice(2);
-const arg = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i === -1 ? dflt : args[i + 1];
-};
-const target = arg('--target');
-if (!target || !/^http:\/\/127\.0\.0\.1:\d+\/?$/.test(target)) {
-  process.stderr.write('usage: http-proxy-forwarder.mjs --target http://127.0.0.1:PORT [--port 0] [--max-sockets 256]\n');
-  process.exit(2);
-}
+const target = loopbackTarget('http-proxy-forwarder.mjs --target http://127.0.0.1:PORT [--port 0] [--max-sockets 256]');
 const port = Number(arg('--port', '0'));
 const maxSockets = Number(arg('--max-sockets', '256'));
 

@@ -13,12 +13,8 @@ import { join } from 'node:path';
 import { BENCH_DIR, cpuMs, gatewayConfig, runWrk, startGateway, startUpstream, stopAll } from './lib.mjs';
 import { NGINX, startNginxUpstream } from './peers.mjs';
 import { summarize } from './profile-summary.mjs';
+import { arg } from './args.mjs';
 
-const args = process.argv.slice(2);
-const arg = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i === -1 ? dflt : args[i + 1];
-};
 const duration = arg('--duration', '10s');
 const connections = Number(arg('--connections', '32'));
 const path = arg('--path', '/small');

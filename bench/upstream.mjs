@@ -12,15 +12,11 @@
 // connections, in-flight requests answered with Connection: close, then exit 0).
 
 import http from 'node:http';
+import { arg, hasFlag } from './args.mjs';
 
-const args = process.argv.slice(2);
-const arg = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i === -1 ? dflt : args[i + 1];
-};
 const port = Number(arg('--port', '0'));
 const name = arg('--name', 'up');
-let failing = args.includes('--fail');
+let failing = hasFlag('--fail');
 let stopping = false;
 
 const okBody = Buffer.from(`{"ok":true,"name":${JSON.stringify(name)}}\n`);
