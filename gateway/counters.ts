@@ -1,8 +1,7 @@
 // Per-version request counters for the Prometheus page, kept in one Float64Array per
 // version: a request costs a few array increments, no label hashing, no object
 // allocation. gateway/metrics.ts turns them into the exported series (same names,
-// labels and buckets) only when /metrics is scraped. The flat layout also makes the
-// counters of data-plane worker processes easy to ship to the primary and add up.
+// labels and buckets) only when /metrics is scraped.
 
 import type { VersionMetricsSink } from './endpoint.js';
 

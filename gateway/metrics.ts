@@ -37,9 +37,6 @@ export class Metrics {
   readonly registry = new Registry();
   /** Every version's counters, in the order they were prepared (the export order). */
   private readonly prepared: VersionCounters[] = [];
-  /** Counters of the same versions in other processes (data-plane workers), added at
-   * scrape time. */
-  private readonly remote = new Map<string, Float64Array>();
   readonly configReloads: Counter<'result'>;
 
   constructor(private readonly src: MetricsSources) {
@@ -49,37 +46,35 @@ export class Metrics {
     // means a counter). prom-client also exports nodejs_active_resources{type}, which
     // carries the same information.
     for (const n of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(n);
-    const per = (name: string, help: string, type: 'counter' | 'histogram', values: (read: (c: VersionCounters) => Float64Array) => MetricValue<string>[]): void =>
-      this.registry.registerMetric(new CountersMetric(name, help, type, () => values((c) => this.valuesOf(c))) as never);
-    const each = (read: (c: VersionCounters) => Float64Array, fn: (v: Float64Array, labels: { service: string; version: string }, out: MetricValue<string>[]) => void): MetricValue<string>[] => {
-      const out: MetricValue<string>[] = [];
-      for (const c of this.prepared) fn(read(c), { service: c.service, version: c.version }, out);
-      return out;
-    };
-    per('switchyard_requests_total', 'Requests answered, by service, version and status class.', 'counter', (read) =>
-      each(read, (v, l, out) => {
-        // 2xx and 5xx from the start (what error-rate alerts divide); the rest once seen.
-        CODE_CLASSES.forEach((code, i) => {
-          if (v[C.classes + i] > 0 || code === '2xx' || code === '5xx') out.push({ labels: { ...l, code }, value: v[C.classes + i] });
-        });
-      }),
-    );
-    const histogram = (name: string, help: string, offset: number): void =>
-      per(name, help, 'histogram', (read) =>
-        each(read, (v, l, out) => {
-          const h = histogramOf(v, offset);
-          DURATION_BUCKETS.forEach((le, i) => out.push({ metricName: `${name}_bucket`, labels: { le, ...l }, value: h.cumulative[i] } as MetricValue<string>));
-          out.push({ metricName: `${name}_bucket`, labels: { le: '+Inf', ...l }, value: h.count } as MetricValue<string>);
-          out.push({ metricName: `${name}_sum`, labels: l, value: h.sum } as MetricValue<string>);
-          out.push({ metricName: `${name}_count`, labels: l, value: h.count } as MetricValue<string>);
-        }),
+    // A series family computed from every version's counters when scraped.
+    const per = (name: string, help: string, type: 'counter' | 'histogram', fn: (v: Float64Array, labels: { service: string; version: string }, out: MetricValue<string>[]) => void): void =>
+      this.registry.registerMetric(
+        new CountersMetric(name, help, type, () => {
+          const out: MetricValue<string>[] = [];
+          for (const c of this.prepared) fn(c.v, { service: c.service, version: c.version }, out);
+          return out;
+        }) as never,
       );
+    per('switchyard_requests_total', 'Requests answered, by service, version and status class.', 'counter', (v, l, out) => {
+      // 2xx and 5xx from the start (what error-rate alerts divide); the rest once seen.
+      CODE_CLASSES.forEach((code, i) => {
+        if (v[C.classes + i] > 0 || code === '2xx' || code === '5xx') out.push({ labels: { ...l, code }, value: v[C.classes + i] });
+      });
+    });
+    const histogram = (name: string, help: string, offset: number): void =>
+      per(name, help, 'histogram', (v, l, out) => {
+        const h = histogramOf(v, offset);
+        DURATION_BUCKETS.forEach((le, i) => out.push({ metricName: `${name}_bucket`, labels: { le, ...l }, value: h.cumulative[i] } as MetricValue<string>));
+        out.push({ metricName: `${name}_bucket`, labels: { le: '+Inf', ...l }, value: h.count } as MetricValue<string>);
+        out.push({ metricName: `${name}_sum`, labels: l, value: h.sum } as MetricValue<string>);
+        out.push({ metricName: `${name}_count`, labels: l, value: h.count } as MetricValue<string>);
+      });
     histogram('switchyard_request_duration_seconds', 'Time from request arrival to the end of the response.', C.duration);
     histogram('switchyard_upstream_request_duration_seconds', 'Duration of each upstream attempt.', C.upstream);
-    const single = (name: string, help: string, at: number): void => per(name, help, 'counter', (read) => each(read, (v, l, out) => out.push({ labels: l, value: v[at] })));
+    const single = (name: string, help: string, at: number): void => per(name, help, 'counter', (v, l, out) => out.push({ labels: l, value: v[at] }));
     single('switchyard_retries_total', 'Requests retried on another endpoint after never reaching the first.', C.retries);
-    per('switchyard_upstream_errors_total', 'Failed upstream attempts by reason.', 'counter', (read) =>
-      each(read, (v, l, out) => ERROR_REASONS.forEach((reason, i) => out.push({ labels: { ...l, reason }, value: v[C.errors + i] }))),
+    per('switchyard_upstream_errors_total', 'Failed upstream attempts by reason.', 'counter', (v, l, out) =>
+      ERROR_REASONS.forEach((reason, i) => out.push({ labels: { ...l, reason }, value: v[C.errors + i] })),
     );
     single('switchyard_outlier_ejections_total', 'Endpoints ejected by passive outlier detection.', C.ejections);
     single('switchyard_client_aborts_total', 'Requests whose client went away before the response ended.', C.aborts);
@@ -214,33 +209,6 @@ export class Metrics {
     const c = new VersionCounters(stats.service, stats.version);
     this.prepared.push(c);
     stats.metrics = c;
-  }
-
-  /** This process's counters of every prepared version, keyed service NUL version, for
-   * a primary to add up (data-plane workers send them). */
-  snapshotCounters(): [string, number[]][] {
-    return this.prepared.map((c) => [`${c.service}\u0000${c.version}`, Array.from(c.v)]);
-  }
-
-  /** Replaces what another process (worker `source`) has counted so far. */
-  setRemoteCounters(source: string, counters: readonly [string, readonly number[]][]): void {
-    for (const [k, values] of counters) {
-      const key = `${source}\u0001${k}`;
-      let a = this.remote.get(key);
-      if (a === undefined) {
-        a = new Float64Array(C.size);
-        this.remote.set(key, a);
-      }
-      a.set(values.slice(0, C.size));
-    }
-  }
-
-  private valuesOf(c: VersionCounters): Float64Array {
-    if (this.remote.size === 0) return c.v;
-    const sum = Float64Array.from(c.v);
-    const suffix = `\u0001${c.service}\u0000${c.version}`;
-    for (const [k, a] of this.remote) if (k.endsWith(suffix)) for (let i = 0; i < sum.length; i++) sum[i] += a[i];
-    return sum;
   }
 
   async render(): Promise<{ contentType: string; body: string }> {
