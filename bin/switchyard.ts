@@ -4,7 +4,7 @@
 import { ConfigError, loadConfigFile } from '../config/load.js';
 import { runDemo } from './demo.js';
 import { startGateway } from './serve.js';
-import { CliExit, runClient } from '../control/cli.js';
+import { CLIENT_COMMANDS, CliExit, runClient } from '../control/cli.js';
 
 const USAGE = `usage:
   switchyard serve --config FILE     run a gateway
@@ -88,37 +88,28 @@ async function main(argv: string[]): Promise<void> {
     case 'demo':
       await runDemo(args);
       break;
-    case 'status':
-    case 'weights':
-    case 'cutover':
-    case 'rollout':
-    case 'pause':
-    case 'resume':
-    case 'promote':
-    case 'abort':
-    case 'rollback':
-    case 'events': {
-      let code: number;
-      try {
-        code = await runClient(cmd, args);
-      } catch (err) {
-        if (!(err instanceof CliExit)) throw err;
-        process.stderr.write(`switchyard ${cmd}: ${err.message}\n`);
-        if (err.code === 2 && /unknown flag|needs|takes|must be|expected/.test(err.message) && !/^\d{3} /.test(err.message)) process.stderr.write('run switchyard help for usage\n');
-        code = err.code;
-      }
-      // Exit once stdout has flushed; don't wait for idle keep-alive sockets.
-      process.stdout.write('', () => process.exit(code));
-      break;
-    }
     case undefined:
     case '-h':
     case '--help':
     case 'help':
       process.stdout.write(USAGE);
       break;
-    default:
-      usage(`unknown command ${cmd}`);
+    default: {
+      // The client commands (status, weights, cutover, …).
+      if (!CLIENT_COMMANDS.includes(cmd)) usage(`unknown command ${cmd}`);
+      let code: number;
+      try {
+        code = await runClient(cmd, args);
+      } catch (err) {
+        if (!(err instanceof CliExit)) throw err;
+        process.stderr.write(`switchyard ${cmd}: ${err.message}\n`);
+        if (err.usage) process.stderr.write('run switchyard help for usage\n');
+        code = err.code;
+      }
+      // Exit once stdout has flushed; don't wait for idle keep-alive sockets.
+      process.stdout.write('', () => process.exit(code));
+      break;
+    }
   }
 }
 

@@ -13,6 +13,8 @@ export class CliExit extends Error {
   constructor(
     readonly code: number,
     message: string,
+    /** A mistake in the command line itself (worth pointing at the help). */
+    readonly usage = code === 2,
   ) {
     super(message);
   }
@@ -106,7 +108,8 @@ export class Client {
     if (r.status === 401 || r.status === 403) throw new CliExit(EXIT.AUTH, msg);
     if (r.status === 504) throw new CliExit(EXIT.UNREACHABLE, msg);
     if (r.status >= 500) throw new CliExit(EXIT.FAILED, msg);
-    throw new CliExit(EXIT.USAGE, msg);
+    // The gateway refused the request as invalid: exit 2, but not a command-line mistake.
+    throw new CliExit(EXIT.USAGE, msg, false);
   }
 }
 

@@ -12,10 +12,6 @@ import type { UpstreamFailure } from '../errors.js';
 
 const MAX_EJECTION_MS = 5 * 60_000;
 
-export interface EjectionListener {
-  (endpoint: Endpoint, ejectedForMs: number): void;
-}
-
 export class OutlierDetector {
   private readonly timers = new Map<Endpoint, NodeJS.Timeout>();
   private closed = false;
@@ -23,7 +19,6 @@ export class OutlierDetector {
   constructor(
     private readonly dp: Dataplane,
     private readonly log: Logger,
-    private readonly onEject?: EjectionListener,
   ) {}
 
   /** One attempt's outcome on an endpoint (called from the request path: keep it cheap). */
@@ -63,7 +58,6 @@ export class OutlierDetector {
     e.consecutiveGatewayErrors = 0;
     this.log.warn({ service: e.service, version: e.version, endpoint: e.id, reason: why, ejectedForMs: ms, ejectionCount: e.ejectionCount }, 'endpoint ejected');
     e.stats.metrics?.ejected();
-    this.onEject?.(e, ms);
     this.dp.availabilityChanged(e);
     const t = setTimeout(() => this.restore(e), ms);
     t.unref();
