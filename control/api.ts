@@ -45,6 +45,34 @@ export const ANALYSIS_DEFAULTS: AnalysisConfig = {
   noTrafficIntervals: 3,
 };
 
+/** The rollout body's `analysis`, as the schema below admits it. */
+interface AnalysisBody {
+  maxErrorRate?: number;
+  maxP99?: string;
+  maxErrorRateOverBaseline?: number;
+  maxP99OverBaseline?: string;
+  minRequests?: number;
+  noTrafficPolicy?: 'fail' | 'continue';
+  noTrafficIntervals?: number;
+}
+
+/** The analysis settings of a rollout: the body's, over the defaults. Without any
+ * threshold the error-rate default applies; given only maxP99, only latency is judged. */
+function analysisOf(a: AnalysisBody): AnalysisConfig {
+  const out: AnalysisConfig = {
+    minRequests: a.minRequests ?? ANALYSIS_DEFAULTS.minRequests,
+    noTrafficPolicy: a.noTrafficPolicy ?? ANALYSIS_DEFAULTS.noTrafficPolicy,
+    noTrafficIntervals: a.noTrafficIntervals ?? ANALYSIS_DEFAULTS.noTrafficIntervals,
+  };
+  const maxErrorRate = a.maxErrorRate ?? (a.maxP99 === undefined ? ANALYSIS_DEFAULTS.maxErrorRate : undefined);
+  // Only the settings given are stored (the audit log and GET rollout show what applies).
+  if (maxErrorRate !== undefined) out.maxErrorRate = maxErrorRate;
+  if (a.maxP99 !== undefined) out.maxP99Ms = parseDuration(a.maxP99);
+  if (a.maxErrorRateOverBaseline !== undefined) out.maxErrorRateOverBaseline = a.maxErrorRateOverBaseline;
+  if (a.maxP99OverBaseline !== undefined) out.maxP99OverBaselineMs = parseDuration(a.maxP99OverBaseline);
+  return out;
+}
+
 const name = { type: 'string', format: 'name' } as const;
 
 const schemas = {
@@ -443,21 +471,11 @@ export class ControlApi {
       },
     );
 
-    app.post<P & { Body: { to: string; steps: number[]; interval: string; force?: boolean; analysis?: Record<string, unknown> } }>(
+    app.post<P & { Body: { to: string; steps: number[]; interval: string; force?: boolean; analysis?: AnalysisBody } }>(
       '/v1/services/:name/rollout',
       { config: { scope: 'deploy' }, schema: { params, body: schemas.rollout } },
       async (req, reply) => {
-        const a = req.body.analysis ?? {};
-        const analysis: AnalysisConfig = {
-          maxErrorRate: (a.maxErrorRate as number | undefined) ?? (a.maxP99 === undefined ? ANALYSIS_DEFAULTS.maxErrorRate : undefined),
-          maxP99Ms: a.maxP99 !== undefined ? parseDuration(a.maxP99 as string) : undefined,
-          maxErrorRateOverBaseline: a.maxErrorRateOverBaseline as number | undefined,
-          maxP99OverBaselineMs: a.maxP99OverBaseline !== undefined ? parseDuration(a.maxP99OverBaseline as string) : undefined,
-          minRequests: (a.minRequests as number | undefined) ?? ANALYSIS_DEFAULTS.minRequests,
-          noTrafficPolicy: (a.noTrafficPolicy as 'fail' | 'continue' | undefined) ?? ANALYSIS_DEFAULTS.noTrafficPolicy,
-          noTrafficIntervals: (a.noTrafficIntervals as number | undefined) ?? ANALYSIS_DEFAULTS.noTrafficIntervals,
-        };
-        for (const k of Object.keys(analysis) as (keyof AnalysisConfig)[]) if (analysis[k] === undefined) delete analysis[k];
+        const analysis = analysisOf(req.body.analysis ?? {});
         const intervalMs = parseDuration(req.body.interval);
         if (intervalMs < 100) throw new ControlError(400, 'INVALID_REQUEST', 'body.interval: must be at least 100ms');
         const r = await c.startRollout(req.actor, req.params.name, { to: req.body.to, steps: req.body.steps, intervalMs, analysis, force: req.body.force });
