@@ -73,6 +73,8 @@ function analysisOf(a: AnalysisBody): AnalysisConfig {
   return out;
 }
 
+const wantsStream = (req: FastifyRequest): boolean => String(req.headers.accept ?? '').includes('text/event-stream');
+
 const name = { type: 'string', format: 'name' } as const;
 
 const schemas = {
@@ -522,20 +524,12 @@ export class ControlApi {
 
     // Live figures: one JSON snapshot, or with Accept: text/event-stream one every second.
     app.get('/v1/live', { config: { scope: 'read' } }, async (req, reply) => {
-      if (!String(req.headers.accept ?? '').includes('text/event-stream')) return this.liveView();
-      reply.hijack();
-      const raw = reply.raw;
-      raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-      const tick = (): void => {
-        raw.write(`event: live\ndata: ${JSON.stringify(this.liveView())}\n\n`);
-      };
+      if (!wantsStream(req)) return this.liveView();
+      const raw = this.openStream(reply);
+      const tick = (): void => void raw.write(`event: live\ndata: ${JSON.stringify(this.liveView())}\n\n`);
       tick();
       const timer = setInterval(tick, 1000);
-      this.streams.add(reply);
-      raw.on('close', () => {
-        clearInterval(timer);
-        this.streams.delete(reply);
-      });
+      raw.on('close', () => clearInterval(timer));
     });
 
     app.get('/v1/replicas', { config: { scope: 'read' } }, async () => {
@@ -550,14 +544,8 @@ export class ControlApi {
 
     app.get<{ Querystring: { since?: string; limit?: string } }>('/v1/events', { config: { scope: 'read' }, schema: { querystring: schemas.events } }, async (req, reply) => {
       const since = Number(req.query.since ?? 0);
-      const accept = String(req.headers.accept ?? '');
-      if (!accept.includes('text/event-stream')) return { events: c.events(since, Number(req.query.limit ?? 1000)) };
-      reply.hijack();
-      const raw = reply.raw;
-      raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-      // Send the headers now: with nothing to replay, the first write could be the
-      // keep-alive 15 s later, and a client would see no response until then.
-      raw.flushHeaders();
+      if (!wantsStream(req)) return { events: c.events(since, Number(req.query.limit ?? 1000)) };
+      const raw = this.openStream(reply);
       let last = since;
       const send = (e: { id: number }): void => {
         if (e.id <= last) return;
@@ -570,14 +558,25 @@ export class ControlApi {
       // Changes made through other replicas of the fleet.
       c.on('remote', onEvent);
       const beat = setInterval(() => raw.write(': keep-alive\n\n'), 15_000);
-      this.streams.add(reply);
       raw.on('close', () => {
         clearInterval(beat);
         c.off('event', onEvent);
         c.off('remote', onEvent);
-        this.streams.delete(reply);
       });
     });
+  }
+
+  /** Takes the response over as a text/event-stream, tracked so close() ends it. */
+  private openStream(reply: FastifyReply): FastifyReply['raw'] {
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    // Send the headers now: the first frame may be a while away, and a client sees no
+    // response until headers arrive.
+    raw.flushHeaders();
+    this.streams.add(reply);
+    raw.on('close', () => this.streams.delete(reply));
+    return raw;
   }
 
   async listen(): Promise<AddressInfo> {
