@@ -11,7 +11,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { request } from 'undici';
-import { freePort, fmt, gatewayConfig, readResults, sleep, startChild, startGateway, stopAll, writeResults } from './lib.mjs';
+import { freePort, fmt, quantileSorted, gatewayConfig, readResults, sleep, startChild, startGateway, stopAll, writeResults } from './lib.mjs';
 
 const CHANGES = Number(process.env.BENCH_FLEET_CHANGES ?? 100) || 100;
 
@@ -67,10 +67,7 @@ async function follow(controlUrl, onEvent, signal) {
   res.body.on('error', () => {});
 }
 
-const pct = (xs, q) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil(s.length * q) - 1)];
-};
+const pct = (xs, q) => quantileSorted([...xs].sort((a, b) => a - b), q);
 
 async function main() {
   const redis = await startRedis();

@@ -380,6 +380,11 @@ export async function runWrk(url, { threads = 1, connections = 64, duration = '5
 
 // ---- in-script load generator (scenarios) ----
 
+/** The p-quantile of an ascending array (NaN when empty). */
+export function quantileSorted(sorted, p) {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] : NaN;
+}
+
 /**
  * A bounded closed-loop load generator: `concurrency` workers send GETs back to back
  * over one undici Agent until `until()` is true or `durationMs` passed. Every outcome
@@ -416,16 +421,20 @@ export async function drive(url, { concurrency = 64, durationMs = 5000, until } 
   await Promise.all(Array.from({ length: concurrency }, worker));
   const elapsed = (performance.now() - t0) / 1000;
   await agent.close().catch(() => {});
-  /** p-quantile of the latencies of requests sent between two performance.now() times. */
-  const quantileBetween = (p, from = -Infinity, to = Infinity) => {
+  /** p-quantile of the latencies of the requests `keep(i)` selects. */
+  const quantileWhere = (p, keep) => {
     const xs = [];
-    for (let i = 0; i < lat.length; i++) if (starts[i] >= from && starts[i] < to) xs.push(lat[i]);
-    xs.sort((a, b) => a - b);
-    return xs.length ? xs[Math.min(xs.length - 1, Math.ceil(p * xs.length) - 1)] : NaN;
+    for (let i = 0; i < lat.length; i++) if (keep(i)) xs.push(lat[i]);
+    return quantileSorted(xs.sort((x, y) => x - y), p);
   };
+  /** Of the requests sent between two performance.now() times. */
+  const quantileBetween = (p, from = -Infinity, to = Infinity) => quantileWhere(p, (i) => starts[i] >= from && starts[i] < to);
+  /** Of the requests in flight at some moment of [from, to): the ones an event can have
+   * affected (a SIGTERM's drain stops new sends at once, so "sent during" could be none). */
+  const quantileInFlight = (p, from, to) => quantileWhere(p, (i) => starts[i] < to && starts[i] + lat[i] >= from);
   const sorted = [...lat].sort((a, b) => a - b);
-  const q = (p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] : NaN);
-  return { ...r, t0, seconds: elapsed, rps: r.requests / elapsed, p50Ms: q(0.5), p99Ms: q(0.99), maxMs: sorted.length ? sorted[sorted.length - 1] : NaN, quantileBetween };
+  const q = (p) => quantileSorted(sorted, p);
+  return { ...r, t0, seconds: elapsed, rps: r.requests / elapsed, p50Ms: q(0.5), p99Ms: q(0.99), maxMs: sorted.length ? sorted[sorted.length - 1] : NaN, quantileBetween, quantileInFlight };
 }
 
 /**
@@ -480,7 +489,7 @@ export async function openLoop(url, { rate, durationMs, connections = 64 }) {
   const seconds = (performance.now() - t0) / 1000;
   await pool.close().catch(() => {});
   const sorted = Array.from(lat).sort((a, b) => a - b);
-  const q = (p) => sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)];
+  const q = (p) => quantileSorted(sorted, p);
   return { requests: total, failed, statuses, achievedRps: total / seconds, seconds, p50Ms: q(0.5), p99Ms: q(0.99), p999Ms: q(0.999), maxMs: sorted[sorted.length - 1], lagMs: maxLag };
 }
 

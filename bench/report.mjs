@@ -81,7 +81,7 @@ export function toMarkdown(r) {
   const s = r.scenarios;
   if (s?.results) {
     out.push('## Zero-loss scenarios (constant load, in-script undici load generator)', '');
-    out.push(`${s.settings.mode ?? 'Closed loop'}, ${s.settings.concurrency} concurrent requests for ${s.settings.duration} per scenario; a failure is a non-2xx answer or a transport error. "p99 before" covers the requests sent before the event (after the run's first second at most, the warm-up), "p99 during" those sent from the event's start to 1 s after its end. Gateway settings: ${s.settings.gatewaySettings}.`, '');
+    out.push(`${s.settings.mode ?? 'Closed loop'}, ${s.settings.concurrency} concurrent requests for ${s.settings.duration} per scenario; a failure is a non-2xx answer or a transport error. "p99 before" covers the requests sent before the event (after the run's first second at most, the warm-up), "p99 during" those in flight at some moment from the event's start to 1 s after its end. Gateway settings: ${s.settings.gatewaySettings}.`, '');
     out.push('| scenario | requests | failed | p99 before ms | p99 during ms | p99 all ms | req/s | notes |', '|---|---:|---:|---:|---:|---:|---:|---|');
     for (const x of s.results) out.push(`| ${x.name} | ${x.requests} | ${x.failed} | ${fmt(x.p99BeforeMs, 1)} | ${fmt(x.p99DuringMs, 1)} | ${fmt(x.p99Ms, 1)} | ${fmt(x.rps)} | ${(x.notes ?? '').replace(/\|/g, '/')} |`);
     out.push('');

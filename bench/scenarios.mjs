@@ -336,7 +336,7 @@ export async function runScenarios({ only = env.BENCH_SCENARIOS?.split(',').filt
       // Latency impact: requests sent before the event vs from its start to 1 s after its end.
       // "Before" skips the run's first second at most (connections opening, JIT warm-up).
       const p99BeforeMs = event.from === undefined ? NaN : r.quantileBetween(0.99, r.t0 + Math.min(1000, (event.from - r.t0) / 2), event.from);
-      const p99DuringMs = event.from === undefined ? NaN : r.quantileBetween(0.99, event.from, (event.to ?? event.from) + 1000);
+      const p99DuringMs = event.from === undefined ? NaN : r.quantileInFlight(0.99, event.from, (event.to ?? event.from) + 1000);
       out = { id: s.id, name: s.name, requests: r.requests, failed: r.failed, p99Ms: r.p99Ms, p50Ms: r.p50Ms, p99BeforeMs, p99DuringMs, rps: r.rps, seconds: r.seconds, statuses: r.statuses, errors: r.errors, notes };
       if (failedState) out.error = failedState;
     } catch (err) {

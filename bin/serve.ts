@@ -9,7 +9,7 @@ import { ConfigError, loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { AdminServer } from '../gateway/admin.js';
 import { Dataplane } from '../gateway/dataplane.js';
-import { GatewayServer, type Observer } from '../gateway/server.js';
+import { GatewayServer } from '../gateway/server.js';
 import { ActiveHealthChecker } from '../gateway/health/active.js';
 import { OutlierDetector } from '../gateway/health/passive.js';
 import type { Provider } from '../discovery/provider.js';
@@ -98,12 +98,8 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
   let registration: ConsulRegistration | undefined;
   const outliers = new OutlierDetector(dataplane, log);
   const checker = new ActiveHealthChecker(dataplane, log);
-  const observer: Observer = {
-    upstreamResult: (e, status, failure) => outliers.upstreamResult(e, status, failure),
-  };
-  const gateway = new GatewayServer({ config: config.gateway, dataplane, log, observer });
-  let metrics: Metrics | undefined;
-  const admin = new AdminServer({ listen: config.admin.listen, isReady: () => ready && !shuttingDown, metrics: () => metrics!.render() });
+  // Every upstream attempt's outcome goes straight to passive outlier detection.
+  const gateway = new GatewayServer({ config: config.gateway, dataplane, log, observer: outliers });
   const store = createStore(config, opts.configFile, log);
   // Filled in once the listeners are bound; the fleet heartbeat reads them.
   const bound: Record<string, string> = {};
@@ -116,7 +112,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
   if (fleet !== undefined) controller.on('applied', () => void fleet!.heartbeat());
   const webhooks = new Webhooks(config.control.webhooks, log);
   const discoveredAt: Record<string, number> = {};
-  metrics = new Metrics({
+  const metrics = new Metrics({
     dataplane,
     revision: () => controller.revision,
     rollout: (s) => {
@@ -134,8 +130,8 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     replicas: () => controller.fleet.count(),
     webhooks: () => webhooks.stats(),
   });
-  dataplane.subscribe(() => metrics!.prepareAll());
-  metrics.prepareAll();
+  dataplane.subscribe(() => metrics.prepareAll());
+  const admin = new AdminServer({ listen: config.admin.listen, isReady: () => ready && !shuttingDown, metrics: () => metrics.render() });
   controller.on('event', (e) => webhooks.publish(e));
   // reload is defined once the listeners are up; the API calls it through this holder.
   let reloadFn: () => string[] = () => ['the gateway is still starting'];
@@ -144,7 +140,12 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     controller,
     log,
     reload: () => reloadFn(),
-    info: () => ({ store: config.state.store, webhooks: webhooks.stats(), inflight: dataplane.inflight(), ready: ready && !shuttingDown, ...(consul.status() || dns.status() ? { discovery: { ...(consul.status() ? { consul: consul.status() } : {}), ...(dns.status() ? { dns: dns.status() } : {}) } } : {}) }),
+    info: () => {
+      const discovery = { consul: consul.status(), dns: dns.status() };
+      const followed = discovery.consul !== undefined || discovery.dns !== undefined;
+      // (undefined members vanish from the JSON answer)
+      return { store: config.state.store, webhooks: webhooks.stats(), inflight: dataplane.inflight(), ready: ready && !shuttingDown, ...(followed ? { discovery } : {}) };
+    },
   });
 
   const cleanup: (() => void)[] = [];
@@ -216,7 +217,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       } catch (err) {
         const problems = err instanceof ConfigError ? err.problems : [String(err)];
         log.error({ problems }, 'config reload refused; the running config stays');
-        metrics!.configReloads.inc({ result: 'failure' });
+        metrics.configReloads.inc({ result: 'failure' });
         return problems;
       }
       const fixed = ['gateway.listen', 'admin.listen'].filter((k) => {
@@ -230,7 +231,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       for (const p of providers) p.update(next);
       gateway.reconfigure(next.gateway);
       api.reconfigure(next.control);
-      metrics!.configReloads.inc({ result: 'success' });
+      metrics.configReloads.inc({ result: 'success' });
       log.info({ services: next.services.map((s) => s.name) }, 'config reloaded');
       return [];
     };
