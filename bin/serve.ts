@@ -26,11 +26,14 @@ import { FileStore } from '../control/store/file.js';
 import { Metrics } from '../gateway/metrics.js';
 import { RedisStore } from '../control/store/redis.js';
 import { RedisFleet } from '../control/fleet.js';
+import { WorkerPool } from '../gateway/workers.js';
 
 export interface RunningGateway {
   config: Config;
   dataplane: Dataplane;
-  gateway: GatewayServer;
+  /** The data-plane listener; undefined with gateway.workers > 1 (the workers serve). */
+  gateway: GatewayServer | undefined;
+  workers: WorkerPool | undefined;
   admin: AdminServer;
   controller: Controller;
   api: ControlApi;
@@ -98,8 +101,10 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
   let registration: ConsulRegistration | undefined;
   const outliers = new OutlierDetector(dataplane, log);
   const checker = new ActiveHealthChecker(dataplane, log);
+  // gateway.workers > 1: worker processes serve; this one decides (gateway/workers.ts).
+  const pooled = config.gateway.workers > 1;
   // Every upstream attempt's outcome goes straight to passive outlier detection.
-  const gateway = new GatewayServer({ config: config.gateway, dataplane, log, observer: outliers });
+  const gateway = pooled ? undefined : new GatewayServer({ config: config.gateway, dataplane, log, observer: outliers });
   const store = createStore(config, opts.configFile, log);
   // Filled in once the listeners are bound; the fleet heartbeat reads them.
   const bound: Record<string, string> = {};
@@ -131,6 +136,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     webhooks: () => webhooks.stats(),
   });
   dataplane.subscribe(() => metrics.prepareAll());
+  const workers = pooled ? new WorkerPool({ count: config.gateway.workers, dataplane, outliers, metrics, log, config: () => config }) : undefined;
   const admin = new AdminServer({ listen: config.admin.listen, isReady: () => ready && !shuttingDown, metrics: () => metrics.render() });
   controller.on('event', (e) => webhooks.publish(e));
   // reload is defined once the listeners are up; the API calls it through this holder.
@@ -144,7 +150,14 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       const discovery = { consul: consul.status(), dns: dns.status() };
       const followed = discovery.consul !== undefined || discovery.dns !== undefined;
       // (undefined members vanish from the JSON answer)
-      return { store: config.state.store, webhooks: webhooks.stats(), inflight: dataplane.inflight(), ready: ready && !shuttingDown, ...(followed ? { discovery } : {}) };
+      return {
+        store: config.state.store,
+        webhooks: webhooks.stats(),
+        inflight: dataplane.inflight(),
+        ready: ready && !shuttingDown,
+        ...(followed ? { discovery } : {}),
+        ...(workers === undefined ? {} : { workers: { stateSeq: workers.stateSeq, processes: workers.status() } }),
+      };
     },
   });
 
@@ -153,7 +166,8 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     if (closed) return;
     closed = true;
     for (const fn of cleanup) fn();
-    gateway.close();
+    gateway?.close();
+    await workers?.close();
     admin.close();
     await api.close().catch(() => {});
     await controller.close();
@@ -196,11 +210,12 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     waited.abort();
     if (!snapshotsIn) log.warn({ waitedMs: FIRST_SNAPSHOT_WAIT_MS }, 'discovery has not delivered a first snapshot yet (is Consul or the DNS server reachable?); /ready answers 503 until it does');
     dataplane.subscribe((snap) => checker.sync(snap));
-    const gatewayAddr = await gateway.listen();
+    const pool = await workers?.start();
+    const gatewayAddr = pool?.gateway ?? (await gateway!.listen());
     bound.gateway = `${gatewayAddr.address}:${gatewayAddr.port}`;
     bound.admin = `${adminAddr.address}:${adminAddr.port}`;
     bound.control = `${controlAddr.address}:${controlAddr.port}`;
-    const redirectAddr = gateway.redirectAddress;
+    const redirectAddr = pool === undefined ? gateway!.redirectAddress : pool.redirect;
     if (redirectAddr !== undefined) bound.redirect = `${redirectAddr.address}:${redirectAddr.port}`;
     fleet?.start();
     listening = true;
@@ -220,8 +235,8 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
         metrics.configReloads.inc({ result: 'failure' });
         return problems;
       }
-      const fixed = ['gateway.listen', 'admin.listen'].filter((k) => {
-        const [a, b] = k.split('.') as ['gateway' | 'admin', 'listen'];
+      const fixed = ['gateway.listen', 'admin.listen', 'gateway.workers'].filter((k) => {
+        const [a, b] = k.split('.') as ['gateway', 'listen' | 'workers'];
         return next[a][b] !== config[a][b];
       });
       if (fixed.length) log.warn({ keys: fixed }, 'listen addresses change only on restart');
@@ -229,7 +244,8 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       dataplane.applyConfig(next);
       controller.applyStoredWeights();
       for (const p of providers) p.update(next);
-      gateway.reconfigure(next.gateway);
+      // (workers get the new config with the state the applyConfig above sent them)
+      gateway?.reconfigure(next.gateway);
       api.reconfigure(next.control);
       metrics.configReloads.inc({ result: 'success' });
       log.info({ services: next.services.map((s) => s.name) }, 'config reloaded');
@@ -244,6 +260,14 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
         // First step: leave Consul, so nothing new is sent here through it.
         await registration?.deregister();
         await delay(drainDelayMs);
+        if (gateway === undefined) {
+          log.info({ inflight: dataplane.inflight(), workers: workers?.status().length }, 'shutdown: the data-plane workers stop accepting and finish their requests');
+          await workers?.shutdown(graceMs);
+          await close();
+          log.info('shutdown: every data-plane worker has exited; exiting');
+          opts.onExit?.(0);
+          return;
+        }
         const allClosed = gateway.stopAccepting();
         log.info({ inflight: dataplane.inflight() }, 'shutdown: stopped accepting; closing idle connections; waiting for in-flight requests');
         const deadline = Date.now() + graceMs;
@@ -301,7 +325,8 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
         admin: `${adminAddr.address}:${adminAddr.port}`,
         control: `${controlAddr.address}:${controlAddr.port}`,
         ...(redirectAddr === undefined ? {} : { redirect: bound.redirect }),
-        ...(config.gateway.tls === undefined ? {} : { tls: gateway.tls!.current.describe().map((c) => ({ names: c.names, notAfter: c.notAfter })) }),
+        ...(gateway?.tls === undefined ? {} : { tls: gateway.tls.current.describe().map((c) => ({ names: c.names, notAfter: c.notAfter })) }),
+        ...(workers === undefined ? {} : { workers: config.gateway.workers }),
         ...(config.control.tls === undefined ? {} : { controlTls: true }),
         store: config.state.store,
       },
@@ -314,6 +339,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       },
       dataplane,
       gateway,
+      workers,
       admin,
       controller,
       api,

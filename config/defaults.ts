@@ -26,6 +26,8 @@ export const defaults = {
     },
     // Open connections per client address (0 = no limit).
     maxConnectionsPerClient: 0,
+    // Data-plane processes (1: the gateway process serves traffic itself).
+    workers: 1,
   },
   admin: { listen: '127.0.0.1:9901' },
   control: {

@@ -425,6 +425,7 @@ function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
       ...(gatewayTls === undefined ? {} : { tls: gatewayTls }),
       ...(g.redirectHttp === undefined ? {} : { redirectHttp: g.redirectHttp }),
       maxConnectionsPerClient: g.maxConnectionsPerClient ?? dg.maxConnectionsPerClient,
+      workers: g.workers ?? dg.workers,
     },
     admin: { listen: raw.admin?.listen ?? defaults.admin.listen },
     control: {

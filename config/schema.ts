@@ -174,6 +174,7 @@ export const configSchema = obj({
     }, ['certificates']),
     redirectHttp: listen,
     maxConnectionsPerClient: { type: 'integer', minimum: 0, maximum: 1_000_000 },
+    workers: { type: 'integer', minimum: 1, maximum: 64 },
   }),
   admin: obj({ listen }),
   control: obj({

@@ -107,6 +107,9 @@ export interface Config {
     redirectHttp?: string;
     /** Open connections one client address may hold; 0 = no limit. */
     maxConnectionsPerClient: number;
+    /** Data-plane processes: 1 = the gateway serves traffic itself; N > 1 = N worker
+     * processes share gateway.listen and apply every state change the primary makes. */
+    workers: number;
   };
   admin: { listen: string };
   control: {

@@ -27,6 +27,23 @@ export interface DataplaneOptions {
   log: Logger;
 }
 
+/** An endpoint as the primary of `gateway.workers` sends it to its workers. */
+export interface ReplicatedEndpoint {
+  address: EndpointAddress;
+  healthy: boolean;
+  probePending: boolean;
+  ejectedUntil: number;
+  draining: boolean;
+  availableSince: number;
+}
+
+/** Everything a data-plane worker needs besides the config: runtime weights, endpoint
+ * sets and each endpoint's health, ejection and drain state. */
+export interface ReplicatedState {
+  weights: [string, Weights][];
+  versions: { service: string; version: string; endpoints: ReplicatedEndpoint[] }[];
+}
+
 export class Dataplane {
   readonly holder: SnapshotHolder;
   private services: readonly ServiceConfig[] = [];
@@ -266,7 +283,61 @@ export class Dataplane {
 
   /** Resolves when nothing of that version is in flight. */
   whenVersionIdle(service: string, version: string): Promise<void> {
-    return this.statsOf(service, version).whenIdle();
+    return this.remoteIdle?.(service, version) ?? this.statsOf(service, version).whenIdle();
+  }
+
+  /** Set by the primary of `gateway.workers`: asks every worker (after the state sent
+   * before it) and resolves when none has a request of the version in flight. */
+  remoteIdle: ((service: string, version: string) => Promise<void>) | undefined;
+
+  /** The state a data-plane worker mirrors (see importState). */
+  exportState(): ReplicatedState {
+    const versions: ReplicatedState['versions'] = [];
+    for (const s of this.services) {
+      for (const v of s.versions) {
+        const eps = this.endpoints.get(vkey(s.name, v.name));
+        if (eps === undefined) continue;
+        versions.push({
+          service: s.name,
+          version: v.name,
+          endpoints: [...eps.values()].map((e) => ({
+            address: e.address,
+            healthy: e.healthy,
+            probePending: e.probePending,
+            ejectedUntil: e.ejectedUntil,
+            draining: e.draining,
+            availableSince: e.availableSince,
+          })),
+        });
+      }
+    }
+    return { weights: [...this.weights], versions };
+  }
+
+  /** A worker applies the primary's state (and its config when it changed): the same
+   * endpoint sets (new ones get pools, removed ones drain), the primary's health,
+   * ejection and drain flags, its runtime weights; then one snapshot. */
+  importState(state: ReplicatedState, config?: Config): void {
+    if (config !== undefined) this.applyConfig(config);
+    this.weights = new Map(state.weights);
+    for (const v of state.versions) {
+      if (!this.service(v.service)?.versions.some((x) => x.name === v.version)) continue;
+      this.setEndpoints(v.service, v.version, v.endpoints.map((e) => e.address));
+      const eps = this.endpoints.get(vkey(v.service, v.version));
+      for (const r of v.endpoints) {
+        const e = eps?.get(r.address.id);
+        if (e === undefined) continue;
+        e.healthy = r.healthy;
+        e.probePending = r.probePending;
+        e.ejectedUntil = r.ejectedUntil;
+        e.availableSince = r.availableSince;
+        if (r.draining && !e.draining) {
+          e.draining = true;
+          this.closeWhenIdle(e);
+        }
+      }
+    }
+    this.rebuild();
   }
 
   /** Every endpoint of a version (listed ones; not the retiring). */

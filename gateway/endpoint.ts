@@ -84,11 +84,20 @@ export class VersionStats {
 
   dec(): void {
     this.inflight--;
-    if (this.inflight === 0 && this.idleWaiters.length) {
-      const w = this.idleWaiters;
-      this.idleWaiters = [];
-      for (const fn of w) fn();
-    }
+    if (this.inflight === 0 && this.idleWaiters.length) this.wake();
+  }
+
+  /** The count as data-plane workers report it (the primary of `gateway.workers`
+   * serves no traffic itself). */
+  setInflight(n: number): void {
+    this.inflight = n;
+    if (n === 0 && this.idleWaiters.length) this.wake();
+  }
+
+  private wake(): void {
+    const w = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const fn of w) fn();
   }
 
   /** Resolves when nothing of this version is in flight (at once when idle). */
@@ -218,6 +227,16 @@ export class Endpoint {
   whenIdle(): Promise<void> {
     if (this.inflight === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** The count as data-plane workers report it (see VersionStats.setInflight). */
+  setInflight(n: number): void {
+    this.inflight = n;
+    if (n === 0 && this.idleWaiters.length) {
+      const w = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const fn of w) fn();
+    }
   }
 }
 

@@ -37,6 +37,9 @@ export class Metrics {
   readonly registry = new Registry();
   /** Every version's counters, in the order they were prepared (the export order). */
   private readonly prepared: VersionCounters[] = [];
+  /** Counters of the same versions in data-plane workers (gateway.workers), by worker,
+   * then service NUL version; added to this process's at scrape time. */
+  private readonly remote = new Map<string, Map<string, Float64Array>>();
   readonly configReloads: Counter<'result'>;
 
   constructor(private readonly src: MetricsSources) {
@@ -51,7 +54,7 @@ export class Metrics {
       this.registry.registerMetric(
         new CountersMetric(name, help, type, () => {
           const out: MetricValue<string>[] = [];
-          for (const c of this.prepared) fn(c.v, { service: c.service, version: c.version }, out);
+          for (const c of this.prepared) fn(this.valuesOf(c), { service: c.service, version: c.version }, out);
           return out;
         }) as never,
       );
@@ -209,6 +212,36 @@ export class Metrics {
     const c = new VersionCounters(stats.service, stats.version);
     this.prepared.push(c);
     stats.metrics = c;
+  }
+
+  /** Replaces what data-plane worker `worker` has counted so far ([service NUL
+   * version, counters] pairs, as its VersionCounters hold them). A worker that exits
+   * keeps its last counts: counters never go down. */
+  setRemoteCounters(worker: string, counters: readonly (readonly [string, ArrayLike<number>])[]): void {
+    let mine = this.remote.get(worker);
+    if (mine === undefined) {
+      mine = new Map();
+      this.remote.set(worker, mine);
+    }
+    for (const [k, values] of counters) {
+      let a = mine.get(k);
+      if (a === undefined) {
+        a = new Float64Array(C.size);
+        mine.set(k, a);
+      }
+      for (let i = 0; i < C.size && i < values.length; i++) a[i] = values[i];
+    }
+  }
+
+  private valuesOf(c: VersionCounters): Float64Array {
+    if (this.remote.size === 0) return c.v;
+    const sum = Float64Array.from(c.v);
+    const k = `${c.service}\u0000${c.version}`;
+    for (const mine of this.remote.values()) {
+      const a = mine.get(k);
+      if (a !== undefined) for (let i = 0; i < sum.length; i++) sum[i] += a[i];
+    }
+    return sum;
   }
 
   async render(): Promise<{ contentType: string; body: string }> {

@@ -43,6 +43,8 @@ export class WindowCounters {
   private readonly requests = new Uint32Array(RING_SECONDS);
   private readonly errors = new Uint32Array(RING_SECONDS);
   private readonly hist = new Uint32Array(RING_SECONDS * NB);
+  /** takeDelta: the second it last shipped and that second's counts at the time. */
+  private shipped: { sec: number; requests: number; errors: number; hist: Uint32Array } | undefined;
 
   record(status: number, seconds: number, nowMs = Date.now()): void {
     const sec = Math.floor(nowMs / 1000);
@@ -56,6 +58,55 @@ export class WindowCounters {
     this.requests[slot]++;
     if (status >= 500) this.errors[slot]++;
     this.hist[slot * NB + latencyBucket(seconds)]++;
+  }
+
+  /** Adds counts made elsewhere (a data-plane worker's) to second `sec`. */
+  add(sec: number, requests: number, errors: number, hist: readonly (readonly [number, number])[]): void {
+    const slot = sec % RING_SECONDS;
+    if (this.second[slot] !== sec) {
+      // Older than what the slot holds now: outside the ring, dropped.
+      if (this.second[slot] > sec) return;
+      this.second[slot] = sec;
+      this.requests[slot] = 0;
+      this.errors[slot] = 0;
+      this.hist.fill(0, slot * NB, slot * NB + NB);
+    }
+    this.requests[slot] += requests;
+    this.errors[slot] += errors;
+    for (const [b, n] of hist) if (b >= 0 && b < NB) this.hist[slot * NB + b] += n;
+  }
+
+  /** What was counted since the last call, per second (a worker ships it to the
+   * primary). Counts only ever land in the current second, so the seconds from the
+   * last call's to now cover everything; the last call's second is shipped minus what
+   * it had then. */
+  takeDelta(nowMs = Date.now()): { sec: number; requests: number; errors: number; hist: [number, number][] }[] {
+    const now = Math.floor(nowMs / 1000);
+    const out: { sec: number; requests: number; errors: number; hist: [number, number][] }[] = [];
+    const shipped = this.shipped;
+    const from = Math.max(shipped?.sec ?? 0, now - RING_SECONDS + 1);
+    for (let sec = from; sec <= now; sec++) {
+      const slot = sec % RING_SECONDS;
+      if (this.second[slot] !== sec) continue;
+      const base = shipped !== undefined && shipped.sec === sec ? shipped : undefined;
+      const requests = this.requests[slot] - (base?.requests ?? 0);
+      if (requests === 0) continue;
+      const hist: [number, number][] = [];
+      for (let i = 0; i < NB; i++) {
+        const n = this.hist[slot * NB + i] - (base?.hist[i] ?? 0);
+        if (n > 0) hist.push([i, n]);
+      }
+      out.push({ sec, requests, errors: this.errors[slot] - (base?.errors ?? 0), hist });
+    }
+    const slot = now % RING_SECONDS;
+    const current = this.second[slot] === now;
+    this.shipped = {
+      sec: now,
+      requests: current ? this.requests[slot] : 0,
+      errors: current ? this.errors[slot] : 0,
+      hist: current ? this.hist.slice(slot * NB, slot * NB + NB) : new Uint32Array(NB),
+    };
+    return out;
   }
 
   /** One second's counts (the fleet publishes completed seconds), or undefined if the

@@ -4,6 +4,8 @@
 // maxEjectionPercent of a version's endpoints are ejected at once, so a version-wide
 // failure can never eject the whole pool (rounding down: 50% of 2 is 1, of 1 is 0).
 // When active probes are on, an ejected endpoint comes back only after a passing probe.
+// With gateway.workers, each worker counts its own consecutive failures and asks the
+// primary to eject; the primary applies maxEjectionPercent and sends the ejection to all.
 
 import type { Logger } from 'pino';
 import type { Dataplane } from '../dataplane.js';
@@ -12,6 +14,10 @@ import type { UpstreamFailure } from '../errors.js';
 
 const MAX_EJECTION_MS = 5 * 60_000;
 
+/** In a data-plane worker: an endpoint crossed a threshold; the primary decides (it
+ * sees every worker's ejections and the whole pool) and sends the ejection back to all. */
+export type EjectionRequest = (e: Endpoint, reason: string) => void;
+
 export class OutlierDetector {
   private readonly timers = new Map<Endpoint, NodeJS.Timeout>();
   private closed = false;
@@ -19,7 +25,16 @@ export class OutlierDetector {
   constructor(
     private readonly dp: Dataplane,
     private readonly log: Logger,
+    private readonly delegate?: EjectionRequest,
   ) {}
+
+  /** The primary of `gateway.workers`: a worker asks to eject an endpoint. */
+  requestEjection(service: string, version: string, id: string, reason: string): void {
+    const e = this.dp.endpointsOf(service, version).find((x) => x.id === id);
+    if (e === undefined || e.ejectedUntil !== 0 || e.draining) return;
+    const od = this.dp.service(service)?.outlierDetection;
+    if (od !== undefined) this.eject(e, od.baseEjectionTimeMs, od.maxEjectionPercent, reason);
+  }
 
   /** One attempt's outcome on an endpoint (called from the request path: keep it cheap). */
   upstreamResult(e: Endpoint, status: number, failure: UpstreamFailure | undefined): void {
@@ -39,7 +54,16 @@ export class OutlierDetector {
     if (od === undefined) return;
     const by5xx = od.consecutive5xx > 0 && e.consecutive5xx >= od.consecutive5xx;
     const byGateway = od.consecutiveGatewayErrors > 0 && e.consecutiveGatewayErrors >= od.consecutiveGatewayErrors;
-    if (by5xx || byGateway) this.eject(e, od.baseEjectionTimeMs, od.maxEjectionPercent, by5xx ? 'consecutive5xx' : 'consecutiveGatewayErrors');
+    if (!by5xx && !byGateway) return;
+    const reason = by5xx ? 'consecutive5xx' : 'consecutiveGatewayErrors';
+    if (this.delegate === undefined) {
+      this.eject(e, od.baseEjectionTimeMs, od.maxEjectionPercent, reason);
+      return;
+    }
+    // Counted again from zero: one request per threshold crossing, not one per failure.
+    e.consecutive5xx = 0;
+    e.consecutiveGatewayErrors = 0;
+    this.delegate(e, reason);
   }
 
   private eject(e: Endpoint, baseMs: number, maxPercent: number, why: string): void {

@@ -1,0 +1,143 @@
+// A data-plane worker of gateway.workers (see gateway/workers.ts): started by the
+// primary with node:cluster, it serves gateway.listen (shared with the other workers)
+// from a Dataplane that mirrors the primary's, applying each state message in order.
+// It never decides anything: discovery, probes, ejection limits, the control API and
+// shutdown come from the primary. Signals sent to the whole process group are ignored:
+// the primary runs the shutdown; a worker whose primary is gone drains and exits.
+
+import { setTimeout as delay } from 'node:timers/promises';
+import pino, { type Logger } from 'pino';
+import type { Config } from '../config/types.js';
+import { C, VersionCounters } from '../gateway/counters.js';
+import { Dataplane } from '../gateway/dataplane.js';
+import { OutlierDetector } from '../gateway/health/passive.js';
+import { GatewayServer } from '../gateway/server.js';
+import { STATS_INTERVAL_MS, type FromWorker, type SecondDelta, type ToWorker } from '../gateway/workers.js';
+
+let log: Logger = pino({ level: 'info', base: { pid: process.pid, worker: true }, timestamp: pino.stdTimeFunctions.isoTime });
+let config: Config | undefined;
+let dataplane: Dataplane | undefined;
+let gateway: GatewayServer | undefined;
+let stopping: Promise<void> | undefined;
+const counters: VersionCounters[] = [];
+
+function send(msg: FromWorker): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.connected || process.send === undefined) return resolve();
+    process.send(msg, undefined, {}, () => resolve());
+  });
+}
+
+/** Counters, window deltas and in-flight counts for the primary. */
+function report(): FromWorker {
+  const dp = dataplane!;
+  const windows: [string, string, SecondDelta[]][] = [];
+  const inflight: [string, string, number][] = [];
+  const endpoints: [string, string, string, number][] = [];
+  for (const s of dp.serviceList) {
+    for (const v of s.versions) {
+      const st = dp.statsOf(s.name, v.name);
+      const d = st.window.takeDelta();
+      if (d.length > 0) windows.push([s.name, v.name, d]);
+      inflight.push([s.name, v.name, st.inflight]);
+    }
+  }
+  for (const e of dp.allEndpoints()) if (e.inflight > 0) endpoints.push([e.service, e.version, e.id, e.inflight]);
+  // Requests answered: every status class and the client aborts.
+  let served = 0;
+  for (const c of counters) for (let i = 0; i <= C.aborts; i++) served += c.v[C.classes + i];
+  return {
+    t: 'stats',
+    served,
+    counters: counters.map((c) => [c.service, c.version, Array.from(c.v)]),
+    windows,
+    inflight,
+    endpoints,
+  };
+}
+
+async function start(first: Config, msg: Extract<ToWorker, { t: 'state' }>): Promise<void> {
+  config = first;
+  log = pino({ level: first.log.level, base: { pid: process.pid, worker: true }, timestamp: pino.stdTimeFunctions.isoTime });
+  const dp = new Dataplane({ log });
+  dataplane = dp;
+  dp.importState(msg.state, first);
+  // Counters for every version, created once per version (metrics.ts does this in a
+  // single-process gateway).
+  dp.subscribe(() => {
+    for (const s of dp.serviceList) {
+      for (const v of s.versions) {
+        const st = dp.statsOf(s.name, v.name);
+        if (st.metrics !== undefined) continue;
+        const c = new VersionCounters(s.name, v.name);
+        counters.push(c);
+        st.metrics = c;
+      }
+    }
+  });
+  const outliers = new OutlierDetector(dp, log, (e, reason) => void send({ t: 'eject', service: e.service, version: e.version, id: e.id, reason }));
+  gateway = new GatewayServer({ config: first.gateway, dataplane: dp, log, observer: outliers });
+  void send({ t: 'ack', seq: msg.seq });
+  try {
+    const addr = await gateway.listen();
+    const redirect = gateway.redirectAddress;
+    await send({ t: 'listening', gateway: addr, ...(redirect === undefined ? {} : { redirect }) });
+  } catch (err) {
+    await send({ t: 'fatal', error: (err as Error).message });
+    process.exit(1);
+  }
+  setInterval(() => void send(report()), STATS_INTERVAL_MS).unref();
+}
+
+function shutdown(graceMs: number): Promise<void> {
+  stopping ??= (async () => {
+    const gw = gateway;
+    const dp = dataplane;
+    if (gw === undefined || dp === undefined) process.exit(0);
+    const allClosed = gw.stopAccepting();
+    const deadline = Date.now() + graceMs;
+    while (dp.inflight() > 0 && Date.now() < deadline) await delay(25);
+    const left = dp.inflight();
+    if (left > 0) log.warn({ inflight: left, graceMs }, 'worker shutdown: grace passed with requests still in flight; cutting them');
+    if (gw.openTunnels > 0) gw.closeTunnels();
+    await Promise.race([allClosed, delay(Math.max(100, deadline - Date.now()))]);
+    gw.close();
+    await dp.close(true);
+    // The last counts, so the primary's totals include every request this worker served.
+    await send(report());
+    process.exit(0);
+  })();
+  return stopping;
+}
+
+process.on('message', (msg: ToWorker) => {
+  switch (msg.t) {
+    case 'state':
+      if (dataplane === undefined) {
+        if (msg.config === undefined) return;
+        void start(msg.config, msg);
+        return;
+      }
+      if (msg.config !== undefined) {
+        config = msg.config;
+        dataplane.importState(msg.state, msg.config);
+        gateway?.reconfigure(msg.config.gateway);
+      } else dataplane.importState(msg.state);
+      void send({ t: 'ack', seq: msg.seq });
+      return;
+    case 'idle':
+      void (dataplane?.whenVersionIdle(msg.service, msg.version) ?? Promise.resolve()).then(() => send({ t: 'idle', id: msg.id }));
+      return;
+    case 'shutdown':
+      void shutdown(msg.graceMs);
+      return;
+    default:
+      return;
+  }
+});
+
+// The primary is gone (killed): finish what is in flight and leave.
+process.on('disconnect', () => void shutdown(config?.shutdown.graceMs ?? 30_000));
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => log.debug({ signal: sig }, 'worker: signals are handled by the primary'));
+
+void send({ t: 'hello' });

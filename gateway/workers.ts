@@ -1,0 +1,326 @@
+// gateway.workers: N > 1 data-plane processes (node:cluster) that share gateway.listen.
+//
+// The primary keeps everything that decides: config, discovery, active probes, the
+// controller and its store, the control API, /metrics, the fleet. It serves no traffic.
+// Every change of the data plane's state (config, runtime weights, endpoint sets, health,
+// ejection, drain) is sent to every worker as the whole replicated state with a sequence
+// number, over the worker's IPC channel — so each worker applies the changes in the
+// order the primary made them. A question sent after a change (is this version idle?)
+// travels the same channel, so a worker answers it only after it applied the change:
+// `cutover --wait` waits for requests the old weights sent, in every worker.
+//
+// Workers send back, every STATS_INTERVAL_MS and when they exit: their Prometheus
+// counters (summed at scrape), the per-second window counts (added to the primary's
+// windows: rollout analysis, dashboard, the fleet's stats), and in-flight counts per
+// version and endpoint. Passive outlier detection counts failures in each worker; a
+// worker whose endpoint crosses a threshold asks the primary, which applies
+// maxEjectionPercent across the pool and sends the ejection to all.
+
+import cluster, { type Worker } from 'node:cluster';
+import { existsSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import type { Config } from '../config/types.js';
+import type { Dataplane, ReplicatedState } from './dataplane.js';
+import type { OutlierDetector } from './health/passive.js';
+import type { Metrics } from './metrics.js';
+
+export const STATS_INTERVAL_MS = 100;
+
+/** What a worker counted in one second since its last report. */
+export interface SecondDelta {
+  sec: number;
+  requests: number;
+  errors: number;
+  hist: [number, number][];
+}
+
+/** Primary → worker. */
+export type ToWorker =
+  | { t: 'state'; seq: number; state: ReplicatedState; config?: Config }
+  | { t: 'idle'; id: number; service: string; version: string }
+  | { t: 'shutdown'; graceMs: number };
+
+/** Worker → primary. */
+export type FromWorker =
+  | { t: 'hello' }
+  | { t: 'listening'; gateway: AddressInfo; redirect?: AddressInfo }
+  | { t: 'fatal'; error: string }
+  | { t: 'ack'; seq: number }
+  | { t: 'idle'; id: number }
+  | { t: 'eject'; service: string; version: string; id: string; reason: string }
+  | {
+      t: 'stats';
+      served: number;
+      counters: [string, string, number[]][];
+      windows: [string, string, SecondDelta[]][];
+      inflight: [string, string, number][];
+      endpoints: [string, string, string, number][];
+    };
+
+interface Member {
+  worker: Worker;
+  /** Has said hello and been sent the state. */
+  joined: boolean;
+  listening: AddressInfo | undefined;
+  acked: number;
+  served: number;
+  inflight: [string, string, number][];
+  endpoints: [string, string, string, number][];
+  startedAt: number;
+}
+
+export interface WorkerStatus {
+  pid: number | undefined;
+  listening: boolean;
+  /** Sequence number of the last state the worker applied (the primary's is `seq`). */
+  applied: number;
+  /** Requests it finished since it started. */
+  served: number;
+  inflight: number;
+}
+
+export interface WorkerPoolOptions {
+  count: number;
+  dataplane: Dataplane;
+  outliers: OutlierDetector;
+  metrics: Metrics;
+  log: Logger;
+  /** The config in force (the primary's; sent to a worker whenever it changes). */
+  config: () => Config;
+}
+
+/** dist/bin/worker.js next to this file's dist/gateway; from the TypeScript sources
+ * (tests running in-process), the built one. */
+function workerScript(): string {
+  for (const rel of ['../bin/worker.js', '../dist/bin/worker.js']) {
+    const p = fileURLToPath(new URL(rel, import.meta.url));
+    if (existsSync(p)) return p;
+  }
+  throw new Error('gateway.workers: dist/bin/worker.js not found (run npm run build)');
+}
+
+export class WorkerPool {
+  private readonly members = new Map<number, Member>();
+  private seq = 0;
+  private sentConfig: Config | undefined;
+  private dirty = false;
+  private stopping = false;
+  private nextQuery = 0;
+  private readonly queries = new Map<number, { waiting: Set<number>; resolve: () => void }>();
+  /** Endpoint keys some worker reported in flight last time (so they are reset to 0). */
+  private busyEndpoints = new Set<string>();
+  private readonly o: WorkerPoolOptions;
+  private readonly script: string;
+  private restarts: number[] = [];
+
+  constructor(o: WorkerPoolOptions) {
+    this.o = o;
+    this.script = workerScript();
+    o.dataplane.remoteIdle = (service, version) => this.idle(service, version);
+    // Every snapshot rebuild means the state may have changed: one message per tick.
+    o.dataplane.subscribe(() => this.changed());
+  }
+
+  get stateSeq(): number {
+    return this.seq;
+  }
+
+  /** Forks the workers; resolves with the address they share once every one listens. */
+  async start(): Promise<{ gateway: AddressInfo; redirect?: AddressInfo }> {
+    cluster.setupPrimary({ exec: this.script, args: [], serialization: 'advanced' });
+    const first = Array.from({ length: this.o.count }, () => this.fork());
+    return Promise.all(first).then((all) => all[0]);
+  }
+
+  private fork(): Promise<{ gateway: AddressInfo; redirect?: AddressInfo }> {
+    const worker = cluster.fork();
+    const m: Member = { worker, joined: false, listening: undefined, acked: 0, served: 0, inflight: [], endpoints: [], startedAt: Date.now() };
+    this.members.set(worker.id, m);
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      worker.on('message', (msg: FromWorker) => {
+        if (msg.t === 'listening') {
+          m.listening = msg.gateway;
+          this.o.log.debug({ worker: worker.id, pid: worker.process.pid }, 'data-plane worker listening');
+          if (!settled) {
+            settled = true;
+            resolve({ gateway: msg.gateway, ...(msg.redirect === undefined ? {} : { redirect: msg.redirect }) });
+          }
+        } else if (msg.t === 'fatal' && !settled) {
+          settled = true;
+          reject(new Error(`data-plane worker: ${msg.error}`));
+        } else this.onMessage(m, msg);
+      });
+      worker.on('exit', (code, signal) => {
+        this.members.delete(worker.id);
+        for (const [id, q] of this.queries) {
+          q.waiting.delete(worker.id);
+          if (q.waiting.size === 0) {
+            this.queries.delete(id);
+            q.resolve();
+          }
+        }
+        this.sumInflight();
+        if (!settled) {
+          settled = true;
+          reject(new Error(`data-plane worker exited before listening (code ${code}, signal ${signal})`));
+          return;
+        }
+        if (this.stopping) return;
+        this.o.log.error({ worker: worker.id, pid: worker.process.pid, code, signal }, 'data-plane worker exited; starting another');
+        this.respawn();
+      });
+    });
+  }
+
+  /** A worker that died is replaced after a second; more than 5 deaths in a minute
+   * and the pool stops replacing them (the remaining workers keep serving). */
+  private respawn(): void {
+    const now = Date.now();
+    this.restarts = this.restarts.filter((t) => now - t < 60_000);
+    if (this.restarts.length >= 5) {
+      this.o.log.error({ workers: this.members.size }, 'data-plane workers keep exiting; not starting more');
+      return;
+    }
+    this.restarts.push(now);
+    setTimeout(() => {
+      if (this.stopping) return;
+      this.fork().catch((err: Error) => this.o.log.error({ err: err.message }, 'replacement data-plane worker failed'));
+    }, 1000).unref();
+  }
+
+  private onMessage(m: Member, msg: FromWorker): void {
+    switch (msg.t) {
+      case 'hello':
+        // The whole state, config included; later changes follow on the same channel.
+        this.flush();
+        m.joined = true;
+        this.send(m, { t: 'state', seq: this.seq, state: this.o.dataplane.exportState(), config: this.o.config() });
+        return;
+      case 'ack':
+        m.acked = msg.seq;
+        return;
+      case 'idle': {
+        const q = this.queries.get(msg.id);
+        if (q === undefined) return;
+        q.waiting.delete(m.worker.id);
+        if (q.waiting.size === 0) {
+          this.queries.delete(msg.id);
+          q.resolve();
+        }
+        return;
+      }
+      case 'eject':
+        this.o.outliers.requestEjection(msg.service, msg.version, msg.id, msg.reason);
+        return;
+      case 'stats':
+        this.onStats(m, msg);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private onStats(m: Member, msg: Extract<FromWorker, { t: 'stats' }>): void {
+    const dp = this.o.dataplane;
+    m.served = msg.served;
+    this.o.metrics.setRemoteCounters(`worker-${m.worker.id}`, msg.counters.map(([s, v, c]) => [`${s}\u0000${v}`, c] as const));
+    for (const [s, v, deltas] of msg.windows) {
+      if (!dp.service(s)?.versions.some((x) => x.name === v)) continue;
+      const w = dp.statsOf(s, v).window;
+      for (const d of deltas) w.add(d.sec, d.requests, d.errors, d.hist);
+    }
+    m.inflight = msg.inflight;
+    m.endpoints = msg.endpoints;
+    this.sumInflight();
+  }
+
+  /** The primary's in-flight counts are the sum of its workers' last reports. */
+  private sumInflight(): void {
+    const dp = this.o.dataplane;
+    const byVersion = new Map<string, number>();
+    const byEndpoint = new Map<string, number>();
+    for (const m of this.members.values()) {
+      for (const [s, v, n] of m.inflight) byVersion.set(`${s}\u0000${v}`, (byVersion.get(`${s}\u0000${v}`) ?? 0) + n);
+      for (const [s, v, id, n] of m.endpoints) {
+        const k = `${s}\u0000${v}\u0000${id}`;
+        byEndpoint.set(k, (byEndpoint.get(k) ?? 0) + n);
+      }
+    }
+    for (const s of dp.serviceList) for (const v of s.versions) dp.statsOf(s.name, v.name).setInflight(byVersion.get(`${s.name}\u0000${v.name}`) ?? 0);
+    const busy = new Set(byEndpoint.keys());
+    for (const e of dp.allEndpoints()) {
+      if (busy.has(e.key) || this.busyEndpoints.has(e.key)) e.setInflight(byEndpoint.get(e.key) ?? 0);
+    }
+    this.busyEndpoints = busy;
+  }
+
+  private changed(): void {
+    if (this.dirty) return;
+    this.dirty = true;
+    queueMicrotask(() => this.flush());
+  }
+
+  /** Sends the state now if it changed since the last message. */
+  private flush(): void {
+    if (!this.dirty) return;
+    this.dirty = false;
+    this.seq++;
+    const config = this.o.config();
+    const msg: ToWorker = { t: 'state', seq: this.seq, state: this.o.dataplane.exportState(), ...(config === this.sentConfig ? {} : { config }) };
+    this.sentConfig = config;
+    // A worker that joins later is sent the whole state, config included, when it does.
+    for (const m of this.members.values()) if (m.joined) this.send(m, msg);
+  }
+
+  private send(m: Member, msg: ToWorker): void {
+    if (!m.worker.isConnected()) return;
+    m.worker.send(msg, undefined, () => {});
+  }
+
+  /** Resolves when no worker has a request of the version in flight. Asked after the
+   * pending state went out, so each worker answers under the newest weights. */
+  idle(service: string, version: string): Promise<void> {
+    this.flush();
+    const targets = [...this.members.values()].filter((m) => m.joined && m.worker.isConnected());
+    if (targets.length === 0) return Promise.resolve();
+    const id = ++this.nextQuery;
+    return new Promise((resolve) => {
+      this.queries.set(id, { waiting: new Set(targets.map((m) => m.worker.id)), resolve });
+      for (const m of targets) this.send(m, { t: 'idle', id, service, version });
+    });
+  }
+
+  status(): WorkerStatus[] {
+    return [...this.members.values()].map((m) => ({
+      pid: m.worker.process.pid,
+      listening: m.listening !== undefined,
+      applied: m.acked,
+      served: m.served,
+      inflight: m.inflight.reduce((n, [, , k]) => n + k, 0),
+    }));
+  }
+
+  /** Graceful: each worker stops accepting, finishes what it has (≤ graceMs), closes
+   * its WebSockets and pools, reports its last counts and exits. Resolves when all
+   * have exited; one still running graceMs + 5 s later is killed. */
+  async shutdown(graceMs: number): Promise<void> {
+    this.stopping = true;
+    this.flush();
+    const live = [...this.members.values()];
+    const exited = Promise.all(live.map((m) => new Promise<void>((r) => (m.worker.isDead() ? r() : m.worker.once('exit', () => r())))));
+    for (const m of live) this.send(m, { t: 'shutdown', graceMs });
+    const timer = setTimeout(() => {
+      for (const m of live) if (!m.worker.isDead()) m.worker.process.kill('SIGKILL');
+    }, graceMs + 5000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  /** At once (cuts what is in flight). */
+  close(): Promise<void> {
+    return this.shutdown(0);
+  }
+}
