@@ -68,7 +68,7 @@ describe('bench harness', () => {
     expect(code, `stdout:\n${stdout}\nstderr:\n${stderr}`).toBe(0);
 
     const r = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as Results;
-    const peers = ['direct', 'switchyard', 'fastify', 'http-proxy', ...(have('nginx') ? ['nginx'] : []), ...(have('haproxy') ? ['haproxy'] : [])];
+    const peers = ['direct', 'switchyard', 'switchyard-2w', 'fastify', 'http-proxy', ...(have('nginx') ? ['nginx'] : []), ...(have('haproxy') ? ['haproxy'] : [])];
     for (const combo of ['small/8', '64k/8']) {
       for (const p of peers) {
         const m = r.throughput.medians[combo][p];
@@ -77,6 +77,7 @@ describe('bench harness', () => {
         if (p !== 'direct' && process.platform === 'linux') expect(m.proxyCpuUsPerReq, `${combo} ${p} CPU`).toBeGreaterThan(0);
       }
       for (const p of peers) if (p !== 'switchyard') expect(r.throughput.ratios[combo][p], `${combo} ratio to ${p}`).toBeGreaterThan(0);
+      for (const p of peers) if (p !== 'switchyard-2w') expect(r.throughput.ratios2w[combo][p], `${combo} 2 workers' ratio to ${p}`).toBeGreaterThan(0);
     }
     expect(r.throughput.runs).toHaveLength(2 * peers.length);
     expect(r.throughput.goals.length).toBeGreaterThan(0);
@@ -90,6 +91,7 @@ describe('bench harness', () => {
       expect(l.p99Ms).toBeLessThanOrEqual(l.p999Ms);
     }
     expect(Number.isFinite(r.latency.addedOverDirect.switchyard.p99Ms)).toBe(true);
+    expect(Number.isFinite(r.latency.addedOverDirect['switchyard-2w'].p99Ms)).toBe(true);
 
     // Every scenario ran (failures are counted, not asserted: that is what zero-loss.test.ts does).
     const ids = r.scenarios.results.map((x) => x.id);

@@ -236,9 +236,9 @@ export async function startForwarder(targetUrl, { maxSockets = 256 } = {}) {
 }
 
 /** A Switchyard config for the benchmarks; `services` is the services map. */
-export function gatewayConfig({ port, adminPort, controlPort, level = 'warn', services, shutdown = { drainDelay: '0s', grace: '5s' } }) {
+export function gatewayConfig({ port, adminPort, controlPort, level = 'warn', services, shutdown = { drainDelay: '0s', grace: '5s' }, workers = 1 }) {
   return {
-    gateway: { listen: `127.0.0.1:${port}` },
+    gateway: { listen: `127.0.0.1:${port}`, ...(workers > 1 ? { workers } : {}) },
     admin: { listen: `127.0.0.1:${adminPort}` },
     control: { listen: `127.0.0.1:${controlPort}` },
     state: { store: 'memory' },

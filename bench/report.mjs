@@ -8,6 +8,7 @@ const fmt = (n, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
 export const PEER_LABELS = {
   direct: 'upstream directly',
   switchyard: 'Switchyard',
+  'switchyard-2w': 'Switchyard, 2 workers',
   haproxy: 'HAProxy (1 thread)',
   nginx: 'NGINX (1 worker)',
   fastify: '@fastify/http-proxy',
@@ -41,19 +42,28 @@ export function toMarkdown(r) {
       `\`wrk -t${s.threads} -c{${s.connections.join(',')}} -d${s.duration} --latency\` on GET /small (${s.bodyBytes?.small ?? '?'} B) and /64k (${s.bodyBytes?.['64k'] ?? '?'} B); ${s.rounds} interleaved round(s) per combination, peer order rotated each round (A B C …, B C … A); ${s.warmup} warm-up per peer; medians. Upstream: ${s.upstream} (own process); every proxy in front of that same upstream. \`CPU µs/req\` = user+system CPU of the proxy process(es) during the run ÷ requests served (from /proc).`,
       '',
     );
-    out.push('| size | conns | peer | req/s | p50 ms | p99 ms | CPU µs/req | Switchyard ÷ peer |', '|---|---:|---|---:|---:|---:|---:|---:|');
+    const two = Object.keys(t.ratios2w ?? {}).length > 0;
+    out.push(
+      `| size | conns | peer | req/s | p50 ms | p99 ms | CPU µs/req | Switchyard ÷ peer |${two ? ' 2 workers ÷ peer |' : ''}`,
+      `|---|---:|---|---:|---:|---:|---:|---:|${two ? '---:|' : ''}`,
+    );
     for (const [combo, peers] of Object.entries(t.medians)) {
       const [size, conns] = combo.split('/');
       for (const [p, m] of Object.entries(peers)) {
         const ratio = t.ratios?.[combo]?.[p];
-        out.push(`| ${size} | ${conns} | ${label(p)}${m.failedRuns ? ` (${m.failedRuns} run(s) with no answer)` : ''} | ${fmt(m.rps)} | ${fmt(m.p50Ms, 2)} | ${fmt(m.p99Ms, 2)} | ${fmt(m.proxyCpuUsPerReq, 1)} | ${p === 'switchyard' ? '—' : fmt(ratio, 2)} |`);
+        const ratio2 = t.ratios2w?.[combo]?.[p];
+        out.push(
+          `| ${size} | ${conns} | ${label(p)}${m.failedRuns ? ` (${m.failedRuns} run(s) with no answer)` : ''} | ${fmt(m.rps)} | ${fmt(m.p50Ms, 2)} | ${fmt(m.p99Ms, 2)} | ${fmt(m.proxyCpuUsPerReq, 1)} | ${p === 'switchyard' ? '—' : fmt(ratio, 2)} |${two ? ` ${p === 'switchyard-2w' ? '—' : fmt(ratio2, 2)} |` : ''}`,
+        );
       }
     }
     out.push('');
+    if (two) out.push('"2 workers" = `gateway.workers: 2`: a primary (control plane) and two data-plane processes sharing the listener; its CPU µs/req counts all three processes. The machine has 2 cores shared with wrk and the upstream.', '');
     if (t.goals?.length) {
       out.push(`Goals (issue #8), on ${t.headline}:`, '');
-      out.push('| goal | Switchyard ÷ peer | met |', '|---|---:|---|');
-      for (const g of t.goals) out.push(`| ${g.what} | ${fmt(g.value, 2)} | ${g.met ? 'yes' : 'no'} |`);
+      const g2 = t.goals.some((g) => g.value2w !== undefined);
+      out.push(`| goal | Switchyard ÷ peer | met |${g2 ? ' 2 workers ÷ peer | met |' : ''}`, `|---|---:|---|${g2 ? '---:|---|' : ''}`);
+      for (const g of t.goals) out.push(`| ${g.what} | ${fmt(g.value, 2)} | ${g.met ? 'yes' : 'no'} |${g2 ? ` ${fmt(g.value2w, 2)} | ${g.value2w === undefined ? '—' : g.met2w ? 'yes' : 'no'} |` : ''}`);
       out.push('');
     }
     if (t.runs?.length) {
@@ -75,7 +85,7 @@ export function toMarkdown(r) {
       const a = l.addedOverDirect?.[p];
       out.push(`| ${label(p)} | ${fmt(x.achievedRps)} | ${x.failed} | ${fmt(x.p50Ms, 3)} | ${fmt(x.p99Ms, 3)} | ${fmt(x.p999Ms, 3)} | ${a ? fmt(a.p50Ms, 3) : '—'} | ${a ? fmt(a.p99Ms, 3) : '—'} | ${a ? fmt(a.p999Ms, 3) : '—'} |`);
     }
-    if (l.goal) out.push('', `Goal: p99 added by Switchyard ≤ 1 ms at 50% load: ${fmt(l.goal.value, 3)} ms (${l.goal.met ? 'met' : 'not met'}).`);
+    if (l.goal) out.push('', `Goal: p99 added by Switchyard ≤ 1 ms at 50% load: ${fmt(l.goal.value, 3)} ms (${l.goal.met ? 'met' : 'not met'})${l.goal.value2w === undefined ? '' : `; with 2 workers ${fmt(l.goal.value2w, 3)} ms (${l.goal.met2w ? 'met' : 'not met'})`}.`);
     out.push('');
   }
   const s = r.scenarios;
@@ -116,6 +126,7 @@ export function toMarkdown(r) {
 const COLORS = {
   direct: '#9e9e9e',
   switchyard: '#1565c0',
+  'switchyard-2w': '#64b5f6',
   haproxy: '#2e7d32',
   nginx: '#66bb6a',
   fastify: '#ef6c00',

@@ -7,7 +7,8 @@
 // after its end), req/s. Events: instant cutover and a 10-step rollout through the
 // control API (BENCH_ROLLOUT_INTERVAL_MS, default 300), weight shifts by SIGHUP,
 // rolling replacement of every endpoint, kill -9 of an endpoint, an endpoint answering
-// 500, a whole version killed, SIGTERM to the gateway.
+// 500, a whole version killed, SIGTERM to the gateway; the rollout and the SIGTERM
+// again with gateway.workers: 2.
 //
 //   node bench/scenarios.mjs            (also run by bench/run.mjs unless BENCH_SKIP_SCENARIOS=1)
 //   BENCH_SCENARIOS=kill-9,sigterm node bench/scenarios.mjs   (a subset)
@@ -41,9 +42,10 @@ const SHUTDOWN = { drainDelay: '1s', grace: '5s' };
 const GATEWAY_SETTINGS = `healthCheck ${JSON.stringify(SERVICE_SETTINGS.healthCheck)}, outlierDetection ${JSON.stringify(SERVICE_SETTINGS.outlierDetection)}, retries ${SERVICE_SETTINGS.retries.attempts}, timeouts ${JSON.stringify(SERVICE_SETTINGS.timeouts)}, shutdown ${JSON.stringify(SHUTDOWN)}`.replace(/"/g, '');
 
 /** A config for service "shop" with the given versions {name: {weight, endpoints}}. */
-function shop(versions, ports, extra = {}) {
+function shop(versions, ports, extra = {}, workers = 1) {
   return gatewayConfig({
     ...ports,
+    workers,
     level: 'info', // the scenarios follow the gateway's log lines (reloads, ejections)
     services: { shop: { routes: [{ path: '/' }], versions, ...SERVICE_SETTINGS, ...extra } },
     shutdown: SHUTDOWN,
@@ -187,9 +189,9 @@ async function versionDown() {
  * polls /ready every 100 ms and stops sending new requests once it says 503 (within
  * the drainDelay); every request it did send must be answered.
  */
-async function gatewaySigterm() {
+async function gatewaySigterm(workers = 1) {
   const up = await startUpstream('v1-1');
-  const gw = await startGateway((p) => shop({ v1: { weight: 1, endpoints: [up.address] } }, p));
+  const gw = await startGateway((p) => shop({ v1: { weight: 1, endpoints: [up.address] } }, p, {}, workers));
   let outOfRotation = false;
   let sentSigterm = false;
   const event = {};
@@ -241,11 +243,11 @@ async function control(gw, method, path, body) {
 }
 
 /** blue (2 endpoints) at 100, green (2 endpoints) at 0. */
-async function blueGreen() {
+async function blueGreen(workers = 1) {
   const blue = [await startUpstream('blue-1'), await startUpstream('blue-2')];
   const green = [await startUpstream('green-1'), await startUpstream('green-2')];
   const gw = await startGateway((p) =>
-    shop({ blue: { weight: 100, endpoints: blue.map((u) => u.address) }, green: { weight: 0, endpoints: green.map((u) => u.address) } }, p),
+    shop({ blue: { weight: 100, endpoints: blue.map((u) => u.address) }, green: { weight: 0, endpoints: green.map((u) => u.address) } }, p, {}, workers),
   );
   return { blue, green, gw };
 }
@@ -269,8 +271,8 @@ async function cutover() {
 }
 
 /** A 10-step rollout blue → green (10, 20 … 100 %) through the control API. */
-async function rollout() {
-  const { gw } = await blueGreen();
+async function rollout(workers = 1) {
+  const { gw } = await blueGreen(workers);
   const intervalMs = Math.max(100, Math.round(Number(env.BENCH_ROLLOUT_INTERVAL_MS ?? 300)));
   const steps = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
   const runMs = Math.max(durationMs, steps.length * intervalMs + 2000);
@@ -314,13 +316,15 @@ function describeFailures(r) {
 
 export const SCENARIOS = [
   { id: 'cutover', name: 'instant cutover blue → green (control API)', run: cutover },
-  { id: 'rollout', name: '10-step rollout blue → green (control API)', run: rollout },
+  { id: 'rollout', name: '10-step rollout blue → green (control API)', run: () => rollout() },
   { id: 'weight-shifts', name: 'weight shifts under load (50 × SIGHUP rewrite)', run: weightShifts },
   { id: 'rolling', name: 'rolling replacement of every endpoint (4)', run: rollingReplacement },
   { id: 'kill-9', name: 'kill -9 of 1 of 4 endpoints', run: killOne },
   { id: 'eject-500', name: '1 of 4 endpoints answers 500 (ejection)', run: ejectFailing },
   { id: 'version-down', name: 'whole version down (green 2/2 kill -9, 50/50)', run: versionDown },
-  { id: 'sigterm', name: 'gateway SIGTERM under load (drain)', run: gatewaySigterm },
+  { id: 'sigterm', name: 'gateway SIGTERM under load (drain)', run: () => gatewaySigterm() },
+  { id: 'rollout-2w', name: '10-step rollout, gateway.workers: 2', run: () => rollout(2) },
+  { id: 'sigterm-2w', name: 'gateway SIGTERM under load, gateway.workers: 2', run: () => gatewaySigterm(2) },
 ];
 
 export async function runScenarios({ only = env.BENCH_SCENARIOS?.split(',').filter(Boolean) } = {}) {
