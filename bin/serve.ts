@@ -26,7 +26,7 @@ import { FileStore } from '../control/store/file.js';
 import { Metrics } from '../gateway/metrics.js';
 import { RedisStore } from '../control/store/redis.js';
 import { RedisFleet } from '../control/fleet.js';
-import { WorkerPool } from '../gateway/workers.js';
+import { STATS_INTERVAL_MS, WorkerPool } from '../gateway/workers.js';
 
 export interface RunningGateway {
   config: Config;
@@ -110,7 +110,15 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
   const bound: Record<string, string> = {};
   let fleet: RedisFleet | undefined;
   if (store instanceof RedisStore) {
-    fleet = new RedisFleet({ redis: store.redis, prefix: store.prefix, dataplane, log, self: () => ({ addresses: bound, revision: controller.revision }) });
+    fleet = new RedisFleet({
+      redis: store.redis,
+      prefix: store.prefix,
+      dataplane,
+      log,
+      self: () => ({ addresses: bound, revision: controller.revision }),
+      // Workers report every STATS_INTERVAL_MS: a second is complete that much later.
+      ...(config.gateway.workers > 1 ? { settleMs: 2 * STATS_INTERVAL_MS + 50 } : {}),
+    });
   }
   const controller = new Controller({ dataplane, store, log, fleet });
   // Tell the fleet at once when this replica applied a revision (cutover --wait polls it).

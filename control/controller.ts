@@ -406,7 +406,8 @@ export class Controller extends EventEmitter {
       try {
         const reps = await this.fleet.replicas();
         const done = reps.every((r) => r.revision >= revision && versions.every((v) => (r.inflight[service]?.[v] ?? 0) === 0));
-        if (done && versions.every((v) => this.dp.statsOf(service, v).inflight === 0)) return true;
+        // This replica's own answer is exact (with gateway.workers, asked of each worker).
+        if (done) return await this.waitDrained(service, versions, Math.max(0, deadline - Date.now()));
       } catch {
         /* Redis trouble: keep waiting until the deadline */
       }

@@ -87,6 +87,9 @@ export interface RedisFleetOptions {
   heartbeatMs?: number;
   ttlMs?: number;
   leaseTtlMs?: number;
+  /** How long after a second ends its local counts are complete: 0 when this process
+   * serves the traffic; with gateway.workers, their reports arrive that much later. */
+  settleMs?: number;
 }
 
 export class RedisFleet implements Fleet {
@@ -159,7 +162,7 @@ export class RedisFleet implements Fleet {
   /** Adds every completed second not yet published into the fleet counters. */
   private async flushStats(): Promise<void> {
     if (this.closed || this.o.redis.status !== 'ready') return;
-    const last = Math.floor(Date.now() / 1000) - 1;
+    const last = this.lastComplete();
     // After an outage, publish at most the last 60 s (older windows are history by then).
     const from = Math.max(this.flushedUpTo + 1, last - 60);
     if (from > last) return;
@@ -188,10 +191,15 @@ export class RedisFleet implements Fleet {
     }
   }
 
+  /** The newest second whose counts are all in. */
+  private lastComplete(): number {
+    return Math.floor((Date.now() - (this.o.settleMs ?? 0)) / 1000) - 1;
+  }
+
   async summary(service: string, version: string, fromMs: number, toMs: number): Promise<WindowSummary> {
     const from = Math.floor(fromMs / 1000);
     // Only completed, published seconds: the current one is still being counted.
-    const to = Math.min(Math.floor(toMs / 1000), Math.floor(Date.now() / 1000) - 1);
+    const to = Math.min(Math.floor(toMs / 1000), this.lastComplete());
     const h = new Float64Array(NB);
     let requests = 0;
     let errors = 0;

@@ -204,6 +204,39 @@ describe('gateway.workers', () => {
     expect(live.services[0].versions.blue.rps).toBeGreaterThan(0);
   });
 
+  it('rollout analysis sees the errors the workers counted: a failing green is rolled back', async () => {
+    const [blue] = await upstreams('blue');
+    let n = 0;
+    const green = await startUpstream('green', (req, res) => {
+      req.resume();
+      // One in ten answers is a 500 (outlier detection off: the analysis must catch it).
+      const status = ++n % 10 === 0 ? 500 : 200;
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ name: 'green' }));
+    });
+    cleanup.push(() => green.close());
+    const g = await start(withWorkers({ blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } }));
+    await synced(g);
+    const started = await json(`${g.controlUrl}/v1/services/shop/rollout`, {
+      method: 'POST',
+      body: { to: 'green', steps: [50, 100], interval: '2s', analysis: { maxErrorRate: 0.02, minRequests: 20 } },
+    });
+    expect(started.status).toBe(202);
+    let state = 'running';
+    const loading = load(g.url, { concurrency: 4, until: () => state !== 'running', ratePerWorker: 100, ok: () => true });
+    const final = await waitFor(async () => {
+      const x = (await json<{ state: string; analysis: { last: { verdict: string; target: { errorRate: number; requests: number } } } }>(`${g.controlUrl}/v1/services/shop/rollout`)).body;
+      state = x.state;
+      return x.state !== 'running' && x;
+    }, { timeout: 15_000, message: 'the rollout ended' });
+    expect((await loading).sent).toBeGreaterThan(0);
+    expect(final.state).toBe('rolled_back');
+    expect(final.analysis.last.verdict).toBe('fail');
+    expect(final.analysis.last.target.errorRate).toBeGreaterThan(0.02);
+    expect(final.analysis.last.target.requests).toBeGreaterThanOrEqual(20);
+    expect((await json<{ weights: Record<string, number> }>(`${g.controlUrl}/v1/services/shop`)).body.weights).toEqual({ blue: 100, green: 0 });
+  });
+
   it('an ejection one worker asks for applies in every worker; maxEjectionPercent is counted over the whole pool', async () => {
     const [good] = await upstreams('good');
     const bad = await startUpstream('bad', (req, res) => {
