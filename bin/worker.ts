@@ -20,6 +20,8 @@ let dataplane: Dataplane | undefined;
 let gateway: GatewayServer | undefined;
 let stopping: Promise<void> | undefined;
 const counters: VersionCounters[] = [];
+/** Requests + upstream attempts of each version's counters when last sent. */
+const sentCounts = new Map<VersionCounters, number>();
 
 function send(msg: FromWorker): Promise<void> {
   return new Promise((resolve) => {
@@ -39,17 +41,27 @@ function report(): FromWorker {
       const st = dp.statsOf(s.name, v.name);
       const d = st.window.takeDelta();
       if (d.length > 0) windows.push([s.name, v.name, d]);
-      inflight.push([s.name, v.name, st.inflight]);
+      // (absent = 0 to the primary)
+      if (st.inflight > 0) inflight.push([s.name, v.name, st.inflight]);
     }
   }
   for (const e of dp.allEndpoints()) if (e.inflight > 0) endpoints.push([e.service, e.version, e.id, e.inflight]);
   // Requests answered: every status class and the client aborts.
   let served = 0;
   for (const c of counters) for (let i = 0; i <= C.aborts; i++) served += c.v[C.classes + i];
+  // Only the versions that counted something since the last report (the primary keeps
+  // the rest): a request and an upstream attempt each end in a count.
+  const changed: [string, string, number[]][] = [];
+  for (const c of counters) {
+    const n = c.v[C.upstream - 1] + c.v[C.size - 1];
+    if (sentCounts.get(c) === n) continue;
+    sentCounts.set(c, n);
+    changed.push([c.service, c.version, Array.from(c.v)]);
+  }
   return {
     t: 'stats',
     served,
-    counters: counters.map((c) => [c.service, c.version, Array.from(c.v)]),
+    counters: changed,
     windows,
     inflight,
     endpoints,
