@@ -7,12 +7,15 @@
 // workers never outlive a killed primary.
 
 import { execFile } from 'node:child_process';
+import https from 'node:https';
+import http2 from 'node:http2';
 import { writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import { loadConfigText, ConfigError } from '../config/load.js';
+import { makeCa } from './certs.js';
 import { load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
 
 interface WorkerView {
@@ -322,6 +325,41 @@ describe('gateway.workers', () => {
     }, { message: 'the replacement serves' });
     expect(s.workers.processes).toHaveLength(2);
     expect(g.logs.some((l) => l.msg === 'data-plane worker exited; starting another')).toBe(true);
+  });
+
+  it('with gateway.tls every worker serves HTTPS and HTTP/2 with the certificate', async () => {
+    const ca = makeCa();
+    const cert = ca.issue('w', 'shop.test', ['shop.test']);
+    const [blue] = await upstreams('blue');
+    const g = await start(withWorkers({ blue: { weight: 1, endpoints: [blue.address] } }, {}, { gateway: { tls: { certificates: [{ cert: cert.cert, key: cert.key }], watch: false } } }));
+    await synced(g);
+    const port = Number(new URL(g.url).port);
+    for (let i = 0; i < 6; i++) {
+      const body = await new Promise<string>((resolve, reject) => {
+        https
+          .get({ host: '127.0.0.1', port, path: '/', servername: 'shop.test', ca: ca.ca, agent: false, headers: { host: 'shop.test' } }, (res) => {
+            let b = '';
+            res.on('data', (d) => (b += d));
+            res.on('end', () => resolve(`${res.statusCode} ${JSON.parse(b).name}`));
+          })
+          .on('error', reject);
+      });
+      expect(body).toBe('200 blue');
+      const h2 = http2.connect(`https://127.0.0.1:${port}`, { ca: ca.ca, servername: 'shop.test' });
+      const h2status = await new Promise<number>((resolve, reject) => {
+        const st = h2.request({ ':path': '/', ':authority': 'shop.test' });
+        st.on('response', (h) => resolve(Number(h[':status'])));
+        st.on('error', reject);
+        st.resume();
+      });
+      h2.close();
+      expect(h2status).toBe(200);
+    }
+    const s = await waitFor(async () => {
+      const x = await status(g);
+      return x.workers.processes.reduce((n, w) => n + w.served, 0) === 12 && x;
+    }, { message: '12 requests counted' });
+    for (const w of s.workers.processes) expect(w.served).toBeGreaterThan(0);
   });
 
   it('workers do not outlive a killed primary', async () => {
