@@ -25,8 +25,13 @@ function alive(pid: number): boolean {
 }
 
 interface Results {
-  throughput: { medians: Record<string, Record<string, { rps: number; p99Ms: number; proxyCpuUsPerReq: number | null }>>; runs: unknown[]; ratios: Record<string, Record<string, number>>; goals: { value: number }[] };
-  latency: { rate: number; peers: Record<string, { p50Ms: number; p99Ms: number; p999Ms: number; requests: number }>; addedOverDirect: Record<string, { p99Ms: number }> };
+  throughput: { medians: Record<string, Record<string, { rps: number; p99Ms: number; proxyCpuUsPerReq: number | null }>>; runs: unknown[]; ratios: Record<string, Record<string, number>>; ratios2w: Record<string, Record<string, number>>; goals: { value: number }[] };
+  latency: {
+    rate: number;
+    peers: Record<string, { p50Ms: number; p99Ms: number; p999Ms: number; requests: number }>;
+    addedOverDirect: Record<string, { p99Ms: number }>;
+    wrk: { peers: Record<string, { p50Ms: number; p99Ms: number; p999Ms: number; requests: number }>; addedOverDirect: Record<string, { p99Ms: number }> };
+  };
   scenarios: { results: { id: string; requests: number; failed: number; error?: string; p99BeforeMs: number; p99DuringMs: number }[] };
   fleet: { propagationMs: { p50: number; p99: number } };
   scale: { snapshot: { buildSnapshotMs: number; heapMiB: number }; routing: { nsPerOp: number }; idle: { opened: number; rssAfterMiB: number } };
@@ -90,6 +95,13 @@ describe('bench harness', () => {
       expect(l.p50Ms).toBeLessThanOrEqual(l.p99Ms);
       expect(l.p99Ms).toBeLessThanOrEqual(l.p999Ms);
     }
+    for (const p of peers) {
+      const w = r.latency.wrk.peers[p];
+      expect(w.requests, `wrk paced ${p}`).toBeGreaterThan(0);
+      expect(w.p50Ms).toBeLessThanOrEqual(w.p99Ms);
+      expect(w.p99Ms).toBeLessThanOrEqual(w.p999Ms);
+    }
+    expect(Number.isFinite(r.latency.wrk.addedOverDirect.switchyard.p99Ms)).toBe(true);
     expect(Number.isFinite(r.latency.addedOverDirect.switchyard.p99Ms)).toBe(true);
     expect(Number.isFinite(r.latency.addedOverDirect['switchyard-2w'].p99Ms)).toBe(true);
 

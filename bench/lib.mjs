@@ -378,6 +378,34 @@ export async function runWrk(url, { threads = 1, connections = 64, duration = '5
   return { ...r, raw: c.out() };
 }
 
+/**
+ * wrk at about a fixed rate: each of `connections` connections waits a random 0–2×meanDelayMs
+ * (whole ms: wrk's timers) before each request, so sends are spread out rather than in
+ * lock-step bursts. The rate is about connections × 1000 / (meanDelayMs + latency); the
+ * achieved one is returned. Latency percentiles come from wrk's own histogram (µs).
+ */
+export async function runWrkPaced(url, { connections, meanDelayMs = 5, duration = '5s' }) {
+  const dir = mkdtempSync(join(os.tmpdir(), 'switchyard-bench-wrk-'));
+  const script = join(dir, 'paced.lua');
+  writeFileSync(
+    script,
+    `math.randomseed(os.time())
+function delay() return math.random(0, ${2 * meanDelayMs}) end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("PACED %d %d %d %d %d %d %d\\n", summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max, e.connect + e.read + e.write + e.status + e.timeout))
+end
+`,
+  );
+  const c = startChild('wrk', ['-t1', `-c${connections}`, `-d${duration}`, '-s', script, url], { label: 'wrk' });
+  const { code, signal } = await c.exited;
+  if (code !== 0) throw new Error(`wrk exited with ${code ?? signal}: ${c.err()}`);
+  const m = /PACED (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)/.exec(c.out());
+  if (!m) throw new Error(`could not parse paced wrk output:\n${c.out()}\n${c.err()}`);
+  const [requests, durationUs, p50, p99, p999, max, errors] = m.slice(1).map(Number);
+  return { requests, achievedRps: requests / (durationUs / 1e6), p50Ms: p50 / 1000, p99Ms: p99 / 1000, p999Ms: p999 / 1000, maxMs: max / 1000, errors };
+}
+
 // ---- in-script load generator (scenarios) ----
 
 /** The p-quantile of an ascending array (NaN when empty). */

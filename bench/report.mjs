@@ -74,6 +74,21 @@ export function toMarkdown(r) {
     }
   }
   const l = r.latency;
+  if (l?.wrk?.peers) {
+    const w = l.wrk;
+    out.push('## Latency at a fixed rate (wrk)', '');
+    out.push(
+      `About ${fmt(l.rate)} req/s (50% of Switchyard's median max on ${l.basis}) of GET ${l.path} for ${l.durationS} s per peer: \`wrk -t1 -c${w.connections}\` with a Lua \`delay()\` of a random 0–${2 * w.meanDelayMs} ms before each request on each connection (sends spread out, not in bursts; wrk's timers are whole milliseconds, so the rate is approximate: the achieved one is shown). Percentiles from wrk's histogram (µs). "added" = the peer's percentile minus the upstream's own. The goal is judged here.`,
+      '',
+    );
+    out.push('| peer | achieved req/s | errors | p50 ms | p99 ms | p99.9 ms | added p50 ms | added p99 ms | added p99.9 ms |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const [p, x] of Object.entries(w.peers)) {
+      const a = w.addedOverDirect?.[p];
+      out.push(`| ${label(p)} | ${fmt(x.achievedRps)} | ${x.errors} | ${fmt(x.p50Ms, 3)} | ${fmt(x.p99Ms, 3)} | ${fmt(x.p999Ms, 3)} | ${a ? fmt(a.p50Ms, 3) : '—'} | ${a ? fmt(a.p99Ms, 3) : '—'} | ${a ? fmt(a.p999Ms, 3) : '—'} |`);
+    }
+    if (l.goal) out.push('', `Goal: p99 added by Switchyard ≤ 1 ms at 50% load: ${fmt(l.goal.value, 3)} ms (${l.goal.met ? 'met' : 'not met'})${l.goal.value2w === undefined ? '' : `; with 2 workers ${fmt(l.goal.value2w, 3)} ms (${l.goal.met2w ? 'met' : 'not met'})`}.`);
+    out.push('');
+  }
   if (l?.peers) {
     out.push('## Latency at a fixed rate (open loop)', '');
     out.push(
@@ -85,7 +100,7 @@ export function toMarkdown(r) {
       const a = l.addedOverDirect?.[p];
       out.push(`| ${label(p)} | ${fmt(x.achievedRps)} | ${x.failed} | ${fmt(x.p50Ms, 3)} | ${fmt(x.p99Ms, 3)} | ${fmt(x.p999Ms, 3)} | ${a ? fmt(a.p50Ms, 3) : '—'} | ${a ? fmt(a.p99Ms, 3) : '—'} | ${a ? fmt(a.p999Ms, 3) : '—'} |`);
     }
-    if (l.goal) out.push('', `Goal: p99 added by Switchyard ≤ 1 ms at 50% load: ${fmt(l.goal.value, 3)} ms (${l.goal.met ? 'met' : 'not met'})${l.goal.value2w === undefined ? '' : `; with 2 workers ${fmt(l.goal.value2w, 3)} ms (${l.goal.met2w ? 'met' : 'not met'})`}.`);
+    if (l.goal && !l.wrk) out.push('', `Goal: p99 added by Switchyard ≤ 1 ms at 50% load: ${fmt(l.goal.value, 3)} ms (${l.goal.met ? 'met' : 'not met'}).`);
     out.push('');
   }
   const s = r.scenarios;
