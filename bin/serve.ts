@@ -115,9 +115,11 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       prefix: store.prefix,
       dataplane,
       log,
-      self: () => ({ addresses: bound, revision: controller.revision }),
-      // Workers report every STATS_INTERVAL_MS: a second is complete that much later.
-      ...(config.gateway.workers > 1 ? { settleMs: 2 * STATS_INTERVAL_MS + 50 } : {}),
+      // With workers: the revision every worker has applied and reported on since.
+      self: () => ({ addresses: bound, revision: workers?.appliedRevision() ?? controller.revision }),
+      // Workers report every STATS_INTERVAL_MS; a second's counts are published once a
+      // report late by up to ten intervals is in.
+      ...(config.gateway.workers > 1 ? { settleMs: 10 * STATS_INTERVAL_MS } : {}),
     });
   }
   const controller = new Controller({ dataplane, store, log, fleet });
@@ -144,8 +146,21 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     webhooks: () => webhooks.stats(),
   });
   dataplane.subscribe(() => metrics.prepareAll());
-  const workers = pooled ? new WorkerPool({ count: config.gateway.workers, dataplane, outliers, metrics, log, config: () => config }) : undefined;
-  const admin = new AdminServer({ listen: config.admin.listen, isReady: () => ready && !shuttingDown, metrics: () => metrics.render() });
+  const workers = pooled
+    ? new WorkerPool({
+        count: config.gateway.workers,
+        dataplane,
+        outliers,
+        metrics,
+        log,
+        config: () => config,
+        revision: () => controller.revision,
+        onApplied: () => void fleet?.heartbeat(),
+      })
+    : undefined;
+  // With workers, ready also means at least one of them is accepting connections.
+  const serving = (): boolean => ready && !shuttingDown && (workers === undefined || workers.listening > 0);
+  const admin = new AdminServer({ listen: config.admin.listen, isReady: serving, metrics: () => metrics.render() });
   controller.on('event', (e) => webhooks.publish(e));
   // reload is defined once the listeners are up; the API calls it through this holder.
   let reloadFn: () => string[] = () => ['the gateway is still starting'];
@@ -162,7 +177,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
         store: config.state.store,
         webhooks: webhooks.stats(),
         inflight: dataplane.inflight(),
-        ready: ready && !shuttingDown,
+        ready: serving(),
         ...(followed ? { discovery } : {}),
         ...(workers === undefined ? {} : { workers: { stateSeq: workers.stateSeq, processes: workers.status() } }),
       };
@@ -358,7 +373,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       reload,
       shutdown,
       close,
-      ready: () => ready && !shuttingDown,
+      ready: serving,
     };
   } catch (err) {
     await close();

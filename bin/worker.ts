@@ -5,6 +5,7 @@
 // shutdown come from the primary. Signals sent to the whole process group are ignored:
 // the primary runs the shutdown; a worker whose primary is gone drains and exits.
 
+import cluster from 'node:cluster';
 import { setTimeout as delay } from 'node:timers/promises';
 import pino, { type Logger } from 'pino';
 import type { Config } from '../config/types.js';
@@ -13,6 +14,10 @@ import { Dataplane } from '../gateway/dataplane.js';
 import { OutlierDetector } from '../gateway/health/passive.js';
 import { GatewayServer } from '../gateway/server.js';
 import { STATS_INTERVAL_MS, type FromWorker, type SecondDelta, type ToWorker } from '../gateway/workers.js';
+
+// node:cluster makes a worker exit at once when its IPC channel closes unexpectedly
+// (the primary died); this one drains first (the 'disconnect' handler below).
+if (cluster.worker !== undefined) cluster.worker.exitedAfterDisconnect = true;
 
 let log: Logger = pino({ level: 'info', base: { pid: process.pid, worker: true }, timestamp: pino.stdTimeFunctions.isoTime });
 let config: Config | undefined;
@@ -38,14 +43,14 @@ function report(): FromWorker {
   const endpoints: [string, string, string, number][] = [];
   for (const s of dp.serviceList) {
     for (const v of s.versions) {
-      const st = dp.statsOf(s.name, v.name);
-      const d = st.window.takeDelta();
+      const d = dp.statsOf(s.name, v.name).window.takeDelta();
       if (d.length > 0) windows.push([s.name, v.name, d]);
-      // (absent = 0 to the primary)
-      if (st.inflight > 0) inflight.push([s.name, v.name, st.inflight]);
     }
   }
-  for (const e of dp.allEndpoints()) if (e.inflight > 0) endpoints.push([e.service, e.version, e.id, e.inflight]);
+  // Non-zero counts only (absent = 0 to the primary), also of removed versions and of
+  // retiring endpoints still finishing requests.
+  for (const st of dp.allStats()) if (st.inflight > 0) inflight.push([st.service, st.version, st.inflight]);
+  for (const e of dp.endpointsWithRetiring()) if (e.inflight > 0) endpoints.push([e.service, e.version, e.id, e.inflight]);
   // Requests answered: every status class and the client aborts.
   let served = 0;
   for (const c of counters) for (let i = 0; i <= C.aborts; i++) served += c.v[C.classes + i];
@@ -69,6 +74,15 @@ function report(): FromWorker {
 }
 
 async function start(first: Config, msg: Extract<ToWorker, { t: 'state' }>): Promise<void> {
+  try {
+    await serve(first, msg);
+  } catch (err) {
+    await send({ t: 'fatal', error: (err as Error).message });
+    process.exit(1);
+  }
+}
+
+async function serve(first: Config, msg: Extract<ToWorker, { t: 'state' }>): Promise<void> {
   config = first;
   log = pino({ level: first.log.level, base: { pid: process.pid, worker: true }, timestamp: pino.stdTimeFunctions.isoTime });
   const dp = new Dataplane({ log });
@@ -90,14 +104,14 @@ async function start(first: Config, msg: Extract<ToWorker, { t: 'state' }>): Pro
   const outliers = new OutlierDetector(dp, log, (e, reason) => void send({ t: 'eject', service: e.service, version: e.version, id: e.id, reason }));
   gateway = new GatewayServer({ config: first.gateway, dataplane: dp, log, observer: outliers });
   void send({ t: 'ack', seq: msg.seq });
-  try {
-    const addr = await gateway.listen();
-    const redirect = gateway.redirectAddress;
-    await send({ t: 'listening', gateway: addr, ...(redirect === undefined ? {} : { redirect }) });
-  } catch (err) {
-    await send({ t: 'fatal', error: (err as Error).message });
-    process.exit(1);
+  const addr = await gateway.listen();
+  // Told to stop while the listener was coming up: it closes again at once.
+  if (stopping !== undefined) {
+    gateway.close();
+    return;
   }
+  const redirect = gateway.redirectAddress;
+  await send({ t: 'listening', gateway: addr, ...(redirect === undefined ? {} : { redirect }) });
   setInterval(() => void send(report()), STATS_INTERVAL_MS).unref();
 }
 

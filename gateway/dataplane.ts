@@ -346,6 +346,17 @@ export class Dataplane {
     return eps === undefined ? [] : [...eps.values()];
   }
 
+  /** Listed endpoints and the retiring ones still finishing requests (what in-flight
+   * counts are kept on). */
+  endpointsWithRetiring(): Endpoint[] {
+    return [...this.allEndpoints(), ...this.retiring];
+  }
+
+  /** Every version's counters, also of versions a reload removed. */
+  allStats(): VersionStats[] {
+    return [...this.stats.values()];
+  }
+
   allEndpoints(): Endpoint[] {
     const out: Endpoint[] = [];
     for (const eps of this.endpoints.values()) out.push(...eps.values());

@@ -65,6 +65,10 @@ interface Member {
   joined: boolean;
   listening: AddressInfo | undefined;
   acked: number;
+  /** The state it had acknowledged when its last stats report was sent (its in-flight
+   * counts are of that state or newer); until its first report, the state it joined
+   * with (it had served nothing before). */
+  reportedAt: number;
   served: number;
   inflight: [string, string, number][];
   endpoints: [string, string, string, number][];
@@ -89,6 +93,10 @@ export interface WorkerPoolOptions {
   log: Logger;
   /** The config in force (the primary's; sent to a worker whenever it changes). */
   config: () => Config;
+  /** The control plane's revision, recorded with each state sent. */
+  revision?: () => number;
+  /** Called when appliedRevision() grows (the fleet publishes it at once). */
+  onApplied?: () => void;
 }
 
 /** dist/bin/worker.js next to this file's dist/gateway; from the TypeScript sources
@@ -114,6 +122,11 @@ export class WorkerPool {
   private readonly o: WorkerPoolOptions;
   private readonly script: string;
   private restarts: number[] = [];
+  /** Set once the first workers listen: from then on, a worker that exits is replaced. */
+  private started = false;
+  /** [state seq, control revision] of each state sent, oldest first. */
+  private sentRevisions: [number, number][] = [];
+  private lastApplied = 0;
 
   constructor(o: WorkerPoolOptions) {
     this.o = o;
@@ -131,12 +144,14 @@ export class WorkerPool {
   async start(): Promise<{ gateway: AddressInfo; redirect?: AddressInfo }> {
     cluster.setupPrimary({ exec: this.script, args: [], serialization: 'advanced' });
     const first = Array.from({ length: this.o.count }, () => this.fork());
-    return Promise.all(first).then((all) => all[0]);
+    const all = await Promise.all(first);
+    this.started = true;
+    return all[0];
   }
 
   private fork(): Promise<{ gateway: AddressInfo; redirect?: AddressInfo }> {
     const worker = cluster.fork();
-    const m: Member = { worker, joined: false, listening: undefined, acked: 0, served: 0, inflight: [], endpoints: [], startedAt: Date.now() };
+    const m: Member = { worker, joined: false, listening: undefined, acked: 0, reportedAt: 0, served: 0, inflight: [], endpoints: [], startedAt: Date.now() };
     this.members.set(worker.id, m);
     return new Promise((resolve, reject) => {
       let settled = false;
@@ -163,32 +178,70 @@ export class WorkerPool {
           }
         }
         this.sumInflight();
+        this.checkApplied();
         if (!settled) {
           settled = true;
           reject(new Error(`data-plane worker exited before listening (code ${code}, signal ${signal})`));
-          return;
         }
-        if (this.stopping) return;
+        // (a failure of the first workers fails the start instead)
+        if (this.stopping || !this.started) return;
         this.o.log.error({ worker: worker.id, pid: worker.process.pid, code, signal }, 'data-plane worker exited; starting another');
         this.respawn();
       });
     });
   }
 
-  /** A worker that died is replaced after a second; more than 5 deaths in a minute
-   * and the pool stops replacing them (the remaining workers keep serving). */
+  /** A worker that died is replaced after a second; after 5 replacements in a minute,
+   * the next waits until that minute is over (the remaining workers keep serving; with
+   * none listening, /ready answers 503). A replacement that fails is replaced too. */
   private respawn(): void {
     const now = Date.now();
     this.restarts = this.restarts.filter((t) => now - t < 60_000);
+    let wait = 1000;
     if (this.restarts.length >= 5) {
-      this.o.log.error({ workers: this.members.size }, 'data-plane workers keep exiting; not starting more');
-      return;
+      wait = Math.max(1000, 60_000 - (now - this.restarts[0]));
+      this.o.log.error({ workers: this.members.size, retryInMs: wait }, 'data-plane workers keep exiting; waiting before starting another');
     }
-    this.restarts.push(now);
     setTimeout(() => {
       if (this.stopping) return;
+      this.restarts.push(Date.now());
       this.fork().catch((err: Error) => this.o.log.error({ err: err.message }, 'replacement data-plane worker failed'));
-    }, 1000).unref();
+    }, wait).unref();
+  }
+
+  /** Workers accepting connections now. */
+  get listening(): number {
+    let n = 0;
+    for (const m of this.members.values()) if (m.listening !== undefined && m.worker.isConnected()) n++;
+    return n;
+  }
+
+  /**
+   * The newest control revision every worker has applied and reported on since (so the
+   * in-flight counts the primary holds are of that revision or newer): what this
+   * replica tells the fleet it has applied.
+   */
+  appliedRevision(): number {
+    const rev = this.o.revision?.() ?? 0;
+    let seq = Infinity;
+    for (const m of this.members.values()) if (m.joined && m.worker.isConnected()) seq = Math.min(seq, m.reportedAt);
+    // (a change not sent yet is applied nowhere)
+    if (!this.dirty && (seq === Infinity || seq >= this.seq)) return rev;
+    let applied = 0;
+    for (const [s, r] of this.sentRevisions) if (s <= seq) applied = r;
+    return applied;
+  }
+
+  private checkApplied(): void {
+    const a = this.appliedRevision();
+    if (a > this.lastApplied) {
+      this.lastApplied = a;
+      this.o.onApplied?.();
+    }
+    // Entries no worker can still be behind of are dropped (the newest one stays).
+    let min = Infinity;
+    for (const m of this.members.values()) if (m.joined) min = Math.min(min, m.reportedAt);
+    while (this.sentRevisions.length > 1 && this.sentRevisions[1][0] <= min) this.sentRevisions.shift();
   }
 
   private onMessage(m: Member, msg: FromWorker): void {
@@ -197,6 +250,7 @@ export class WorkerPool {
         // The whole state, config included; later changes follow on the same channel.
         this.flush();
         m.joined = true;
+        m.reportedAt = this.seq;
         this.send(m, { t: 'state', seq: this.seq, state: this.o.dataplane.exportState(), config: this.o.config() });
         return;
       case 'ack':
@@ -234,7 +288,10 @@ export class WorkerPool {
     }
     m.inflight = msg.inflight;
     m.endpoints = msg.endpoints;
+    // The channel is ordered: the acks sent before this report are in.
+    m.reportedAt = Math.max(m.reportedAt, m.acked);
     this.sumInflight();
+    this.checkApplied();
   }
 
   /** The primary's in-flight counts are the sum of its workers' last reports. */
@@ -249,9 +306,14 @@ export class WorkerPool {
         byEndpoint.set(k, (byEndpoint.get(k) ?? 0) + n);
       }
     }
-    for (const s of dp.serviceList) for (const v of s.versions) dp.statsOf(s.name, v.name).setInflight(byVersion.get(`${s.name}\u0000${v.name}`) ?? 0);
+    for (const st of dp.allStats()) st.setInflight(byVersion.get(`${st.service}\u0000${st.version}`) ?? 0);
+    // Versions a worker counts that this process has no counters for yet.
+    for (const k of byVersion.keys()) {
+      const [s, v] = k.split('\u0000');
+      if (dp.service(s)?.versions.some((x) => x.name === v)) dp.statsOf(s, v).setInflight(byVersion.get(k) ?? 0);
+    }
     const busy = new Set(byEndpoint.keys());
-    for (const e of dp.allEndpoints()) {
+    for (const e of dp.endpointsWithRetiring()) {
       if (busy.has(e.key) || this.busyEndpoints.has(e.key)) e.setInflight(byEndpoint.get(e.key) ?? 0);
     }
     this.busyEndpoints = busy;
@@ -268,6 +330,7 @@ export class WorkerPool {
     if (!this.dirty) return;
     this.dirty = false;
     this.seq++;
+    this.sentRevisions.push([this.seq, this.o.revision?.() ?? 0]);
     const config = this.o.config();
     const msg: ToWorker = { t: 'state', seq: this.seq, state: this.o.dataplane.exportState(), ...(config === this.sentConfig ? {} : { config }) };
     this.sentConfig = config;

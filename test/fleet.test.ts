@@ -2,7 +2,7 @@
 
 import { spawn } from 'node:child_process';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import { CLI, load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
 import { startRedis, type RedisServer } from './redis-server.js';
 
@@ -134,6 +134,35 @@ describe('fleet: 3 replicas on one redis', () => {
     expect(JSON.parse(res.stdout)).toMatchObject({ drained: true, weights: { blue: 0, green: 100 } });
     for (const r of results) expect(r.failed, r.errors.join('\n')).toBe(0);
     for (const g of gws) expect((await weightsOn(g)).weights).toEqual({ blue: 0, green: 100 });
+  });
+
+  it('with a replica running gateway.workers: 2, cutover --wait on another replica waits for the slow requests in both of its workers', async () => {
+    prefix = `t${++n}`;
+    const a = await startProcess(config());
+    const cfgB = config();
+    (cfgB.gateway as Json).workers = 2;
+    const b = await startProcess(cfgB);
+    gws = [a, b];
+    await waitFor(async () => (await api(a.controlUrl, 'GET', '/v1/replicas')).body.replicas?.length === 2, { timeout: 10_000 });
+    // Two 2 s requests on B, on two connections: one in each worker.
+    const slowDone: number[] = [];
+    const slow = [0, 1].map(async () => {
+      const agent = new Agent({ connections: 1 });
+      const r = await request(`${b.url}/slow`, { dispatcher: agent });
+      await r.body.text();
+      slowDone.push(Date.now());
+      await agent.close();
+      return r.statusCode;
+    });
+    await waitFor(async () => (await weightsOn(b)).versions.blue.inflight === 2, { message: 'two slow requests in flight on B' });
+    const res = await cli(['cutover', 'shop', '--to', 'green', '--wait', '--timeout', '20s', '--json'], a.controlUrl);
+    expect(res.code, res.stderr).toBe(0);
+    expect(await Promise.all(slow)).toEqual([200, 200]);
+    for (const t of slowDone) expect(res.endedAt).toBeGreaterThanOrEqual(t);
+    // B's workers route to green; B tells the fleet the revision its workers applied.
+    expect(await load(`${b.url}/`, { concurrency: 4, count: 20 }).then((r) => r.byName)).toEqual({ green: 20 });
+    const reps = (await api(a.controlUrl, 'GET', '/v1/replicas')).body.replicas as { revision: number }[];
+    expect(reps.map((r) => r.revision)).toEqual([JSON.parse(res.stdout).revision, JSON.parse(res.stdout).revision]);
   });
 
   it('kill -9 of the replica driving a rollout: another continues, no step repeated or skipped', async () => {

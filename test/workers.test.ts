@@ -172,8 +172,20 @@ describe('gateway.workers', () => {
       return res.statusCode;
     });
     await waitFor(async () => (await status(g)).workers.processes.every((w) => w.inflight === 2), { message: 'two slow requests in flight in each worker' });
+    // Load on both workers through the switch: nothing fails, and once the answer is in,
+    // blue gets no request at all (each worker answered after applying the new weights).
+    let stop = false;
+    const loading = load(g.url, { concurrency: 4, until: () => stop, ratePerWorker: 200 });
+    await sleep(200);
     const r = await json<{ drained: boolean; weights: Record<string, number> }>(`${g.controlUrl}/v1/services/shop/cutover`, { method: 'POST', body: { to: 'green', wait: true, timeout: '10s' } });
     const answered = Date.now();
+    const blueSeen = blue.seen.length;
+    await sleep(300);
+    stop = true;
+    const during = await loading;
+    expect(during.failed, during.errors.join('\n')).toBe(0);
+    expect(during.byName.green).toBeGreaterThan(0);
+    expect(blue.seen.length).toBe(blueSeen);
     expect(r.status).toBe(200);
     expect(r.body.drained).toBe(true);
     expect(await Promise.all(slow)).toEqual([200, 200, 200, 200]);
@@ -266,6 +278,32 @@ describe('gateway.workers', () => {
     expect(bad.seen.length).toBe(before);
   });
 
+  it('maxEjectionPercent holds across workers: of two failing endpoints only one is ejected', async () => {
+    const failing = await Promise.all(
+      ['bad-1', 'bad-2'].map((name) =>
+        startUpstream(name, (req, res) => {
+          req.resume();
+          res.writeHead(500, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ name }));
+        }),
+      ),
+    );
+    for (const u of failing) cleanup.push(() => u.close());
+    const g = await start(
+      withWorkers({ blue: { weight: 1, endpoints: failing.map((u) => u.address) } }, { outlierDetection: { consecutive5xx: 2, baseEjectionTime: '30s', maxEjectionPercent: 50 } }),
+    );
+    await synced(g);
+    // Both workers see both endpoints fail and ask for both ejections.
+    const r = await load(g.url, { concurrency: 4, count: 200, ok: () => true });
+    expect(r.statuses[500]).toBe(200);
+    const states = async () => (await json<{ versions: Record<string, { endpoints: { state: string }[] }> }>(`${g.controlUrl}/v1/services/shop`)).body.versions.blue.endpoints.map((e) => e.state).sort();
+    await waitFor(async () => (await states()).includes('ejected'), { message: 'one ejected' });
+    await synced(g);
+    expect(await states()).toEqual(['ejected', 'healthy']);
+    const m = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(m).toMatch(/^switchyard_outlier_ejections_total\{service="shop",version="blue"\} 1$/m);
+  });
+
   it('SIGTERM drains every worker: requests in flight in each one finish, then all exit 0', async () => {
     const blue = await startUpstream('blue', (req, res) => {
       req.resume();
@@ -307,6 +345,12 @@ describe('gateway.workers', () => {
     await synced(g);
     expect((await json(`${g.controlUrl}/v1/services/shop/weights`, { method: 'PUT', body: { weights: { blue: 0, green: 100 } } })).status).toBe(200);
     const before = (await synced(g)).workers.processes.map((w) => w.pid);
+    expect(await fresh(g.url, 10)).toEqual({ green: 10 });
+    const total = async (): Promise<number> => {
+      const t = await (await request(`${g.adminUrl}/metrics`)).body.text();
+      return Number(/^switchyard_requests_total\{service="shop",version="green",code="2xx"\} (\d+)$/m.exec(t)?.[1] ?? 0);
+    };
+    await waitFor(async () => (await total()) === 10, { message: 'the 10 requests counted' });
     process.kill(before[0], 'SIGKILL');
     // Meanwhile the other worker serves every connection.
     await waitFor(async () => (await status(g)).workers.processes.length === 1, { message: 'the dead worker is gone' });
@@ -325,6 +369,8 @@ describe('gateway.workers', () => {
     }, { message: 'the replacement serves' });
     expect(s.workers.processes).toHaveLength(2);
     expect(g.logs.some((l) => l.msg === 'data-plane worker exited; starting another')).toBe(true);
+    // The dead worker's counts stay in the totals: 10 + 6 + 20.
+    await waitFor(async () => (await total()) === 36, { message: 'every request counted, the dead worker’s too' });
   });
 
   it('with gateway.tls every worker serves HTTPS and HTTP/2 with the certificate', async () => {
@@ -362,13 +408,30 @@ describe('gateway.workers', () => {
     for (const w of s.workers.processes) expect(w.served).toBeGreaterThan(0);
   });
 
-  it('workers do not outlive a killed primary', async () => {
-    const [blue] = await upstreams('blue');
+  it('a killed primary: its workers finish the requests they have, then exit', async () => {
+    const blue = await startUpstream('blue', (req, res) => {
+      req.resume();
+      setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ name: 'blue' }));
+      }, 1500);
+    });
+    cleanup.push(() => blue.close());
     const g = await start(withWorkers({ blue: { weight: 1, endpoints: [blue.address] } }));
     const pids = (await synced(g)).workers.processes.map((w) => w.pid);
     expect(pids.every(alive)).toBe(true);
+    const inflight = [0, 1].map(async () => {
+      const agent = new Agent({ connections: 1 });
+      try {
+        const res = await request(`${g.url}/`, { dispatcher: agent });
+        return `${res.statusCode} ${((await res.body.json()) as { name: string }).name}`;
+      } finally {
+        await agent.close();
+      }
+    });
+    await waitFor(async () => (await status(g)).workers.processes.every((w) => w.inflight === 1), { message: 'one request in flight in each worker' });
     await g.stop('SIGKILL');
+    expect(await Promise.all(inflight)).toEqual(['200 blue', '200 blue']);
     await waitFor(() => pids.every((p) => !alive(p)), { timeout: 15_000, message: 'workers exited after their primary died' });
-    await sleep(0);
   });
 });
