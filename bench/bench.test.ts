@@ -10,19 +10,11 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { alive } from '../test/helpers.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const haveWrk = spawnSync('wrk', ['--version']).error === undefined;
 const have = (bin: string): boolean => existsSync(`/usr/sbin/${bin}`) || spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 interface Results {
   throughput: { medians: Record<string, Record<string, { rps: number; p99Ms: number; proxyCpuUsPerReq: number | null }>>; runs: unknown[]; ratios: Record<string, Record<string, number>>; ratios2w: Record<string, Record<string, number>>; goals: { value: number }[] };

@@ -277,6 +277,16 @@ export async function deadAddress(): Promise<string> {
   return `127.0.0.1:${await freePort()}`;
 }
 
+/** Whether a process of that id exists (signal 0). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** RSS of a process in bytes, from /proc. */
 export function rssOf(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');

@@ -16,7 +16,7 @@ import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import { loadConfigText, ConfigError } from '../config/load.js';
 import { makeCa } from './certs.js';
-import { load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
+import { alive, load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
 
 interface WorkerView {
   pid: number;
@@ -69,15 +69,6 @@ async function fresh(url: string, n: number, path = '/'): Promise<Record<string,
     await agent.close();
   }
   return by;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function start(config: Record<string, unknown>): Promise<GatewayProcess> {
