@@ -6,7 +6,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { createConnection, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import pino from 'pino';
@@ -272,9 +272,28 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   return port;
 }
 
-/** host:port of a loopback port nobody listens on (connects are refused). */
+/** Low ports no test listens on and the kernel never hands out for port 0, so another
+ * test's server can never take one while it is meant to be dead (ports 7, 9, 13, 17,
+ * 19 and 22 are left out: classic inetd services and ssh). */
+const DEAD_PORTS = [1, 2, 3, 4, 5, 6, 8, 10, 11, 12, 14, 15, 16, 18, 20, 21];
+let nextDead = 0;
+
+/** host:port of a loopback port nobody listens on (connects are refused); successive
+ * calls give different ports. */
 export async function deadAddress(): Promise<string> {
-  return `127.0.0.1:${await freePort()}`;
+  for (let i = 0; i < DEAD_PORTS.length; i++) {
+    const port = DEAD_PORTS[nextDead++ % DEAD_PORTS.length];
+    const refused = await new Promise<boolean>((resolve) => {
+      const sock = createConnection({ host: '127.0.0.1', port });
+      sock.once('connect', () => {
+        sock.destroy();
+        resolve(false);
+      });
+      sock.once('error', () => resolve(true));
+    });
+    if (refused) return `127.0.0.1:${port}`;
+  }
+  throw new Error('deadAddress: every low port tried accepts connections on this machine');
 }
 
 /** Whether a process of that id exists (signal 0). */

@@ -18,7 +18,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { stringify } from 'yaml';
 import { ConfigError, loadConfigText } from '../config/load.js';
 import { freePort, startDnsmasq, stopAllDnsmasq } from './dnsmasq.js';
-import { load, shopConfig, startInProcess, startUpstream, waitFor, closeServer, type InProcessGateway } from './helpers.js';
+import { load, shopConfig, startInProcess, startUpstream, waitFor, closeServer, deadAddress, type InProcessGateway } from './helpers.js';
 
 // ---------------------------------------------------------------------------------
 // Certificates
@@ -200,7 +200,7 @@ describe('https upstreams', () => {
     cleanups.push(() => plain.close());
     const ok = await startUpstream('ok');
     cleanups.push(() => ok.close());
-    const closedPort = await freePort();
+    const closedPort = Number((await deadAddress()).split(':')[1]);
     const versions = {
       ok: { weight: 1, endpoints: [ok.address] },
       wrongca: { weight: 0, endpoints: [up.origin], tls: { ca: pki.otherCa, servername: 'api.vendor.test' } },

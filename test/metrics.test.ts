@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import { load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream, freePort } from './helpers.js';
+import { load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream, deadAddress } from './helpers.js';
 
 function promtool(text: string): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
@@ -46,7 +46,7 @@ describe('metrics', () => {
       res.end('boom');
     });
     green = await startUpstream('green');
-    dead = `127.0.0.1:${await freePort()}`;
+    dead = await deadAddress();
     p = await startProcess(
       shopConfig(
         {
