@@ -17,7 +17,7 @@ import { request } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
 import { stringify } from 'yaml';
 import { ConfigError, loadConfigText } from '../config/load.js';
-import { freePort, startDnsmasq, stopAllDnsmasq } from './dnsmasq.js';
+import { startDnsmasq, stopAllDnsmasq } from './dnsmasq.js';
 import { load, shopConfig, startInProcess, startUpstream, waitFor, closeServer, deadAddress, type InProcessGateway } from './helpers.js';
 
 // ---------------------------------------------------------------------------------
