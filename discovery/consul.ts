@@ -22,7 +22,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { Agent, request } from 'undici';
 import type { Logger } from 'pino';
 import type { Config, ConsulConfig, EndpointAddress, VersionConfig } from '../config/types.js';
-import { backoffMs, pause, vkey, WatchingProvider, type EndpointSet } from './provider.js';
+import { backoffMs, pause, WatchingProvider, type FollowedVersion, type VersionAnswer, type WantedWatch } from './provider.js';
 
 /** At most one snapshot delivery per this many ms (bursts of registrations coalesce). */
 /** No two queries of one watch start closer than this (a guard against hot loops). */
@@ -305,16 +305,24 @@ export interface ConsulStatus {
   watches: { service: string; tag?: string; index: number; instances: number; errors: number; lastError?: string; resets: number }[];
 }
 
-export class ConsulProvider extends WatchingProvider<Watch> {
+interface ConsulVersion extends FollowedVersion {
+  src: ConsulSource;
+}
+
+export class ConsulProvider extends WatchingProvider<Watch, ConsulVersion> {
   readonly name = 'consul';
   private config: Config;
-  private readonly log: Logger;
+  protected readonly log: Logger;
+  protected readonly messages = {
+    changed: 'consul: endpoints changed',
+    held: 'consul: Consul was reset and lists no instance of this version; keeping the last endpoints for now',
+    resumed: 'consul: the version is listed again after the reset; the hold ends',
+    expired: 'consul: the version stayed unlisted for resetGrace after the reset; it has no endpoints now',
+  };
   private readonly baseDir: string;
   private readonly resetGraceMs: number;
   private client: ConsulClient | undefined;
   private clientKey = '';
-  /** Per service/version: the endpoint ids last delivered. */
-  private readonly delivered = new Map<string, { sig: string; endpoints: EndpointAddress[] }>();
 
   constructor(opts: ConsulProviderOptions) {
     super();
@@ -361,72 +369,50 @@ export class ConsulProvider extends WatchingProvider<Watch> {
     };
   }
 
-  private sources(): { service: string; version: string; src: ConsulSource }[] {
-    const out: { service: string; version: string; src: ConsulSource }[] = [];
+  protected followed(): ConsulVersion[] {
+    const out: ConsulVersion[] = [];
     for (const s of this.config.services) {
-      for (const v of s.versions) if (v.source.kind === 'consul') out.push({ service: s.name, version: v.name, src: v.source });
+      for (const v of s.versions) if (v.source.kind === 'consul') out.push({ service: s.name, version: v.name, key: watchKey(v.source), src: v.source });
     }
     return out;
   }
 
-  /** Starts and stops watches to match the config. */
-  protected follow(): void {
+  /** New connection settings first: every query starts over with the new client (made
+   * before the old one goes: a CA file that cannot be read leaves the running queries
+   * alone); then the watches follow the config. */
+  protected override follow(): void {
     if (this.closed) return;
     const c = this.config.discovery.consul;
     const key = c === undefined ? '' : JSON.stringify([c.address, c.token, c.datacenter, c.ca, c.stale, c.waitMs]);
     if (key !== this.clientKey) {
-      // New connection settings: every query starts over with the new client (made
-      // first: a CA file that cannot be read leaves the running queries alone).
       const next = c === undefined ? undefined : new ConsulClient(c, this.baseDir);
       this.stopWatches();
       void this.client?.close();
       this.client = next;
       this.clientKey = key;
     }
-    const want = new Map<string, ConsulSource>();
-    if (this.client !== undefined) for (const { src } of this.sources()) want.set(watchKey(src), src);
-    for (const [k, w] of this.watches) {
-      if (want.has(k)) continue;
-      w.stop();
-      this.watches.delete(k);
-    }
-    for (const [k, src] of want) {
-      if (this.watches.has(k)) continue;
-      const w = new Watch(src.service, src.tag, this.client!, this.log, () => this.scheduleEmit());
-      this.watches.set(k, w);
-      void w.run();
-    }
-    const live = new Set(this.sources().map((s) => vkey(s.service, s.version)));
-    for (const k of this.delivered.keys()) if (!live.has(k)) this.delivered.delete(k);
+    super.follow();
   }
 
-  protected collect(now: number): { sets: EndpointSet[]; recheckMs?: number } {
-    const sets: EndpointSet[] = [];
-    let recheck: number | undefined;
-    for (const { service, version, src } of this.sources()) {
-      const w = this.watches.get(watchKey(src));
-      if (w?.instances === undefined) continue; // not answered yet: nothing to say
-      const endpoints = endpointsFor(w.instances, src);
-      const k = vkey(service, version);
-      const prev = this.delivered.get(k);
-      if (endpoints.length === 0 && prev !== undefined && prev.endpoints.length > 0 && w.resetAt !== undefined && now - w.resetAt < this.resetGraceMs) {
-        // Consul was reset and does not list this version (yet): keep what was there
-        // while services re-register, for at most resetGrace.
-        const until = w.resetAt + this.resetGraceMs;
-        if (prev.sig !== 'held') {
-          this.log.warn({ service, version, endpoints: prev.endpoints.length, holdSeconds: (until - now) / 1000 }, 'consul: Consul was reset and lists no instance of this version; keeping the last endpoints for now');
-        }
-        this.delivered.set(k, { sig: 'held', endpoints: prev.endpoints });
-        recheck = Math.min(recheck ?? Infinity, until - now);
-        continue;
-      }
-      const sig = endpoints.map((e) => e.id).join('\n');
-      if (prev !== undefined && prev.sig === sig) continue;
-      this.delivered.set(k, { sig, endpoints });
-      sets.push({ service, version, endpoints });
-      this.log.info({ service, version, endpoints: endpoints.map((e) => e.id) }, 'consul: endpoints changed');
-    }
-    return { sets, recheckMs: recheck };
+  /** One blocking query per Consul service and tag. */
+  protected wanted(): Map<string, WantedWatch<Watch>> {
+    const want = new Map<string, WantedWatch<Watch>>();
+    const client = this.client;
+    if (client === undefined) return want;
+    for (const { key, src } of this.followed()) want.set(key, { create: () => new Watch(src.service, src.tag, client, this.log, () => this.scheduleEmit()) });
+    return want;
+  }
+
+  protected answer({ src }: ConsulVersion, w: Watch): VersionAnswer | undefined {
+    if (w.instances === undefined) return undefined;
+    const endpoints = endpointsFor(w.instances, src);
+    return {
+      endpoints,
+      sig: endpoints.map((e) => e.id).join('\n'),
+      // Consul was reset and does not list this version (yet): the last endpoints stay
+      // while services re-register, for at most resetGrace.
+      ...(w.resetAt === undefined ? {} : { hold: { since: w.resetAt, graceMs: this.resetGraceMs } }),
+    };
   }
 }
 

@@ -24,7 +24,7 @@
 import { Resolver } from 'node:dns/promises';
 import type { Logger } from 'pino';
 import type { Config, EndpointAddress, VersionConfig } from '../config/types.js';
-import { backoffMs, pause, vkey, WatchingProvider, type EndpointSet } from './provider.js';
+import { backoffMs, pause, WatchingProvider, type FollowedVersion, type VersionAnswer, type WantedWatch } from './provider.js';
 
 /** At most one snapshot delivery per this many ms (changes of several names coalesce). */
 /** A TTL never brings the next query closer than this (TTL 0 answers, dnsmasq's default). */
@@ -258,12 +258,21 @@ export function endpointsFor(records: readonly DnsRecord[], src: DnsSource, http
   return [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
-export class DnsProvider extends WatchingProvider<Watch> {
+interface DnsVersion extends FollowedVersion {
+  src: DnsSource;
+  https: boolean;
+}
+
+export class DnsProvider extends WatchingProvider<Watch, DnsVersion> {
   readonly name = 'dns';
   private config: Config;
-  private readonly log: Logger;
-  /** Per service/version: what was last delivered ('held' while emptyGrace keeps it). */
-  private readonly delivered = new Map<string, { sig: string; endpoints: EndpointAddress[]; heldUntil?: number }>();
+  protected readonly log: Logger;
+  protected readonly messages = {
+    changed: 'dns: endpoints changed',
+    held: 'dns: the name answers empty; keeping the last endpoints for emptyGrace',
+    resumed: 'dns: the name answers again; the hold ends',
+    expired: 'dns: the name stayed empty for emptyGrace; the version has no endpoints now',
+  };
 
   constructor(opts: DnsProviderOptions) {
     super();
@@ -307,77 +316,44 @@ export class DnsProvider extends WatchingProvider<Watch> {
     };
   }
 
-  private sources(): { service: string; version: string; src: DnsSource; https: boolean }[] {
-    const out: { service: string; version: string; src: DnsSource; https: boolean }[] = [];
+  protected followed(): DnsVersion[] {
+    const out: DnsVersion[] = [];
     for (const s of this.config.services) {
-      for (const v of s.versions) if (v.source.kind === 'dns') out.push({ service: s.name, version: v.name, src: v.source, https: v.tls !== undefined });
+      for (const v of s.versions) if (v.source.kind === 'dns') out.push({ service: s.name, version: v.name, key: watchKey(v.source), src: v.source, https: v.tls !== undefined });
     }
     return out;
   }
 
-  /** Starts and stops queries to match the config. */
-  protected follow(): void {
-    if (this.closed) return;
-    const want = new Map<string, { src: DnsSource; intervalMs: number }>();
-    for (const { src } of this.sources()) {
-      const k = watchKey(src);
-      const w = want.get(k);
-      want.set(k, { src, intervalMs: Math.min(w?.intervalMs ?? Infinity, src.intervalMs) });
+  /** One query per name (and resolver), re-resolved at the smallest interval of the
+   * versions using it. */
+  protected wanted(): Map<string, WantedWatch<Watch>> {
+    const intervals = new Map<string, { src: DnsSource; intervalMs: number }>();
+    for (const { key, src } of this.followed()) {
+      intervals.set(key, { src, intervalMs: Math.min(intervals.get(key)?.intervalMs ?? Infinity, src.intervalMs) });
     }
-    for (const [k, w] of this.watches) {
-      if (want.has(k)) continue;
-      w.stop();
-      this.watches.delete(k);
+    const want = new Map<string, WantedWatch<Watch>>();
+    for (const [k, { src, intervalMs }] of intervals) {
+      want.set(k, {
+        create: () => new Watch(src.srv === undefined ? 'a' : 'srv', (src.srv ?? src.name)!, src.resolver, intervalMs, this.log, () => this.scheduleEmit()),
+        refresh: (w) => w.setInterval(intervalMs),
+      });
     }
-    for (const [k, { src, intervalMs }] of want) {
-      const existing = this.watches.get(k);
-      if (existing !== undefined) {
-        existing.setInterval(intervalMs);
-        continue;
-      }
-      const w = new Watch(src.srv === undefined ? 'a' : 'srv', (src.srv ?? src.name)!, src.resolver, intervalMs, this.log, () => this.scheduleEmit());
-      this.watches.set(k, w);
-      void w.run();
-    }
-    const live = new Set(this.sources().map((s) => vkey(s.service, s.version)));
-    for (const k of this.delivered.keys()) if (!live.has(k)) this.delivered.delete(k);
+    return want;
   }
 
-  protected collect(now: number): { sets: EndpointSet[]; recheckMs?: number } {
-    const sets: EndpointSet[] = [];
-    let recheck: number | undefined;
-    for (const { service, version, src, https } of this.sources()) {
-      const w = this.watches.get(watchKey(src));
-      if (w?.records === undefined) continue; // not answered yet: nothing to say
-      const endpoints = endpointsFor(w.records, src, https);
-      const k = vkey(service, version);
-      const prev = this.delivered.get(k);
-      if (endpoints.length === 0 && prev !== undefined && prev.endpoints.length > 0 && w.emptySince !== undefined && now - w.emptySince < src.emptyGraceMs) {
-        // The name answers empty (a redeploy between old and new tasks?): keep what was
-        // there for at most emptyGrace.
-        const until = w.emptySince + src.emptyGraceMs;
-        if (prev.heldUntil === undefined) {
-          this.log.warn({ service, version, query: w.label, endpoints: prev.endpoints.length, holdSeconds: (until - now) / 1000 }, 'dns: the name answers empty; keeping the last endpoints for emptyGrace');
-        }
-        this.delivered.set(k, { sig: prev.sig, endpoints: prev.endpoints, heldUntil: until });
-        recheck = Math.min(recheck ?? Infinity, until - now);
-        continue;
-      }
-      const sig = endpoints.map((e) => `${e.id}|${e.tlsName ?? ''}`).join('\n');
-      if (prev !== undefined && prev.sig === sig) {
-        if (prev.heldUntil !== undefined) {
-          this.delivered.set(k, { sig, endpoints: prev.endpoints });
-          this.log.info({ service, version, query: w.label }, 'dns: the name answers again; the hold ends');
-        }
-        continue;
-      }
-      if (endpoints.length === 0 && prev?.heldUntil !== undefined) {
-        this.log.warn({ service, version, query: w.label, emptyGraceMs: src.emptyGraceMs }, 'dns: the name stayed empty for emptyGrace; the version has no endpoints now');
-      }
-      this.delivered.set(k, { sig, endpoints });
-      sets.push({ service, version, endpoints });
-      this.log.info({ service, version, query: w.label, endpoints: endpoints.map((e) => e.id) }, 'dns: endpoints changed');
-    }
-    return { sets, recheckMs: recheck };
+  protected answer({ src, https }: DnsVersion, w: Watch): VersionAnswer | undefined {
+    if (w.records === undefined) return undefined;
+    const endpoints = endpointsFor(w.records, src, https);
+    return {
+      endpoints,
+      sig: endpoints.map((e) => `${e.id}|${e.tlsName ?? ''}`).join('\n'),
+      // The name answers empty (a redeploy between old and new tasks?): the last
+      // endpoints stay for at most emptyGrace.
+      ...(w.emptySince === undefined ? {} : { hold: { since: w.emptySince, graceMs: src.emptyGraceMs } }),
+    };
+  }
+
+  protected override describe(w: Watch): Record<string, unknown> {
+    return { query: w.label };
   }
 }

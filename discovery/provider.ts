@@ -5,6 +5,7 @@
 // because it could not ask. Discovery never imports gateway/ or control/.
 
 import { setTimeout as delay } from 'node:timers/promises';
+import type { Logger } from 'pino';
 import type { Config, EndpointAddress } from '../config/types.js';
 
 export interface EndpointSet {
@@ -69,6 +70,8 @@ export class Coalescer {
 
 /** One followed query of a watching provider (a Consul blocking query, a DNS name). */
 export interface SourceWatch {
+  /** Follows the source until stop(). */
+  run(): Promise<void>;
   stop(): void;
   /** Seconds since this query last knew its answer was current. */
   staleness(now: number): number;
@@ -76,26 +79,135 @@ export interface SourceWatch {
   readonly answered: boolean;
 }
 
+/** A version a watching provider follows, and the key of the watch answering for it
+ * (versions may share a watch). */
+export interface FollowedVersion {
+  service: string;
+  version: string;
+  key: string;
+}
+
+/** A watch wanted by the config: how to make it, and how an existing one takes new
+ * settings (a shorter DNS interval). */
+export interface WantedWatch<W> {
+  create(): W;
+  refresh?(w: W): void;
+}
+
+/** What a watch's answer means for one version. */
+export interface VersionAnswer {
+  endpoints: EndpointAddress[];
+  /** Identity of the set: a different one is delivered. */
+  sig: string;
+  /** The source answers "nothing" in a way that may pass (Consul reset, a name between
+   * deployments): since when, and how long the last endpoints are kept meanwhile. */
+  hold?: { since: number; graceMs: number };
+}
+
+/** Log messages of a provider's deliveries. */
+export interface DeliveryMessages {
+  changed: string;
+  held: string;
+  resumed: string;
+  expired: string;
+}
+
+/** What was last delivered for a version (heldUntil while a hold keeps it). */
+export interface Delivered {
+  sig: string;
+  endpoints: EndpointAddress[];
+  heldUntil?: number;
+}
+
 /**
- * What the Consul and DNS providers share: their watches by key, the coalesced delivery,
- * the first snapshot (start() resolves once every watch answered once), staleness as the
- * oldest watch's, and close. Subclasses follow their sources (follow) and turn the
- * watches' answers into endpoint sets (collect).
+ * What the Consul and DNS providers share: their watches by key, kept in step with the
+ * config (follow), the coalesced delivery of changed sets only, the hold of a version's
+ * last endpoints while its source answers "nothing" for a grace, the first snapshot
+ * (start() resolves once every watch answered once), staleness as the oldest watch's,
+ * and close. Subclasses say which versions and watches the config wants and what a
+ * watch's answer means for a version.
  */
-export abstract class WatchingProvider<W extends SourceWatch> implements Provider {
+export abstract class WatchingProvider<W extends SourceWatch, F extends FollowedVersion = FollowedVersion> implements Provider {
   abstract readonly name: string;
   protected readonly watches = new Map<string, W>();
+  protected readonly delivered = new Map<string, Delivered>();
   protected closed = false;
   private sink: SnapshotSink | undefined;
   private first = false;
   private resolveFirst: (() => void) | undefined;
   private readonly emitter = new Coalescer(COALESCE_MS, () => this.emit());
 
+  protected abstract readonly log: Logger;
+  protected abstract readonly messages: DeliveryMessages;
+
   abstract update(config: Config): void;
-  /** Starts and stops watches to match the sources the config names. */
-  protected abstract follow(): void;
+  /** The versions the config has this provider follow. */
+  protected abstract followed(): F[];
+  /** The watches those versions need, by key. */
+  protected abstract wanted(): Map<string, WantedWatch<W>>;
+  /** What the watch says for the version; undefined before its first answer. */
+  protected abstract answer(f: F, w: W): VersionAnswer | undefined;
+  /** Fields naming the watch in log lines. */
+  protected describe(_w: W): Record<string, unknown> {
+    return {};
+  }
+
+  /** Starts and stops watches to match the config; forgets versions no longer followed. */
+  protected follow(): void {
+    if (this.closed) return;
+    const want = this.wanted();
+    for (const [k, w] of this.watches) {
+      if (want.has(k)) continue;
+      w.stop();
+      this.watches.delete(k);
+    }
+    for (const [k, spec] of want) {
+      const existing = this.watches.get(k);
+      if (existing !== undefined) {
+        spec.refresh?.(existing);
+        continue;
+      }
+      const w = spec.create();
+      this.watches.set(k, w);
+      void w.run();
+    }
+    const live = new Set(this.followed().map((f) => vkey(f.service, f.version)));
+    for (const k of this.delivered.keys()) if (!live.has(k)) this.delivered.delete(k);
+  }
+
   /** The changed endpoint sets now, and when to look again (ms) if something is held. */
-  protected abstract collect(now: number): { sets: EndpointSet[]; recheckMs?: number };
+  private collect(now: number): { sets: EndpointSet[]; recheckMs?: number } {
+    const sets: EndpointSet[] = [];
+    let recheck: number | undefined;
+    for (const f of this.followed()) {
+      const w = this.watches.get(f.key);
+      const a = w === undefined ? undefined : this.answer(f, w);
+      if (w === undefined || a === undefined) continue; // not answered yet: nothing to say
+      const { service, version } = f;
+      const fields = { service, version, ...this.describe(w) };
+      const k = vkey(service, version);
+      const prev = this.delivered.get(k);
+      if (a.endpoints.length === 0 && prev !== undefined && prev.endpoints.length > 0 && a.hold !== undefined && now - a.hold.since < a.hold.graceMs) {
+        const until = a.hold.since + a.hold.graceMs;
+        if (prev.heldUntil === undefined) this.log.warn({ ...fields, endpoints: prev.endpoints.length, holdSeconds: (until - now) / 1000 }, this.messages.held);
+        this.delivered.set(k, { sig: prev.sig, endpoints: prev.endpoints, heldUntil: until });
+        recheck = Math.min(recheck ?? Infinity, until - now);
+        continue;
+      }
+      if (prev !== undefined && prev.sig === a.sig) {
+        if (prev.heldUntil !== undefined) {
+          this.delivered.set(k, { sig: a.sig, endpoints: prev.endpoints });
+          this.log.info(fields, this.messages.resumed);
+        }
+        continue;
+      }
+      if (a.endpoints.length === 0 && prev?.heldUntil !== undefined) this.log.warn({ ...fields, graceMs: a.hold?.graceMs }, this.messages.expired);
+      this.delivered.set(k, { sig: a.sig, endpoints: a.endpoints });
+      sets.push({ service, version, endpoints: a.endpoints });
+      this.log.info({ ...fields, endpoints: a.endpoints.map((e) => e.id) }, this.messages.changed);
+    }
+    return { sets, recheckMs: recheck };
+  }
 
   /** Resolves once every query answered once and the first snapshot is out (at once when
    * nothing is followed). Never rejects; resolves on close too. */
