@@ -10,6 +10,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import pino, { type Logger } from 'pino';
 import type { Config } from '../config/types.js';
 import { C, VersionCounters } from '../gateway/counters.js';
+import { vkey } from '../discovery/provider.js';
 import { Dataplane } from '../gateway/dataplane.js';
 import { OutlierDetector } from '../gateway/health/passive.js';
 import { GatewayServer } from '../gateway/server.js';
@@ -38,30 +39,29 @@ function send(msg: FromWorker): Promise<void> {
 /** Counters, window deltas and in-flight counts for the primary. */
 function report(): FromWorker {
   const dp = dataplane!;
-  const windows: [string, string, SecondDelta[]][] = [];
-  const inflight: [string, string, number][] = [];
-  const endpoints: [string, string, string, number][] = [];
-  for (const s of dp.serviceList) {
-    for (const v of s.versions) {
-      const d = dp.statsOf(s.name, v.name).window.takeDelta();
-      if (d.length > 0) windows.push([s.name, v.name, d]);
-    }
+  const windows: [string, SecondDelta[]][] = [];
+  const inflight: [string, number][] = [];
+  const endpoints: [string, number][] = [];
+  // Every version's, also of versions a reload removed; in-flight counts only when not
+  // zero (absent = 0 to the primary), retiring endpoints included.
+  for (const st of dp.allStats()) {
+    const k = vkey(st.service, st.version);
+    const d = st.window.takeDelta();
+    if (d.length > 0) windows.push([k, d]);
+    if (st.inflight > 0) inflight.push([k, st.inflight]);
   }
-  // Non-zero counts only (absent = 0 to the primary), also of removed versions and of
-  // retiring endpoints still finishing requests.
-  for (const st of dp.allStats()) if (st.inflight > 0) inflight.push([st.service, st.version, st.inflight]);
-  for (const e of dp.endpointsWithRetiring()) if (e.inflight > 0) endpoints.push([e.service, e.version, e.id, e.inflight]);
+  for (const e of dp.endpointsWithRetiring()) if (e.inflight > 0) endpoints.push([e.key, e.inflight]);
   // Requests answered: every status class and the client aborts.
   let served = 0;
   for (const c of counters) for (let i = 0; i <= C.aborts; i++) served += c.v[C.classes + i];
   // Only the versions that counted something since the last report (the primary keeps
   // the rest): a request and an upstream attempt each end in a count.
-  const changed: [string, string, number[]][] = [];
+  const changed: [string, number[]][] = [];
   for (const c of counters) {
     const n = c.v[C.upstream - 1] + c.v[C.size - 1];
     if (sentCounts.get(c) === n) continue;
     sentCounts.set(c, n);
-    changed.push([c.service, c.version, Array.from(c.v)]);
+    changed.push([vkey(c.service, c.version), Array.from(c.v)]);
   }
   return {
     t: 'stats',

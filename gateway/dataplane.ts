@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Config, EndpointAddress, ServiceConfig } from '../config/types.js';
 import { Endpoint, VersionStats, tlsKey, upstreamTlsOptions, type PoolOptions } from './endpoint.js';
 import { buildSnapshot, SnapshotHolder, type Snapshot } from './snapshot.js';
-import type { EndpointSet } from '../discovery/provider.js';
+import { vkey, type EndpointSet } from '../discovery/provider.js';
 
 export class WeightsError extends Error {
   constructor(readonly code: 'UNKNOWN_SERVICE' | 'UNKNOWN_VERSION' | 'INVALID_WEIGHTS', message: string) {
@@ -18,10 +18,6 @@ export class WeightsError extends Error {
 }
 
 type Weights = Record<string, number>;
-
-function vkey(service: string, version: string): string {
-  return `${service}\u0000${version}`;
-}
 
 export interface DataplaneOptions {
   log: Logger;
@@ -350,6 +346,11 @@ export class Dataplane {
    * counts are kept on). */
   endpointsWithRetiring(): Endpoint[] {
     return [...this.allEndpoints(), ...this.retiring];
+  }
+
+  /** A version's counters by version key, if the snapshot ever had the version. */
+  existingStats(key: string): VersionStats | undefined {
+    return this.stats.get(key);
   }
 
   /** Every version's counters, also of versions a reload removed. */

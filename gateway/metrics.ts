@@ -13,6 +13,7 @@
 
 import client, { Counter, Gauge, Registry, type MetricValue } from 'prom-client';
 import { C, CODE_CLASSES, DURATION_BUCKETS, ERROR_REASONS, VersionCounters, histogramOf } from './counters.js';
+import { vkey } from '../discovery/provider.js';
 import type { Dataplane } from './dataplane.js';
 import type { VersionStats } from './endpoint.js';
 
@@ -236,7 +237,7 @@ export class Metrics {
   private valuesOf(c: VersionCounters): Float64Array {
     if (this.remote.size === 0) return c.v;
     const sum = Float64Array.from(c.v);
-    const k = `${c.service}\u0000${c.version}`;
+    const k = vkey(c.service, c.version);
     for (const mine of this.remote.values()) {
       const a = mine.get(k);
       if (a !== undefined) for (let i = 0; i < sum.length; i++) sum[i] += a[i];

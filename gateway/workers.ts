@@ -22,6 +22,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.js';
+import { vkey } from '../discovery/provider.js';
 import type { Dataplane, ReplicatedState } from './dataplane.js';
 import type { OutlierDetector } from './health/passive.js';
 import type { Metrics } from './metrics.js';
@@ -53,10 +54,12 @@ export type FromWorker =
   | {
       t: 'stats';
       served: number;
-      counters: [string, string, number[]][];
-      windows: [string, string, SecondDelta[]][];
-      inflight: [string, string, number][];
-      endpoints: [string, string, string, number][];
+      /** By version key (vkey). */
+      counters: [string, number[]][];
+      windows: [string, SecondDelta[]][];
+      inflight: [string, number][];
+      /** By endpoint key (Endpoint.key). */
+      endpoints: [string, number][];
     };
 
 interface Member {
@@ -70,9 +73,8 @@ interface Member {
    * with (it had served nothing before). */
   reportedAt: number;
   served: number;
-  inflight: [string, string, number][];
-  endpoints: [string, string, string, number][];
-  startedAt: number;
+  inflight: [string, number][];
+  endpoints: [string, number][];
 }
 
 export interface WorkerStatus {
@@ -117,8 +119,6 @@ export class WorkerPool {
   private stopping = false;
   private nextQuery = 0;
   private readonly queries = new Map<number, { waiting: Set<number>; resolve: () => void }>();
-  /** Endpoint keys some worker reported in flight last time (so they are reset to 0). */
-  private busyEndpoints = new Set<string>();
   private readonly o: WorkerPoolOptions;
   private readonly script: string;
   private restarts: number[] = [];
@@ -151,7 +151,7 @@ export class WorkerPool {
 
   private fork(): Promise<{ gateway: AddressInfo; redirect?: AddressInfo }> {
     const worker = cluster.fork();
-    const m: Member = { worker, joined: false, listening: undefined, acked: 0, reportedAt: 0, served: 0, inflight: [], endpoints: [], startedAt: Date.now() };
+    const m: Member = { worker, joined: false, listening: undefined, acked: 0, reportedAt: 0, served: 0, inflight: [], endpoints: [] };
     this.members.set(worker.id, m);
     return new Promise((resolve, reject) => {
       let settled = false;
@@ -280,11 +280,10 @@ export class WorkerPool {
   private onStats(m: Member, msg: Extract<FromWorker, { t: 'stats' }>): void {
     const dp = this.o.dataplane;
     m.served = msg.served;
-    this.o.metrics.setRemoteCounters(`worker-${m.worker.id}`, msg.counters.map(([s, v, c]) => [`${s}\u0000${v}`, c] as const));
-    for (const [s, v, deltas] of msg.windows) {
-      if (!dp.service(s)?.versions.some((x) => x.name === v)) continue;
-      const w = dp.statsOf(s, v).window;
-      for (const d of deltas) w.add(d.sec, d.requests, d.errors, d.hist);
+    this.o.metrics.setRemoteCounters(`worker-${m.worker.id}`, msg.counters);
+    for (const [k, deltas] of msg.windows) {
+      const w = dp.existingStats(k)?.window;
+      for (const d of deltas) w?.add(d.sec, d.requests, d.errors, d.hist);
     }
     m.inflight = msg.inflight;
     m.endpoints = msg.endpoints;
@@ -300,23 +299,13 @@ export class WorkerPool {
     const byVersion = new Map<string, number>();
     const byEndpoint = new Map<string, number>();
     for (const m of this.members.values()) {
-      for (const [s, v, n] of m.inflight) byVersion.set(`${s}\u0000${v}`, (byVersion.get(`${s}\u0000${v}`) ?? 0) + n);
-      for (const [s, v, id, n] of m.endpoints) {
-        const k = `${s}\u0000${v}\u0000${id}`;
-        byEndpoint.set(k, (byEndpoint.get(k) ?? 0) + n);
-      }
+      for (const [k, n] of m.inflight) byVersion.set(k, (byVersion.get(k) ?? 0) + n);
+      for (const [k, n] of m.endpoints) byEndpoint.set(k, (byEndpoint.get(k) ?? 0) + n);
     }
-    for (const st of dp.allStats()) st.setInflight(byVersion.get(`${st.service}\u0000${st.version}`) ?? 0);
-    // Versions a worker counts that this process has no counters for yet.
-    for (const k of byVersion.keys()) {
-      const [s, v] = k.split('\u0000');
-      if (dp.service(s)?.versions.some((x) => x.name === v)) dp.statsOf(s, v).setInflight(byVersion.get(k) ?? 0);
-    }
-    const busy = new Set(byEndpoint.keys());
-    for (const e of dp.endpointsWithRetiring()) {
-      if (busy.has(e.key) || this.busyEndpoints.has(e.key)) e.setInflight(byEndpoint.get(e.key) ?? 0);
-    }
-    this.busyEndpoints = busy;
+    // (the snapshot keeps counters for every version of the config, and they stay after
+    // a reload removes one; reports carry only non-zero counts)
+    for (const st of dp.allStats()) st.setInflight(byVersion.get(vkey(st.service, st.version)) ?? 0);
+    for (const e of dp.endpointsWithRetiring()) e.setInflight(byEndpoint.get(e.key) ?? 0);
   }
 
   private changed(): void {
@@ -362,7 +351,7 @@ export class WorkerPool {
       listening: m.listening !== undefined,
       applied: m.acked,
       served: m.served,
-      inflight: m.inflight.reduce((n, [, , k]) => n + k, 0),
+      inflight: m.inflight.reduce((n, [, k]) => n + k, 0),
     }));
   }
 

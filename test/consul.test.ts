@@ -17,7 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { ConfigError, loadConfigText } from '../config/load.js';
-import { load, startInProcess, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream, discoveryStaleness, httpGet, type InProcessGateway } from './helpers.js';
+import { load, startInProcess, startProcess, startTrackedUpstream, waitFor, type GatewayProcess, type Upstream, discoveryStaleness, httpGet, type InProcessGateway } from './helpers.js';
 import { agents, consulPut, deregister, freePort, maintenance, register, startConsul, type ConsulAgent } from './consul-agent.js';
 
 // ---------------------------------------------------------------------------------
@@ -26,29 +26,6 @@ import { agents, consulPut, deregister, freePort, maintenance, register, startCo
 
 // ---------------------------------------------------------------------------------
 // Upstreams and the gateway
-
-/** An upstream recording arrival times of requests and how many it holds in flight. */
-interface Tracked extends Upstream {
-  times: number[];
-  inflight: number;
-}
-
-async function tracked(name: string, delayMs = 10): Promise<Tracked> {
-  let t!: Tracked;
-  const up = await startUpstream(name, (req, res) => {
-    req.resume();
-    t.times.push(Date.now());
-    t.inflight++;
-    setTimeout(() => {
-      t.inflight--;
-      const body = JSON.stringify({ name });
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-    }, delayMs);
-  });
-  t = Object.assign(up, { times: [] as number[], inflight: 0 });
-  return t;
-}
 
 type Gw = InProcessGateway;
 
@@ -153,7 +130,7 @@ describe('consul discovery (shared agent)', () => {
   });
 
   it('routes blue and green instances registered with tags, and with meta, to the right versions', async () => {
-    const [b1, b2, g1, mb, mg] = await Promise.all(['b1', 'b2', 'g1', 'mb', 'mg'].map((n) => tracked(n).then(upstream)));
+    const [b1, b2, g1, mb, mg] = await Promise.all(['b1', 'b2', 'g1', 'mb', 'mg'].map((n) => startTrackedUpstream(n).then(upstream)));
     await register(consul, { ID: 'tags-b1', Name: 'tags', Port: b1.port, Tags: ['blue'] });
     await register(consul, { ID: 'tags-b2', Name: 'tags', Port: b2.port, Tags: ['blue', 'canary'] });
     await register(consul, { ID: 'tags-g1', Name: 'tags', Port: g1.port, Tags: ['green'] });
@@ -213,7 +190,7 @@ describe('consul discovery (shared agent)', () => {
   });
 
   it('a new instance registered under load takes traffic within 1 s; a deregistered one drains with 0 failed requests', { timeout: 60_000 }, async () => {
-    const [a, b, c] = await Promise.all(['a', 'b', 'c'].map((n) => tracked(n, 15).then(upstream)));
+    const [a, b, c] = await Promise.all(['a', 'b', 'c'].map((n) => startTrackedUpstream(n, { delayMs: 15 }).then(upstream)));
     await register(consul, { ID: 'roll-a', Name: 'roll', Port: a.port, Tags: ['blue'] });
     await register(consul, { ID: 'roll-b', Name: 'roll', Port: b.port, Tags: ['blue'] });
     const g = await startGw(gatewayConfig(consul.url, { blue: { weight: 1, consul: { service: 'roll', tag: 'blue' } } }));
@@ -252,7 +229,7 @@ describe('consul discovery (shared agent)', () => {
   });
 
   it('asks the configured datacenter (with stale reads); an unknown datacenter is an error, not an empty answer', async () => {
-    const up = upstream(await tracked('a'));
+    const up = upstream(await startTrackedUpstream('a'));
     await register(consul, { ID: 'dc-a', Name: 'dcsvc', Port: up.port });
     const versions = { blue: { weight: 1, consul: { service: 'dcsvc' } } };
     const g = await startGw(gatewayConfig(consul.url, versions, { datacenter: 'dc1', stale: true }));
@@ -264,7 +241,7 @@ describe('consul discovery (shared agent)', () => {
   });
 
   it('a reload follows the sources the new config names (another tag, a static version turned Consul)', async () => {
-    const [a, b, s] = await Promise.all(['a', 'b', 's'].map((n) => tracked(n).then(upstream)));
+    const [a, b, s] = await Promise.all(['a', 'b', 's'].map((n) => startTrackedUpstream(n).then(upstream)));
     await register(consul, { ID: 'rl-a', Name: 'rl', Port: a.port, Tags: ['v1'] });
     await register(consul, { ID: 'rl-b', Name: 'rl', Port: b.port, Tags: ['v2'] });
     const g = await startGw(gatewayConfig(consul.url, { blue: { weight: 1, consul: { service: 'rl', tag: 'v1' } }, green: { weight: 1, endpoints: [s.address] } }));
@@ -281,7 +258,7 @@ describe('consul discovery (shared agent)', () => {
   });
 
   it('coalesces a burst of registrations (one rebuild per 100 ms at most) and ignores answers that change nothing', async () => {
-    const ups = await Promise.all(Array.from({ length: 20 }, (_, i) => tracked(`u${i}`).then(upstream)));
+    const ups = await Promise.all(Array.from({ length: 20 }, (_, i) => startTrackedUpstream(`u${i}`).then(upstream)));
     await register(consul, { ID: 'burst-0', Name: 'burst', Port: ups[0].port, Meta: { version: 'blue' } });
     const g = await startGw(gatewayConfig(consul.url, { blue: { weight: 1, consul: { service: 'burst', meta: { version: 'blue' } } } }));
     let rebuilds = 0;
@@ -320,7 +297,7 @@ describe('consul discovery (shared agent)', () => {
   });
 
   it('service maintenance on drains the instance; off brings it back; 0 failed requests', async () => {
-    const [a, b] = await Promise.all(['a', 'b'].map((n) => tracked(n, 10).then(upstream)));
+    const [a, b] = await Promise.all(['a', 'b'].map((n) => startTrackedUpstream(n, { delayMs: 10 }).then(upstream)));
     await register(consul, { ID: 'maint-a', Name: 'maint', Port: a.port });
     await register(consul, { ID: 'maint-b', Name: 'maint', Port: b.port });
     const g = await startGw(gatewayConfig(consul.url, { blue: { weight: 1, consul: { service: 'maint' } } }));
@@ -349,7 +326,7 @@ describe('consul discovery (shared agent)', () => {
   });
 
   it('a TTL check that expires takes the instance out of rotation (and a pass brings it back)', async () => {
-    const [a, b] = await Promise.all(['a', 'b'].map((n) => tracked(n, 10).then(upstream)));
+    const [a, b] = await Promise.all(['a', 'b'].map((n) => startTrackedUpstream(n, { delayMs: 10 }).then(upstream)));
     await register(consul, { ID: 'ttl-a', Name: 'ttl', Port: a.port, Check: { CheckID: 'ttl-a-check', TTL: '2s', Status: 'passing' } });
     await register(consul, { ID: 'ttl-b', Name: 'ttl', Port: b.port });
     const t0 = Date.now();
@@ -374,7 +351,7 @@ describe('consul discovery (shared agent)', () => {
 describe('consul discovery: Consul down, restarted, reset', () => {
   it('Consul stopped under load: 0 failed requests, staleness rises, still ready; started again (fresh state): follows new registrations', { timeout: 90_000 }, async () => {
     let consul = await startConsul();
-    const [a, b, c] = await Promise.all(['a', 'b', 'c'].map((n) => tracked(n, 10).then(upstream)));
+    const [a, b, c] = await Promise.all(['a', 'b', 'c'].map((n) => startTrackedUpstream(n, { delayMs: 10 }).then(upstream)));
     // A few writes, so the old agent's index is well past a fresh agent's.
     for (let i = 0; i < 5; i++) await register(consul, { ID: `pad-${i}`, Name: 'pad', Port: 1000 + i });
     await register(consul, { ID: 'down-a', Name: 'down', Port: a.port });
@@ -428,7 +405,7 @@ describe('consul discovery: Consul down, restarted, reset', () => {
 
   it('index going backwards (a new -dev agent with fresh state on the same port): the provider resets and resyncs', { timeout: 60_000 }, async () => {
     let consul = await startConsul();
-    const [a, b, z] = await Promise.all(['a', 'b', 'z'].map((n) => tracked(n).then(upstream)));
+    const [a, b, z] = await Promise.all(['a', 'b', 'z'].map((n) => startTrackedUpstream(n).then(upstream)));
     for (let i = 0; i < 5; i++) await register(consul, { ID: `pad-${i}`, Name: 'pad', Port: 1000 + i });
     await register(consul, { ID: 'reset-a', Name: 'reset', Port: a.port });
     await register(consul, { ID: 'reset-b', Name: 'reset', Port: b.port });
@@ -455,7 +432,7 @@ describe('consul discovery: Consul down, restarted, reset', () => {
 
   it('start with Consul down: listeners up, /ready 503 until the first snapshot; startWithoutSnapshot: ready, 503 NO_HEALTHY_UPSTREAM', { timeout: 60_000 }, async () => {
     const port = await freePort();
-    const up = upstream(await tracked('a'));
+    const up = upstream(await startTrackedUpstream('a'));
     const t0 = Date.now();
     const g = await startGw(gatewayConfig(`http://127.0.0.1:${port}`, { blue: { weight: 1, consul: { service: 'late' } } }));
     const startMs = Date.now() - t0;
@@ -498,7 +475,7 @@ describe('consul over TLS with an ACL token', () => {
       args: ['-hcl', `ports { https = ${httpsPort} }`, '-hcl', `cert_file = "${dir}/srv.pem"`, '-hcl', `key_file = "${dir}/srv.key"`, '-hcl', `acl { enabled = true default_policy = "deny" tokens { master = "${token}" agent = "${token}" } }`],
     });
     cleanups.push(() => consul.stop('SIGKILL'));
-    const up = upstream(await tracked('a'));
+    const up = upstream(await startTrackedUpstream('a'));
     await register(consul, { ID: 'tls-a', Name: 'tls', Port: up.port });
     const https = `https://127.0.0.1:${httpsPort}`;
     const versions = { blue: { weight: 1, consul: { service: 'tls' } } };
@@ -535,7 +512,7 @@ describe('consul self-registration', () => {
   });
 
   it('registers with an HTTP check on /ready and deregisters as the first step of shutdown', { timeout: 60_000 }, async () => {
-    const up = upstream(await tracked('a'));
+    const up = upstream(await startTrackedUpstream('a'));
     await register(consul, { ID: 'selfreg-a', Name: 'selfreg', Port: up.port });
     const config = gatewayConfig(consul.url, { blue: { weight: 1, consul: { service: 'selfreg' } } }, { register: { name: 'switchyard-gw', tags: ['edge'], checkInterval: '500ms' } });
     p = await startProcess({ ...config, shutdown: { drainDelay: '3s', grace: '5s' } });

@@ -9,48 +9,23 @@
 
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
-import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { stringify } from 'yaml';
 import { ConfigError, loadConfigText } from '../config/load.js';
 import { freePort, startDnsmasq, stopAllDnsmasq } from './dnsmasq.js';
-import { load, startInProcess, waitFor, closeServer, discoveryStaleness, httpGet, type InProcessGateway } from './helpers.js';
+import { load, startInProcess, startTrackedUpstream, waitFor, type TrackedUpstream, discoveryStaleness, httpGet, type InProcessGateway } from './helpers.js';
 
 // ---------------------------------------------------------------------------------
 // Upstreams on extra loopback addresses
 
-interface Up {
-  name: string;
-  host: string;
-  port: number;
-  /** Arrival times of requests. */
-  times: number[];
-  inflight: number;
-  close(): Promise<void>;
-}
+type Up = TrackedUpstream;
 
-/** An HTTP upstream on host:port (port 0 = any) answering {name} after delayMs. */
+/** A tracked upstream on host:port (port 0 = any) answering {name} after delayMs,
+ * closed after the test. */
 async function upstreamAt(name: string, host: string, port = 0, delayMs = 5): Promise<Up> {
-  const up: Up = { name, host, port, times: [], inflight: 0, close: async () => {} };
-  const server = http.createServer((req, res) => {
-    req.resume();
-    up.times.push(Date.now());
-    up.inflight++;
-    setTimeout(() => {
-      up.inflight--;
-      const body = JSON.stringify({ name });
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-    }, delayMs);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
-  up.port = (server.address() as net.AddressInfo).port;
-  up.close = () => closeServer(server);
+  const up = await startTrackedUpstream(name, { host, port, delayMs });
   cleanups.push(() => up.close());
   return up;
 }

@@ -37,18 +37,52 @@ export function defaultHandler(req: IncomingMessage, res: ServerResponse, up: Up
   });
 }
 
-export async function startUpstream(name: string, handler: Handler = defaultHandler, host = '127.0.0.1'): Promise<Upstream> {
+export async function startUpstream(name: string, handler: Handler = defaultHandler, host = '127.0.0.1', port = 0): Promise<Upstream> {
   const up = { name, seen: [] } as unknown as Upstream;
   const server = http.createServer((req, res) => {
     up.seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
     handler(req, res, up);
   });
-  await new Promise<void>((r) => server.listen(0, host, r));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
   up.server = server;
   up.port = (server.address() as AddressInfo).port;
   up.address = `${host}:${up.port}`;
   up.close = () => closeServer(server);
   return up;
+}
+
+export interface TrackedUpstream extends Upstream {
+  /** Arrival times of requests. */
+  times: number[];
+  inflight: number;
+}
+
+/** An upstream answering {name} after delayMs that records when requests arrive and
+ * how many it holds. */
+export async function startTrackedUpstream(name: string, opts: { delayMs?: number; host?: string; port?: number } = {}): Promise<TrackedUpstream> {
+  const delayMs = opts.delayMs ?? 10;
+  let t!: TrackedUpstream;
+  const up = await startUpstream(
+    name,
+    (req, res) => {
+      req.resume();
+      t.times.push(Date.now());
+      t.inflight++;
+      setTimeout(() => {
+        t.inflight--;
+        const body = JSON.stringify({ name });
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+      }, delayMs);
+    },
+    opts.host,
+    opts.port,
+  );
+  t = Object.assign(up, { times: [] as number[], inflight: 0 });
+  return t;
 }
 
 export function writeConfig(config: object | string): string {

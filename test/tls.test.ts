@@ -126,6 +126,17 @@ describe('TLS termination', () => {
   let g: InProcessGateway;
   let port: number;
 
+  /** Certificate files at <name>.crt/.key holding a first pair, and a second pair to
+   * rotate in. */
+  const rotatingPair = (name: string): { live: { cert: string; key: string }; first: ReturnType<TestCa['issue']>; second: ReturnType<TestCa['issue']> } => {
+    const live = { cert: join(ca.dir, `${name}.crt`), key: join(ca.dir, `${name}.key`) };
+    const first = ca.issue(`${name}1`, 'shop.test', ['shop.test']);
+    const second = ca.issue(`${name}2`, 'shop.test', ['shop.test']);
+    copyFileSync(first.cert, live.cert);
+    copyFileSync(first.key, live.key);
+    return { live, first, second };
+  };
+
   beforeAll(async () => {
     ca = makeCa();
     certA = ca.issue('a', 'shop.test', ['shop.test', 'a.test']);
@@ -355,12 +366,7 @@ describe('TLS termination', () => {
   });
 
   it('reloads certificates when the files change: new handshakes get the new one, an open keep-alive connection and an in-flight request are kept; a bad file is refused', async () => {
-    const dir = ca.dir;
-    const live = { cert: join(dir, 'live.crt'), key: join(dir, 'live.key') };
-    const first = ca.issue('live1', 'shop.test', ['shop.test']);
-    const second = ca.issue('live2', 'shop.test', ['shop.test']);
-    copyFileSync(first.cert, live.cert);
-    copyFileSync(first.key, live.key);
+    const { live, first, second } = rotatingPair('live');
     const gw = await startInProcess(shopConfig({ blue: { weight: 100, endpoints: [up.address] } }, {}, { gateway: { tls: { certificates: [live] } } }));
     const gport = gw.gw.addresses.gateway.port;
     const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: ca.ca, servername: 'shop.test' });
@@ -400,12 +406,7 @@ describe('TLS termination', () => {
   });
 
   it('reloads certificates on SIGHUP (file watch off) without dropping an open connection; a bad pair is refused and the old one keeps serving', async () => {
-    const dir = ca.dir;
-    const live = { cert: join(dir, 'hup.crt'), key: join(dir, 'hup.key') };
-    const first = ca.issue('hup1', 'shop.test', ['shop.test']);
-    const second = ca.issue('hup2', 'shop.test', ['shop.test']);
-    copyFileSync(first.cert, live.cert);
-    copyFileSync(first.key, live.key);
+    const { live, first, second } = rotatingPair('hup');
     const p = await startProcess(shopConfig({ blue: { weight: 100, endpoints: [up.address] } }, {}, { gateway: { tls: { certificates: [live], watch: false } } }));
     const gport = Number(new URL(p.url).port);
     const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: ca.ca, servername: 'shop.test' });
