@@ -17,7 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { ConfigError, loadConfigText } from '../config/load.js';
-import { load, startInProcess, startProcess, startTrackedUpstream, waitFor, type GatewayProcess, type Upstream, discoveryStaleness, httpGet, type InProcessGateway } from './helpers.js';
+import { load, shopConfig, startInProcess, startProcess, startTrackedUpstream, waitFor, type GatewayProcess, type Upstream, discoveryStaleness, httpGet, type InProcessGateway } from './helpers.js';
 import { agents, consulPut, deregister, freePort, maintenance, register, startConsul, type ConsulAgent } from './consul-agent.js';
 
 // ---------------------------------------------------------------------------------
@@ -32,19 +32,12 @@ type Gw = InProcessGateway;
 type Versions = Record<string, { weight: number; consul?: Record<string, unknown>; endpoints?: string[] }>;
 
 function gatewayConfig(consulUrl: string, versions: Versions, consulExtra: Record<string, unknown> = {}, extraServices: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    gateway: { listen: '127.0.0.1:0' },
-    admin: { listen: '127.0.0.1:0' },
-    control: { listen: '127.0.0.1:0' },
-    state: { store: 'memory' },
-    log: { level: 'info' },
-    shutdown: { drainDelay: '0s', grace: '5s' },
-    discovery: { consul: { address: consulUrl, wait: '10s', ...consulExtra } },
-    services: {
-      shop: { routes: [{ path: '/' }], versions, override: { header: 'x-switchyard-version' }, retries: { attempts: 1 } },
-      ...extraServices,
-    },
-  };
+  const c = shopConfig(
+    versions as Parameters<typeof shopConfig>[0],
+    { override: { header: 'x-switchyard-version' }, retries: { attempts: 1 } },
+    { log: { level: 'info' }, discovery: { consul: { address: consulUrl, wait: '10s', ...consulExtra } } },
+  );
+  return { ...c, services: { ...(c.services as object), ...extraServices } };
 }
 
 async function startGw(config: Record<string, unknown>): Promise<Gw> {

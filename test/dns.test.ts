@@ -15,7 +15,7 @@ import { request } from 'undici';
 import { stringify } from 'yaml';
 import { ConfigError, loadConfigText } from '../config/load.js';
 import { freePort, startDnsmasq, stopAllDnsmasq } from './dnsmasq.js';
-import { load, startInProcess, startTrackedUpstream, waitFor, type TrackedUpstream, discoveryStaleness, httpGet, type InProcessGateway } from './helpers.js';
+import { load, shopConfig, startInProcess, startTrackedUpstream, waitFor, type TrackedUpstream, discoveryStaleness, httpGet, type InProcessGateway } from './helpers.js';
 
 // ---------------------------------------------------------------------------------
 // Upstreams on extra loopback addresses
@@ -51,15 +51,7 @@ async function samePort(names: string[], hosts: string[], delayMs = 5): Promise<
 type Gw = InProcessGateway;
 
 function dnsConfig(versions: Record<string, unknown>, service: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    gateway: { listen: '127.0.0.1:0' },
-    admin: { listen: '127.0.0.1:0' },
-    control: { listen: '127.0.0.1:0' },
-    state: { store: 'memory' },
-    log: { level: 'info' },
-    shutdown: { drainDelay: '0s', grace: '5s' },
-    services: { shop: { routes: [{ path: '/' }], versions, retries: { attempts: 1 }, ...service } },
-  };
+  return shopConfig(versions as Parameters<typeof shopConfig>[0], { retries: { attempts: 1 }, ...service }, { log: { level: 'info' } });
 }
 
 async function startGw(config: Record<string, unknown>): Promise<Gw> {
