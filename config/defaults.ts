@@ -17,6 +17,22 @@ export const defaults = {
       request: '300s',
       // How long an idle client keep-alive connection is held open.
       keepAlive: '60s',
+      // A response that makes no write progress to its client for this long is cut and
+      // its upstream request released (a client that never reads).
+      send: '30s',
+    },
+    http2: {
+      // Streams one client connection may have open at once. Below the default upstream
+      // pool (256), so one connection can never take a whole endpoint.
+      maxConcurrentStreams: 100,
+    },
+    upgrades: {
+      // Only these Upgrade protocols are tunneled; any other upgrade request gets 400.
+      protocols: ['websocket'],
+      // Tunnels open at once; past it an upgrade gets 503.
+      maxTunnels: 10_000,
+      // A tunnel with no byte either way for this long is closed.
+      idleTimeout: '300s',
     },
     upstream: {
       maxConnectionsPerEndpoint: 256,

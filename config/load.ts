@@ -417,6 +417,13 @@ function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
         headersMs: parseDuration(t.headers ?? dg.timeouts.headers),
         requestMs: parseDuration(t.request ?? dg.timeouts.request),
         keepAliveMs: parseDuration(t.keepAlive ?? dg.timeouts.keepAlive),
+        sendMs: parseDuration(t.send ?? dg.timeouts.send),
+      },
+      http2: { maxConcurrentStreams: g.http2?.maxConcurrentStreams ?? dg.http2.maxConcurrentStreams },
+      upgrades: {
+        protocols: (g.upgrades?.protocols ?? dg.upgrades.protocols).map((p: string) => p.toLowerCase()),
+        maxTunnels: g.upgrades?.maxTunnels ?? dg.upgrades.maxTunnels,
+        idleTimeoutMs: parseDuration(g.upgrades?.idleTimeout ?? dg.upgrades.idleTimeout),
       },
       upstream: {
         maxConnectionsPerEndpoint: u.maxConnectionsPerEndpoint ?? dg.upstream.maxConnectionsPerEndpoint,

@@ -158,7 +158,18 @@ export const configSchema = obj({
     maxBodySize: size,
     maxHeaderSize: size,
     maxHeaderCount: { type: 'integer', minimum: 1, maximum: 10_000 },
-    timeouts: obj({ headers: duration, request: duration, keepAlive: duration }),
+    timeouts: obj({ headers: duration, request: duration, keepAlive: duration, send: duration }),
+    http2: obj({ maxConcurrentStreams: { type: 'integer', minimum: 1, maximum: 1000 } }),
+    upgrades: obj({
+      protocols: {
+        type: 'array',
+        uniqueItems: true,
+        maxItems: 32,
+        items: { type: 'string', pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+(/[!#$%&\'*+.^_`|~0-9A-Za-z-]+)?$' },
+      },
+      maxTunnels: { type: 'integer', minimum: 0, maximum: 1_000_000 },
+      idleTimeout: duration,
+    }),
     upstream: obj({
       maxConnectionsPerEndpoint: { type: 'integer', minimum: 1, maximum: 100_000 },
       idleTimeout: duration,

@@ -98,7 +98,14 @@ export interface Config {
     maxBodySize: number;
     maxHeaderSize: number;
     maxHeaderCount: number;
-    timeouts: { headersMs: number; requestMs: number; keepAliveMs: number };
+    /** sendMs: a response that makes no write progress to its client for this long is
+     * cut and its upstream request released (0 = never). */
+    timeouts: { headersMs: number; requestMs: number; keepAliveMs: number; sendMs: number };
+    /** HTTP/2 from clients (on the TLS listener). */
+    http2: { maxConcurrentStreams: number };
+    /** Upgrade requests tunneled to the upstream after its 101: which protocols (lower
+     * case), how many tunnels at once (0 = none) and how long one may sit idle. */
+    upgrades: { protocols: string[]; maxTunnels: number; idleTimeoutMs: number };
     upstream: { maxConnectionsPerEndpoint: number; idleTimeoutMs: number };
     /** HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on gateway.listen; files resolved against
      * the config file's directory and checked when the config is loaded. */

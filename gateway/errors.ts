@@ -13,7 +13,10 @@ export type GatewayErrorCode =
   | 'UPSTREAM_TLS_ERROR'
   | 'NO_HEALTHY_UPSTREAM'
   | 'DRAINING'
-  | 'UPSTREAM_TIMEOUT';
+  | 'UPSTREAM_TIMEOUT'
+  | 'REQUEST_TIMEOUT'
+  | 'TOO_MANY_TUNNELS'
+  | 'CLIENT_CLOSED';
 
 const STATUS: Record<GatewayErrorCode, number> = {
   NO_ROUTE: 404,
@@ -26,6 +29,11 @@ const STATUS: Record<GatewayErrorCode, number> = {
   NO_HEALTHY_UPSTREAM: 503,
   DRAINING: 503,
   UPSTREAM_TIMEOUT: 504,
+  REQUEST_TIMEOUT: 408,
+  TOO_MANY_TUNNELS: 503,
+  // Never sent (the client is gone or not reading): the status of the access log and
+  // the metrics, as nginx logs it.
+  CLIENT_CLOSED: 499,
 };
 
 /** Why an upstream attempt failed; used for outlier detection and metrics. */
@@ -34,7 +42,10 @@ export type UpstreamFailure = 'connect' | 'reset' | 'timeout' | 'protocol' | 'tl
 export class GatewayError extends Error {
   readonly code: GatewayErrorCode;
   readonly statusCode: number;
-  /** For upstream failures: which kind, for outlier detection and metrics. */
+  /** Set for upstream failures only: which kind, for outlier detection and metrics.
+   * An error without a reason was raised by the gateway itself (the client's request
+   * refused, the client gone or too slow, an argument the gateway could not send): it
+   * is never counted against an endpoint or a version. */
   readonly reason?: UpstreamFailure;
   /** True when the request certainly never reached a backend, so retrying is safe. */
   readonly notSent: boolean;
@@ -86,13 +97,32 @@ export function toGatewayError(err: unknown, responseStarted: boolean): GatewayE
   if (CONNECT_CODES.has(code) || CONNECT_CODES.has(causeCode)) {
     return new GatewayError('UPSTREAM_ERROR', `upstream connect failed (${code || causeCode})`, { cause: err, reason: 'connect', notSent: true });
   }
-  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_SOCKET' || causeCode === 'ECONNRESET') {
+  if (RESET_CODES.has(code) || RESET_CODES.has(causeCode)) {
     // A reset before any response byte is the keep-alive race: the backend closed an
     // idle socket just as we reused it. The request did not reach application code.
     return new GatewayError('UPSTREAM_ERROR', 'upstream connection reset', { cause: err, reason: 'reset', notSent: !responseStarted });
   }
-  return new GatewayError('UPSTREAM_ERROR', `upstream error: ${e?.message ?? String(err)}`, { cause: err, reason: 'protocol' });
+  if (code.startsWith('HPE_') || UPSTREAM_PROTOCOL_CODES.has(code)) {
+    return new GatewayError('UPSTREAM_ERROR', `upstream broke HTTP (${code}): ${e?.message ?? ''}`.trimEnd(), { cause: err, reason: 'protocol' });
+  }
+  // Everything else was raised inside the gateway, not by the endpoint: undici refusing
+  // an argument (a header it will not send), a request body shorter or longer than its
+  // length, an abort of ours. The client's request is the cause when undici says so;
+  // otherwise it is the gateway's own failure. Neither has a reason: no endpoint or
+  // version is blamed for it.
+  if (CLIENT_CAUSED_CODES.has(code)) {
+    return new GatewayError('BAD_REQUEST', `request refused: ${e?.message ?? code}`, { cause: err });
+  }
+  if (code === 'UND_ERR_ABORTED') return new GatewayError('CLIENT_CLOSED', 'request aborted', { cause: err });
+  return new GatewayError('UPSTREAM_ERROR', `gateway error: ${e?.message ?? String(err)}`, { cause: err });
 }
+
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'ETIMEDOUT', 'ECONNABORTED']);
+// The upstream answered something that is not HTTP, or not the HTTP it announced.
+const UPSTREAM_PROTOCOL_CODES = new Set(['UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'UND_ERR_RES_EXCEEDED_MAX_SIZE', 'UND_ERR_INFO']);
+// undici refused the request as given: invalid or duplicate headers, a body whose length
+// disagrees with its Content-Length.
+const CLIENT_CAUSED_CODES = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED', 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH']);
 
 /** The JSON body of an error the gateway answers itself. */
 export function errorBody(code: string, message: string, requestId: string): string {

@@ -29,6 +29,11 @@ export interface ExchangeHost {
   readonly proto: string;
   /** Set while the gateway shuts down: responses ask the client to close. */
   readonly closing: boolean;
+  /** gateway.timeouts.send: longest a response may make no write progress (0 = never). */
+  readonly sendTimeoutMs: number;
+  /** gateway.timeouts.request: an HTTP/2 request must have arrived whole within this
+   * (Node's HTTP/1.1 server enforces the same for HTTP/1.1 itself; 0 = never). */
+  readonly requestTimeoutMs: number;
 }
 
 const kExchange = Symbol('switchyard.exchange');
@@ -42,6 +47,29 @@ function onClientDrain(this: WithExchange): void {
   this[kExchange]?.clientDrained();
 }
 
+function onSendTimeout(x: Exchange): void {
+  x.sendTimedOut();
+}
+
+function onRequestTimeout(x: Exchange): void {
+  x.requestTimedOut();
+}
+
+type H2Request = IncomingMessage & { stream: { endAfterHeaders: boolean; rstCode?: number; close(code?: number): void }; aborted: boolean };
+type WithExchangeReq = IncomingMessage & { [kExchange]?: Exchange };
+
+function onRequestEnd(this: WithExchangeReq): void {
+  this[kExchange]?.requestEnded();
+}
+
+/** Whether a request body that ended was received whole. A reset HTTP/2 stream (the
+ * client's RST_STREAM, or nghttp2's own when DATA disagrees with content-length) ends
+ * its body stream as if it were complete: only `aborted` tells them apart. */
+function bodyComplete(req: IncomingMessage): boolean {
+  if (req.httpVersionMajor === 2) return !(req as H2Request).aborted && ((req as H2Request).stream.rstCode ?? 0) === 0;
+  return req.complete;
+}
+
 export class Exchange implements Dispatcher.DispatchHandler {
   readonly start = performance.now();
   endpoint: Endpoint;
@@ -51,6 +79,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private responseStarted = false;
   private done = false;
   private clientGone = false;
+  /** The gateway failed the request itself (a refusal, the client's fault, an error of
+   * ours): not counted against the endpoint or the version. */
+  gatewayFault = false;
+  /** The status an exchange cut on the client's side ends with (access log, metrics). */
+  private cutStatus = 499;
+  private sendTimer: NodeJS.Timeout | undefined;
+  private requestTimer: NodeJS.Timeout | undefined;
   private readonly hasBody: boolean;
   private readonly headers: string[];
 
@@ -80,10 +115,18 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // `on`, not `once`: a response object serves one request, and once() would wrap the
     // listener in a new closure per request.
     res.on('close', onClientClose);
+    // HTTP/2: no server-wide request timer covers a stream; the request must have
+    // arrived whole within gateway.timeouts.request, as over HTTP/1.1.
+    if (req.httpVersionMajor === 2 && this.hasBody && host.requestTimeoutMs > 0) {
+      (req as WithExchangeReq)[kExchange] = this;
+      this.requestTimer = setTimeout(onRequestTimeout, host.requestTimeoutMs, this);
+      req.on('end', onRequestEnd);
+    }
   }
 
   dispatch(): void {
     this.attempts++;
+    this.attemptEnded = false;
     this.attemptStart = this.attempts === 1 ? this.start : performance.now();
     this.endpoint.begin();
     const timeout = this.service.config.timeouts.requestMs;
@@ -94,11 +137,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
         // A version with a hostHeader (an external HTTPS endpoint) gets its own Host;
         // per attempt, since a failover can change the version.
         headers: this.version.hostHeader === undefined ? this.headers : withHostHeader(this.headers, this.version.hostHeader),
-        // A streamed body under a limit goes through LimitedBody, which refuses the chunk
+        // A streamed body under a limit goes through CheckedBody, which refuses the chunk
         // that would pass it before writing it: the upstream never gets a whole body
         // over the limit.
         // (undici takes any async iterable as a body; its typings name only Readable.)
-        body: this.hasBody ? (this.bodyLimit === Infinity ? this.req : (new LimitedBody(this.req, this.bodyLimit) as unknown as IncomingMessage)) : null,
+        // An HTTP/2 body always goes through it too: a reset stream ends like a complete
+        // one, and CheckedBody fails the upload instead of finishing it.
+        body: this.hasBody ? (this.bodyLimit === Infinity && this.req.httpVersionMajor !== 2 ? this.req : (new CheckedBody(this.req, this.bodyLimit) as unknown as IncomingMessage)) : null,
         headersTimeout: timeout,
         bodyTimeout: timeout,
         // We retry ourselves, on another endpoint, only when that is safe.
@@ -113,7 +158,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onConnect(abort: (err?: Error) => void): void {
     this.abortFn = abort;
-    if (this.clientGone) abort(new GatewayError('BAD_REQUEST', 'client closed the connection'));
+    if (this.clientGone) abort(new GatewayError('CLIENT_CLOSED', 'client closed the connection'));
   }
 
   onResponseStarted(): void {
@@ -131,8 +176,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     try {
       res.writeHead(statusCode, headers);
     } catch (err) {
-      // Node refuses header values it could not send (invalid characters).
-      this.abortFn?.(toGatewayError(err, true));
+      // Node refuses header values it could not send (invalid characters): the
+      // upstream sent what HTTP does not allow.
+      this.abortFn?.(new GatewayError('UPSTREAM_ERROR', `upstream sent an invalid response header: ${(err as Error).message}`, { cause: err, reason: 'protocol' }));
       return false;
     }
     this.statusCode = statusCode;
@@ -144,14 +190,20 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   /**
    * The body limit of a streamed upload (chunked, or HTTP/2 without a length;
-   * Content-Length bodies are refused up front): enforced by LimitedBody as undici reads
+   * Content-Length bodies are refused up front): enforced by CheckedBody as undici reads
    * the body, so no listener of ours puts the request in flowing mode.
    */
   bodyLimit = Infinity;
 
   onData(chunk: Buffer): boolean {
     const ok = this.res.write(chunk);
-    if (!ok) this.res.once('drain', onClientDrain);
+    if (!ok) {
+      this.res.once('drain', onClientDrain);
+      // undici is paused (its body timer too) until the client drains: our own timer
+      // bounds how long a client that does not read holds the upstream request.
+      const ms = this.host.sendTimeoutMs;
+      if (ms > 0 && this.sendTimer === undefined) this.sendTimer = setTimeout(onSendTimeout, ms, this);
+    }
     return ok;
   }
 
@@ -163,12 +215,17 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onError(err: Error): void {
     if (this.clientGone) {
-      // We aborted because the client left: nothing to answer, not the endpoint's fault.
+      // We aborted because the client left (or stopped reading, or was too slow to
+      // send): nothing to answer, not the endpoint's fault.
       this.endAttempt(499, undefined);
-      this.finish(499);
+      this.gatewayFault = true;
+      this.finish(this.cutStatus);
       return;
     }
     const ge = toGatewayError(err, this.responseStarted);
+    // Only an upstream failure has a reason; anything else was the gateway's or the
+    // client's doing and must not count against the endpoint or the version.
+    if (ge.reason === undefined) this.gatewayFault = true;
     this.endAttempt(ge.statusCode, ge.reason);
     if (this.res.headersSent) {
       // The response has started: the only honest signal left is to cut it short, so
@@ -193,16 +250,65 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   // ---- client side ----
 
+  /** The client's response closed. Before the exchange is done that means the client
+   * went away (a reset HTTP/2 stream marks its response finished too, so only `done`
+   * tells): abort the upstream request. */
   clientClosed(): void {
-    if (this.done || this.res.writableFinished) return;
-    this.clientGone = true;
-    // abortFn is null until undici has connected; onConnect checks clientGone then.
-    this.abortFn?.(new GatewayError('BAD_REQUEST', 'client closed the connection'));
+    if (this.done) return;
+    this.cutClient('client closed the connection');
   }
 
   clientDrained(): void {
+    if (this.sendTimer !== undefined) {
+      clearTimeout(this.sendTimer);
+      this.sendTimer = undefined;
+    }
     const r = this.resumeFn;
     if (r !== null) r();
+  }
+
+  /** gateway.timeouts.send passed with the client not reading: cut both sides. */
+  sendTimedOut(): void {
+    this.sendTimer = undefined;
+    if (this.done) return;
+    this.cutClient(`the client read nothing for ${this.host.sendTimeoutMs} ms (gateway.timeouts.send)`);
+    this.res.destroy();
+  }
+
+  /** The HTTP/2 request body ended: its deadline no longer applies. */
+  requestEnded(): void {
+    if (this.requestTimer !== undefined) {
+      clearTimeout(this.requestTimer);
+      this.requestTimer = undefined;
+    }
+  }
+
+  /** An HTTP/2 request still not received whole after gateway.timeouts.request: 408
+   * when nothing was answered yet, and the stream is closed either way. */
+  requestTimedOut(): void {
+    this.requestTimer = undefined;
+    if (this.done) return;
+    const ge = new GatewayError('REQUEST_TIMEOUT', 'the request was not received in time');
+    this.clientGone = true;
+    this.cutStatus = 408;
+    this.gatewayFault = true;
+    this.abortFn?.(ge);
+    if (!this.res.headersSent) {
+      this.host.sendError(this.req, this.res, ge, this.requestId);
+      // The rest of the upload is refused (RST_STREAM NO_ERROR after the answer, RFC 9113 §8.1).
+      this.res.once('finish', () => (this.req as H2Request).stream.close(0));
+    } else this.res.destroy();
+    // Ends the exchange now if undici had not connected yet (onError would not come).
+    if (this.abortFn === null) {
+      this.endAttempt(499, undefined);
+      this.finish(this.cutStatus);
+    }
+  }
+
+  private cutClient(message: string): void {
+    this.clientGone = true;
+    // abortFn is null until undici has connected; onConnect checks clientGone then.
+    this.abortFn?.(new GatewayError('CLIENT_CLOSED', message));
   }
 
   // ---- retry ----
@@ -259,15 +365,23 @@ export class Exchange implements Dispatcher.DispatchHandler {
     return undefined;
   }
 
+  private attemptEnded = false;
+
   private endAttempt(status: number, failure: UpstreamFailure | undefined): void {
+    if (this.attemptEnded) return;
+    this.attemptEnded = true;
     this.endpoint.end();
-    this.version.stats.metrics?.upstream((performance.now() - this.attemptStart) / 1000, status === 499 ? undefined : failure);
-    if (status !== 499) this.host.upstreamResult(this.endpoint, status, failure);
+    this.version.stats.metrics?.upstream((performance.now() - this.attemptStart) / 1000, failure);
+    // A failure of the gateway's or the client's making (no reason, status ≥ 400 from
+    // the gateway itself) says nothing about the endpoint.
+    if (failure !== undefined || (status !== 499 && !this.gatewayFault)) this.host.upstreamResult(this.endpoint, status, failure);
   }
 
   private finish(status: number): void {
     if (this.done) return;
     this.done = true;
+    if (this.sendTimer !== undefined) clearTimeout(this.sendTimer);
+    if (this.requestTimer !== undefined) clearTimeout(this.requestTimer);
     this.host.exchangeDone(this, status);
   }
 }
@@ -277,9 +391,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
  * BODY_TOO_LARGE, which fails the upstream request — at the chunk that would take it
  * past `limit`, before that chunk is written. Stopping early leaves the request as it
  * is (a for-await over it would destroy it, and the socket with it, before the 413 is
- * sent).
+ * sent). A body that ends without having been received whole (a reset HTTP/2 stream)
+ * throws instead of ending: the upstream request is aborted, never completed.
  */
-class LimitedBody implements AsyncIterableIterator<Buffer> {
+class CheckedBody implements AsyncIterableIterator<Buffer> {
   private bytes = 0;
 
   constructor(
@@ -300,8 +415,11 @@ class LimitedBody implements AsyncIterableIterator<Buffer> {
         if (this.bytes > this.limit) throw new GatewayError('BODY_TOO_LARGE', `request body exceeds ${this.limit} bytes`);
         return { value: chunk, done: false };
       }
-      if (req.readableEnded) return { value: undefined, done: true };
-      if (req.destroyed) throw new GatewayError('BAD_REQUEST', 'client closed the connection');
+      if (req.readableEnded) {
+        if (!bodyComplete(req)) throw new GatewayError('CLIENT_CLOSED', 'the client reset the request before its body was complete');
+        return { value: undefined, done: true };
+      }
+      if (req.destroyed) throw new GatewayError('CLIENT_CLOSED', 'client closed the connection');
       await new Promise<void>((resolve) => {
         const done = (): void => {
           req.off('readable', done);

@@ -7,7 +7,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import http2, { type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from 'node:http2';
 import type { Duplex } from 'node:stream';
-import type { Socket, AddressInfo } from 'node:net';
+import net, { type Socket, type AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.js';
 import { splitHostPort } from '../config/load.js';
@@ -15,7 +15,7 @@ import type { Dataplane } from './dataplane.js';
 import type { Endpoint } from './endpoint.js';
 import { GatewayError, errorBody, isTlsFailure, type GatewayErrorCode, type UpstreamFailure } from './errors.js';
 import { Exchange, type ExchangeHost } from './forward.js';
-import { acceptableRequestId, upstreamRequestHeaders, withHostHeader } from './headers.js';
+import { acceptableRequestId, checkRequestHead, upstreamRequestHeaders, withHostHeader } from './headers.js';
 import { hashToUnit, pickEndpoint, readCookie, versionAt } from './select.js';
 import { matchRoute, type ServiceSnapshot, type VersionSnapshot } from './snapshot.js';
 import { TlsCertificates } from './tls.js';
@@ -73,6 +73,8 @@ export class GatewayServer implements ExchangeHost {
   private readonly observer: Observer;
   private cfg: Config['gateway'];
   private readonly tunnels = new Set<{ client: Duplex; upstream: Socket }>();
+  /** Upgrade requests sent upstream and not yet answered (count toward maxTunnels). */
+  private pendingUpgrades = 0;
   private closed = false;
 
   constructor(opts: GatewayServerOptions) {
@@ -99,7 +101,7 @@ export class GatewayServer implements ExchangeHost {
           // The header limits of HTTP/1.1, for HTTP/2 header blocks: size, and pairs
           // (four more for the pseudo-headers; onRequest answers 431 past the count).
           maxHeaderListPairs: cfg.maxHeaderCount + 5,
-          settings: { maxHeaderListSize: cfg.maxHeaderSize, maxConcurrentStreams: 256 },
+          settings: { maxHeaderListSize: cfg.maxHeaderSize, maxConcurrentStreams: cfg.http2.maxConcurrentStreams },
           maxSessionMemory: 32,
         },
         // The same handler for both: an HTTP/2 stream comes as the compat request and
@@ -240,22 +242,16 @@ export class GatewayServer implements ExchangeHost {
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
-    // HTTP/2: the route's host is :authority (a Host header, when sent, must agree).
-    if (req.httpVersionMajor === 2 && req.headers.host === undefined) req.headers.host = req.headers[':authority'] as string | undefined;
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
     const url = req.url as string;
     if (url.charCodeAt(0) !== 47 /* / */) {
       this.reject(req, res, 'BAD_REQUEST', 'the request target must be a path (origin-form)', requestId);
       return;
     }
-    if (req.rawHeaders.length > 2 * this.cfg.maxHeaderCount) {
-      this.reject(req, res, 'HEADERS_TOO_LARGE', `more than ${this.cfg.maxHeaderCount} header fields`, requestId);
-      return;
-    }
-    // Only HTTP/1.0 may come without a Host (HTTP/0.9, which llhttp accepts, has none).
-    if (req.headers.host === undefined && (req.httpVersionMajor !== 1 || req.httpVersionMinor !== 0)) {
-      const why = req.httpVersionMajor === 0 ? 'HTTP/0.9 is not supported' : req.httpVersionMajor === 2 ? 'an HTTP/2 request must carry :authority' : 'an HTTP/1.1 request must carry a Host header';
-      this.reject(req, res, 'BAD_REQUEST', why, requestId);
+    // Header count, exactly one valid Host (HTTP/2: :authority, and Host agreeing).
+    const problem = checkRequestHead(req, this.cfg.maxHeaderCount);
+    if (problem !== undefined) {
+      this.reject(req, res, problem.code, problem.message, requestId);
       return;
     }
     const cl = req.headers['content-length'];
@@ -346,9 +342,19 @@ export class GatewayServer implements ExchangeHost {
     this.observer.upstreamResult(endpoint, status, failure);
   }
 
+  get sendTimeoutMs(): number {
+    return this.cfg.timeouts.sendMs;
+  }
+
+  get requestTimeoutMs(): number {
+    return this.cfg.timeouts.requestMs;
+  }
+
   exchangeDone(x: Exchange, status: number): void {
     const seconds = (performance.now() - x.start) / 1000;
-    x.version.stats.window.record(status, seconds);
+    // Rollout analysis judges the version on what its endpoints did, never on a request
+    // the gateway refused or failed itself (or one its client abandoned).
+    if (!x.gatewayFault) x.version.stats.window.record(status, seconds);
     x.version.stats.metrics?.request(status, seconds, x.attempts - 1);
     if (this.cfg.accessLog && (status >= 400 || this.cfg.accessLogSample >= 1 || Math.random() < this.cfg.accessLogSample)) {
       this.log.info(
@@ -426,8 +432,33 @@ export class GatewayServer implements ExchangeHost {
       writeRawError(socket, 400, 'BAD_REQUEST', 'the request target must be a path (origin-form)', requestId);
       return;
     }
+    // The checks of every request (header count, Host) hold for upgrades too.
+    const problem = checkRequestHead(req, this.cfg.maxHeaderCount);
+    if (problem !== undefined) {
+      const e = new GatewayError(problem.code, problem.message);
+      writeRawError(socket, e.statusCode, e.code, e.message, requestId);
+      return;
+    }
+    const up0 = this.cfg.upgrades;
+    const protocol = String(req.headers.upgrade ?? '').trim().toLowerCase();
+    if (!up0.protocols.includes(protocol)) {
+      writeRawError(socket, 400, 'BAD_REQUEST', `upgrade to ${JSON.stringify(protocol.slice(0, 64))} is not enabled (gateway.upgrades.protocols)`, requestId);
+      return;
+    }
+    if (this.tunnels.size + this.pendingUpgrades >= up0.maxTunnels) {
+      writeRawError(socket, 503, 'TOO_MANY_TUNNELS', `the gateway holds its limit of ${up0.maxTunnels} tunnels (gateway.upgrades.maxTunnels)`, requestId);
+      return;
+    }
     const sel = this.select(req, undefined, url, requestId);
     if (sel === undefined) return;
+    this.pendingUpgrades++;
+    let pending = true;
+    const settle = (): void => {
+      if (pending) {
+        pending = false;
+        this.pendingUpgrades--;
+      }
+    };
     const ep = sel.endpoint;
     const upHeaders = upstreamRequestHeaders(req, requestId, this.proto, true);
     const hostHeader = sel.version.hostHeader;
@@ -445,6 +476,7 @@ export class GatewayServer implements ExchangeHost {
       agent: false,
       timeout: sel.service.config.timeouts.connectMs,
     });
+    up.once('close', settle);
     const fail = (status: number, code: string, message: string): void => {
       up.destroy();
       if (socket.writable) writeRawError(socket, status, code, message, requestId);
@@ -480,6 +512,29 @@ export class GatewayServer implements ExchangeHost {
       if (head.length) usocket.write(head);
       const tunnel = { client: socket, upstream: usocket };
       this.tunnels.add(tunnel);
+      settle();
+      // A tunnel with no byte either way for gateway.upgrades.idleTimeout is closed
+      // (a WebSocket with 1001 "going away" on both sides first).
+      const idleMs = up0.idleTimeoutMs;
+      if (idleMs > 0) {
+        let idleSince = 0;
+        const onIdle = (): void => {
+          const now = performance.now();
+          // Both sockets' timers fire on their own silence; the tunnel is idle only
+          // when both have been silent.
+          if (now - idleSince < idleMs - 1) return;
+          this.log.debug({ reqId: requestId, idleMs }, 'tunnel closed: idle (gateway.upgrades.idleTimeout)');
+          goAway(tunnel, protocol === 'websocket');
+        };
+        const active = (): void => {
+          idleSince = performance.now();
+        };
+        socket.on('data', active);
+        usocket.on('data', active);
+        active();
+        (socket as Socket).setTimeout?.(idleMs, onIdle);
+        usocket.setTimeout(idleMs, onIdle);
+      }
       // Either side closing closes the other.
       const teardown = (): void => {
         if (!this.tunnels.delete(tunnel)) return;
@@ -520,26 +575,47 @@ export class GatewayServer implements ExchangeHost {
    * when the last connection has closed. */
   stopAccepting(): Promise<void> {
     this.closing = true;
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.redirect?.close();
-    this.redirect?.closeIdleConnections();
-    // The TLS server's HTTP/1.1 connections are tracked by Node's http code as well.
-    http.Server.prototype.closeIdleConnections.call(this.server);
+    // net's close, not http's: http.Server#close would also close every idle keep-alive
+    // connection at once, and a connection is "idle" to Node while the client's next
+    // request is still on the wire — that request would be lost. Idle connections are
+    // closed by the quiet sweep below instead.
+    const closed = new Promise<void>((resolve) => net.Server.prototype.close.call(this.server, () => resolve()));
+    if (this.redirect !== undefined) net.Server.prototype.close.call(this.redirect);
     // HTTP/2: GOAWAY; streams in flight finish, the client opens no new one here.
     for (const s of this.sessions) s.close();
+    this.quietSweep = setInterval(() => this.closeQuietConnections(), QUIET_MS);
+    this.quietSweep.unref();
+    this.closeQuietConnections();
+    void closed.then(() => clearInterval(this.quietSweep));
     return closed;
+  }
+
+  private quietSweep: NodeJS.Timeout | undefined;
+  /** HTTP/1.1 connections seen idle at the last sweep. */
+  private quiet = new Set<Duplex>();
+
+  /**
+   * During shutdown every response says `Connection: close`, so a keep-alive client's
+   * next request is answered and then its connection closes. A connection that was idle
+   * at two sweeps QUIET_MS apart served nothing in between (a request would have closed
+   * it): its client has gone quiet, and it is closed. One idle only now may be about to
+   * carry a request: it gets until the next sweep.
+   */
+  private closeQuietConnections(): void {
+    const next = new Set<Duplex>();
+    for (const srv of [this.server, this.redirect]) {
+      if (srv === undefined) continue;
+      for (const socket of idleSockets(srv)) {
+        if (this.quiet.has(socket)) socket.destroy();
+        else next.add(socket);
+      }
+    }
+    this.quiet = next;
   }
 
   /** Closes proxied WebSockets with 1001 "going away" on both sides. */
   closeTunnels(): void {
-    for (const t of this.tunnels) {
-      if (t.client.writable) t.client.end(WS_GOING_AWAY);
-      if (t.upstream.writable) t.upstream.end(maskedGoingAway());
-      setTimeout(() => {
-        t.client.destroy();
-        t.upstream.destroy();
-      }, 1000).unref();
-    }
+    for (const t of this.tunnels) goAway(t, true);
   }
 
   get openTunnels(): number {
@@ -552,16 +628,53 @@ export class GatewayServer implements ExchangeHost {
     this.closed = true;
     this.closing = true;
     this.tls?.close();
-    this.server.close();
+    clearInterval(this.quietSweep);
+    if (this.server.listening) net.Server.prototype.close.call(this.server);
     http.Server.prototype.closeAllConnections.call(this.server);
     for (const s of this.sessions) s.destroy();
-    this.redirect?.close();
+    if (this.redirect?.listening === true) net.Server.prototype.close.call(this.redirect);
     this.redirect?.closeAllConnections();
     for (const t of this.tunnels) {
       t.client.destroy();
       t.upstream.destroy();
     }
   }
+}
+
+/** How long an HTTP/1.1 connection must stay idle during shutdown before it is closed. */
+const QUIET_MS = 250;
+
+/** Closes a tunnel: a WebSocket with 1001 "going away" on both sides, then the sockets
+ * (at once, or a second later when the close frames were sent). */
+function goAway(t: { client: Duplex; upstream: Socket }, websocket: boolean): void {
+  if (!websocket) {
+    t.client.destroy();
+    t.upstream.destroy();
+    return;
+  }
+  if (t.client.writable) t.client.end(WS_GOING_AWAY);
+  if (t.upstream.writable) t.upstream.end(maskedGoingAway());
+  setTimeout(() => {
+    t.client.destroy();
+    t.upstream.destroy();
+  }, 1000).unref();
+}
+
+// Node's record of a server's HTTP/1.1 connections (the one closeIdleConnections reads).
+type ConnectionsList = { idle(): { socket: Duplex & { _httpMessage?: ServerResponse | null } }[] };
+
+/** The server's HTTP/1.1 connections with no request in progress (no byte of one read). */
+function idleSockets(server: http.Server | Http2SecureServer): Duplex[] {
+  const key = Object.getOwnPropertySymbols(server).find((k) => k.description === 'http.server.connections');
+  const list = key === undefined ? undefined : ((server as unknown as Record<symbol, ConnectionsList | undefined>)[key]);
+  if (list === undefined) return [];
+  const out: Duplex[] = [];
+  for (const c of list.idle()) {
+    const pending = c.socket._httpMessage;
+    if (pending != null && !pending.writableFinished) continue;
+    out.push(c.socket);
+  }
+  return out;
 }
 
 const REASONS: Record<number, string> = {
