@@ -252,6 +252,15 @@ describe('control API: control.timeouts cut a stalled request', () => {
     expect(c.received()).toMatch(/^HTTP\/1\.1 408 /);
   });
 
+  it('headers over Node\'s 16 KB: 431 HEADERS_TOO_LARGE in the API\'s error shape, closed', async () => {
+    const c = await rawConnection(g.controlUrl);
+    c.socket.write(`GET /v1/services HTTP/1.1\r\nHost: 127.0.0.1\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    await c.closed;
+    const text = c.received();
+    expect(text).toMatch(/^HTTP\/1\.1 431 /);
+    expect(JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)).error.code).toBe('HEADERS_TOO_LARGE');
+  });
+
   it('the timeouts are validated: headers longer than request is refused', async () => {
     const file = writeConfig(shopConfig({ blue: { weight: 1, endpoints: [up.address] } }, {}, controlTop({ timeouts: { headers: '5s', request: '1s' } })));
     let problems: string[] = [];
