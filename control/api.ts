@@ -552,6 +552,7 @@ export class ControlApi {
     app.get('/v1/live', { config: { scope: 'read' } }, async (req, reply) => {
       if (!wantsStream(req)) return reply.type('application/json; charset=utf-8').send(this.live.json());
       const raw = this.openStream(req, reply);
+      if (raw === undefined) return;
       const unsubscribe = this.live.subscribe((frame) => void raw.write(frame));
       raw.on('close', unsubscribe);
     });
@@ -575,6 +576,7 @@ export class ControlApi {
       const since = Number(req.query.since ?? 0);
       if (!wantsStream(req)) return { events: c.events(since, Number(req.query.limit ?? 1000)) };
       const raw = this.openStream(req, reply);
+      if (raw === undefined) return;
       let last = since;
       const send = (e: { id: number }): void => {
         if (e.id <= last) return;
@@ -601,8 +603,15 @@ export class ControlApi {
    * at once, events and live together: each one holds a socket, listeners and timers for
    * as long as the client likes. One more is refused with 429 TOO_MANY_STREAMS before
    * anything is written; a stream's slot is freed when its connection closes.
+   * Undefined when the client is already gone: its 'close' has passed, so nothing would
+   * ever free the slot or remove the stream's listeners.
    */
-  private openStream(req: FastifyRequest, reply: FastifyReply): FastifyReply['raw'] {
+  private openStream(req: FastifyRequest, reply: FastifyReply): FastifyReply['raw'] | undefined {
+    const socket = req.raw.socket as { destroyed?: boolean } | null;
+    if (socket === null || socket.destroyed === true || reply.raw.destroyed) {
+      reply.hijack();
+      return undefined;
+    }
     const actor = req.actor;
     const open = this.streamsOf.get(actor) ?? 0;
     if (open >= this.maxStreamsPerToken) {
