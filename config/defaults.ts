@@ -49,7 +49,18 @@ export const defaults = {
   control: {
     listen: '127.0.0.1:9090',
     // Failed authentications per client address and window before 429 (0 = no limit).
-    authRateLimit: { failures: 10, window: '10s' },
+    // maxClients: client keys (IPv4 addresses, IPv6 /64s) remembered while not refused;
+    // a refused one is never forgotten before its refusal ends.
+    authRateLimit: { failures: 10, window: '10s', maxClients: 10_000 },
+    // Open event streams (GET /v1/events and /v1/live with Accept: text/event-stream)
+    // per token (per actor: "local" without tokens); one more is refused with 429.
+    maxStreamsPerToken: 8,
+    timeouts: {
+      // Time a client has to send its request headers, and its whole request (headers
+      // and body); past either the connection is answered 408 and closed.
+      headers: '10s',
+      request: '10s',
+    },
   },
   state: { store: 'file', file: './switchyard-state.json', redis: { url: 'redis://127.0.0.1:6379/0', prefix: 'switchyard' } },
   log: { level: 'info' },

@@ -396,6 +396,12 @@ function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
     if (tokens.findIndex((o) => o.token === t.token) !== i) problems.push(`control.tokens.${i}.token: the same token is configured twice`);
   });
   const controlListen: string = raw.control?.listen ?? defaults.control.listen;
+  // Node refuses a headers timeout longer than the request timeout (the request includes its headers).
+  const controlHeadersMs = parseDuration(raw.control?.timeouts?.headers ?? defaults.control.timeouts.headers);
+  const controlRequestMs = parseDuration(raw.control?.timeouts?.request ?? defaults.control.timeouts.request);
+  if (controlHeadersMs < 100) problems.push('control.timeouts.headers: must be at least 100ms');
+  if (controlRequestMs < 100) problems.push('control.timeouts.request: must be at least 100ms');
+  if (controlHeadersMs > controlRequestMs) problems.push('control.timeouts.headers: must not be longer than control.timeouts.request (the request includes its headers)');
   if (tokens.length === 0 && !isLoopbackHost(splitHostPort(controlListen).host)) {
     problems.push(`control.tokens: required when control.listen (${controlListen}) is not a loopback address`);
   }
@@ -443,7 +449,10 @@ function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
       authRateLimit: {
         failures: raw.control?.authRateLimit?.failures ?? defaults.control.authRateLimit.failures,
         windowMs: parseDuration(raw.control?.authRateLimit?.window ?? defaults.control.authRateLimit.window),
+        maxClients: raw.control?.authRateLimit?.maxClients ?? defaults.control.authRateLimit.maxClients,
       },
+      maxStreamsPerToken: raw.control?.maxStreamsPerToken ?? defaults.control.maxStreamsPerToken,
+      timeouts: { headersMs: controlHeadersMs, requestMs: controlRequestMs },
     },
     state: {
       store: raw.state?.store ?? defaults.state.store,

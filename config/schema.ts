@@ -191,7 +191,9 @@ export const configSchema = obj({
   control: obj({
     listen,
     tls: certificateFiles,
-    authRateLimit: obj({ failures: { type: 'integer', minimum: 0, maximum: 1_000_000 }, window: duration }),
+    authRateLimit: obj({ failures: { type: 'integer', minimum: 0, maximum: 1_000_000 }, window: duration, maxClients: { type: 'integer', minimum: 1, maximum: 10_000_000 } }),
+    maxStreamsPerToken: { type: 'integer', minimum: 1, maximum: 10_000 },
+    timeouts: obj({ headers: duration, request: duration }),
     tokens: {
       type: 'array',
       items: obj({

@@ -125,7 +125,11 @@ export interface Config {
     tls?: { cert: string; key: string };
     /** Failed authentications one client address may make per window before it is
      * refused with 429 until the window ends; failures 0 = no limit. */
-    authRateLimit: { failures: number; windowMs: number };
+    authRateLimit: { failures: number; windowMs: number; maxClients: number };
+    /** Open event streams (events and live) one token may hold; one more is refused (429). */
+    maxStreamsPerToken: number;
+    /** Time to receive a request's headers, and the whole request (body included): 408. */
+    timeouts: { headersMs: number; requestMs: number };
     tokens: { name: string; token: string; scopes: ('read' | 'deploy' | 'admin')[] }[];
     webhooks: { url: string; events?: string[]; secret?: string }[];
   };

@@ -12,7 +12,9 @@
 
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { STATUS_CODES } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ErrorObject } from 'ajv';
 import type { Logger } from 'pino';
@@ -23,6 +25,8 @@ import type { Controller } from './controller.js';
 import { ControlError } from './errors.js';
 import type { AnalysisConfig, RolloutRecord } from './state.js';
 import { registerUi } from './ui.js';
+import { AuthLimiter } from './authlimit.js';
+import { LiveFeed } from './live.js';
 import { MIN_TLS_VERSION } from '../gateway/tls.js';
 
 export type Scope = 'read' | 'deploy' | 'admin';
@@ -185,32 +189,69 @@ function httpsOptions(tls: { cert: string; key: string }): { cert: string; key: 
   return { cert: readFileSync(tls.cert, 'utf8'), key: readFileSync(tls.key, 'utf8'), minVersion: MIN_TLS_VERSION };
 }
 
-/** Failed authentications of one client address (control.authRateLimit). */
-interface AuthFailures {
-  count: number;
-  /** When the first failure of the current window happened. */
-  since: number;
-  /** Refused with 429 until then (0: not refused). */
-  blockedUntil: number;
+/**
+ * Node's http options for control.timeouts. Node checks these deadlines on a sweep every
+ * connectionsCheckingInterval (30 s by default, which would let a 10 s timeout run to
+ * 40 s); a sweep every quarter of the shorter timeout (at most each second) keeps them
+ * close. A request whose headers or body are not all in by then is answered 408.
+ */
+function serverTimeouts(t: Config['control']['timeouts']): { headersTimeout: number; requestTimeout: number; connectionsCheckingInterval: number } {
+  return {
+    headersTimeout: t.headersMs,
+    requestTimeout: t.requestMs,
+    connectionsCheckingInterval: Math.max(25, Math.min(1000, Math.floor(Math.min(t.headersMs, t.requestMs) / 4))),
+  };
+}
+
+/**
+ * Node's 'clientError': a request cut by control.timeouts (408), headers over the limit
+ * (431) or bytes that are not HTTP (400), answered in the API's own error shape when the
+ * socket can still take it, then closed.
+ */
+function clientError(err: Error & { code?: string }, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, code, message] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'REQUEST_TIMEOUT', 'the request (headers and body) was not received within control.timeouts']
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'HEADERS_TOO_LARGE', 'request headers too large']
+        : [400, 'BAD_REQUEST', 'malformed HTTP request'];
+  const body = JSON.stringify({ error: { code, message } });
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy();
 }
 
 export class ControlApi {
   readonly app: FastifyInstance;
   private tokens: { name: string; digest: Buffer; rank: number }[];
   private readonly streams = new Set<FastifyReply>();
-  private authLimit: Config['control']['authRateLimit'];
-  private readonly authFailures = new Map<string, AuthFailures>();
+  /** Open event streams per actor (token name), for control.maxStreamsPerToken. */
+  private readonly streamsOf = new Map<string, number>();
+  private maxStreamsPerToken: number;
+  private readonly authLimiter: AuthLimiter;
+  /** GET /v1/live's figures: computed at most once a second, shared by every stream. */
+  readonly live: LiveFeed;
   private bound: string | undefined;
 
   constructor(private readonly opts: ControlApiOptions) {
     this.tokens = tokenDigests(opts.config.tokens);
-    this.authLimit = opts.config.authRateLimit ?? { failures: 10, windowMs: 10_000 };
-    const https = opts.config.tls === undefined ? undefined : httpsOptions(opts.config.tls);
+    this.authLimiter = new AuthLimiter(opts.config.authRateLimit);
+    this.maxStreamsPerToken = opts.config.maxStreamsPerToken;
+    this.live = new LiveFeed(() => this.liveView());
+    const timeouts = serverTimeouts(opts.config.timeouts);
+    const https = opts.config.tls === undefined ? undefined : { ...httpsOptions(opts.config.tls), ...timeouts };
     this.app = Fastify({
       logger: false,
       bodyLimit: 64 * 1024,
       return503OnClosing: true,
       forceCloseConnections: true,
+      // A client that sends its headers or body slowly, or stops half-way, is cut
+      // (control.timeouts): it must not hold a connection and a parser for ever.
+      requestTimeout: timeouts.requestTimeout,
+      http: timeouts,
+      clientErrorHandler: clientError,
       // A URL fastify cannot decode (%zz) is answered by our error handler too: JSON
       // with a code, like every other error.
       frameworkErrors: (err, req, reply) => this.sendError(err, req, reply),
@@ -248,12 +289,11 @@ export class ControlApi {
       req.actor = 'local';
       return;
     }
-    // A client address past control.authRateLimit is refused before its token is
-    // looked at, whatever it sends: guesses then teach it nothing.
-    const limited = this.authLimit.failures > 0;
-    const f = limited ? this.authFailures.get(req.ip) : undefined;
-    if (f !== undefined && f.blockedUntil > Date.now()) {
-      const retryAfter = Math.max(1, Math.ceil((f.blockedUntil - Date.now()) / 1000));
+    // A client past control.authRateLimit (an IPv4 address, or an IPv6 /64) is refused
+    // before its token is looked at, whatever it sends: guesses then teach it nothing.
+    const refusedMs = this.authLimiter.refusedFor(req.ip);
+    if (refusedMs > 0) {
+      const retryAfter = Math.max(1, Math.ceil(refusedMs / 1000));
       throw new ControlError(429, 'RATE_LIMITED', `too many failed authentications from ${req.ip}; retry in ${retryAfter}s`, { retryAfter });
     }
     const h = req.headers.authorization;
@@ -266,40 +306,19 @@ export class ControlApi {
       if (timingSafeEqual(d, t.digest) && found === undefined) found = t;
     }
     if (found === undefined) {
-      if (limited) this.authFailed(req.ip);
+      if (this.authLimiter.failed(req.ip)) {
+        const { failures, windowMs } = this.authLimiter.settings;
+        this.opts.log.warn({ client: req.ip, failures, windowMs }, 'control API: too many failed authentications; this client is refused (429) for a while');
+      }
       throw new ControlError(401, 'UNAUTHORIZED', 'invalid token');
     }
     if (found.rank < RANK[need]) throw new ControlError(403, 'FORBIDDEN', `token ${found.name} lacks the ${need} scope`);
     req.actor = found.name;
   }
 
-  /** Counts a presented token that matched none; the one that reaches the limit refuses
-   * the address for a window. */
-  private authFailed(ip: string): void {
-    const now = Date.now();
-    const { failures, windowMs } = this.authLimit;
-    let f = this.authFailures.get(ip);
-    if (f === undefined || now - f.since >= windowMs) {
-      if (this.authFailures.size >= 10_000) this.pruneAuthFailures(now);
-      f = { count: 0, since: now, blockedUntil: 0 };
-      this.authFailures.set(ip, f);
-    }
-    f.count++;
-    if (f.count >= failures) {
-      f.blockedUntil = now + windowMs;
-      f.count = 0;
-      f.since = f.blockedUntil;
-      this.opts.log.warn({ client: ip, failures, windowMs }, 'control API: too many failed authentications; this client is refused (429) for a while');
-    }
-  }
-
-  private pruneAuthFailures(now: number): void {
-    for (const [ip, f] of this.authFailures) if (f.blockedUntil <= now && now - f.since >= this.authLimit.windowMs) this.authFailures.delete(ip);
-    // Still full (an attack from very many addresses): forget the oldest half.
-    if (this.authFailures.size >= 10_000) {
-      let n = 0;
-      for (const ip of this.authFailures.keys()) if (n++ < 5_000) this.authFailures.delete(ip);
-    }
+  /** Clients the failed-authentication limiter remembers: { counting, refused }. */
+  get authClients(): { counting: number; refused: number } {
+    return this.authLimiter.size;
   }
 
   /**
@@ -308,7 +327,12 @@ export class ControlApi {
    * non-loopback address (the running tokens stay).
    */
   reconfigure(control: Config['control']): void {
-    this.authLimit = control.authRateLimit ?? this.authLimit;
+    this.authLimiter.configure(control.authRateLimit);
+    // New streams only: streams already open above a lowered cap run on.
+    this.maxStreamsPerToken = control.maxStreamsPerToken;
+    // Node reads these on every check; the check interval itself stays as started.
+    this.app.server.headersTimeout = control.timeouts.headersMs;
+    this.app.server.requestTimeout = control.timeouts.requestMs;
     if (control.tokens.length === 0 && this.tokens.length > 0 && this.bound !== undefined && !isLoopbackHost(this.bound)) {
       this.opts.log.error({ listen: this.bound }, 'control.tokens: the reloaded config has no token but the control API listens on a non-loopback address; the running tokens stay');
     } else {
@@ -523,13 +547,14 @@ export class ControlApi {
     });
 
     // Live figures: one JSON snapshot, or with Accept: text/event-stream one every second.
+    // Either way the figures come from the shared feed: computed at most once a second
+    // however many clients ask.
     app.get('/v1/live', { config: { scope: 'read' } }, async (req, reply) => {
-      if (!wantsStream(req)) return this.liveView();
-      const raw = this.openStream(reply);
-      const tick = (): void => void raw.write(`event: live\ndata: ${JSON.stringify(this.liveView())}\n\n`);
-      tick();
-      const timer = setInterval(tick, 1000);
-      raw.on('close', () => clearInterval(timer));
+      if (!wantsStream(req)) return reply.type('application/json; charset=utf-8').send(this.live.json());
+      const raw = this.openStream(req, reply);
+      if (raw === undefined) return;
+      const unsubscribe = this.live.subscribe((frame) => void raw.write(frame));
+      raw.on('close', unsubscribe);
     });
 
     app.get('/v1/replicas', { config: { scope: 'read' } }, async () => {
@@ -540,12 +565,18 @@ export class ControlApi {
       }
     });
 
-    app.get('/v1/status', { config: { scope: 'read' } }, async () => ({ revision: c.revision, ...(this.opts.info?.() ?? {}) }));
+    app.get('/v1/status', { config: { scope: 'read' } }, async () => ({
+      revision: c.revision,
+      ...(this.opts.info?.() ?? {}),
+      // Open event streams and the live frames computed so far (the work /v1/live costs).
+      streams: { open: this.streams.size, live: this.live.streams, liveFrames: this.live.computed },
+    }));
 
     app.get<{ Querystring: { since?: string; limit?: string } }>('/v1/events', { config: { scope: 'read' }, schema: { querystring: schemas.events } }, async (req, reply) => {
       const since = Number(req.query.since ?? 0);
       if (!wantsStream(req)) return { events: c.events(since, Number(req.query.limit ?? 1000)) };
-      const raw = this.openStream(reply);
+      const raw = this.openStream(req, reply);
+      if (raw === undefined) return;
       let last = since;
       const send = (e: { id: number }): void => {
         if (e.id <= last) return;
@@ -566,8 +597,27 @@ export class ControlApi {
     });
   }
 
-  /** Takes the response over as a text/event-stream, tracked so close() ends it. */
-  private openStream(reply: FastifyReply): FastifyReply['raw'] {
+  /**
+   * Takes the response over as a text/event-stream, tracked so close() ends it. A token
+   * (an actor: "local" without tokens) holds at most control.maxStreamsPerToken streams
+   * at once, events and live together: each one holds a socket, listeners and timers for
+   * as long as the client likes. One more is refused with 429 TOO_MANY_STREAMS before
+   * anything is written; a stream's slot is freed when its connection closes.
+   * Undefined when the client is already gone: its 'close' has passed, so nothing would
+   * ever free the slot or remove the stream's listeners.
+   */
+  private openStream(req: FastifyRequest, reply: FastifyReply): FastifyReply['raw'] | undefined {
+    const socket = req.raw.socket as { destroyed?: boolean } | null;
+    if (socket === null || socket.destroyed === true || reply.raw.destroyed) {
+      reply.hijack();
+      return undefined;
+    }
+    const actor = req.actor;
+    const open = this.streamsOf.get(actor) ?? 0;
+    if (open >= this.maxStreamsPerToken) {
+      throw new ControlError(429, 'TOO_MANY_STREAMS', `${actor} already has ${open} open event streams (control.maxStreamsPerToken ${this.maxStreamsPerToken}); close one first`, { limit: this.maxStreamsPerToken });
+    }
+    this.streamsOf.set(actor, open + 1);
     reply.hijack();
     const raw = reply.raw;
     raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
@@ -575,7 +625,12 @@ export class ControlApi {
     // response until headers arrive.
     raw.flushHeaders();
     this.streams.add(reply);
-    raw.on('close', () => this.streams.delete(reply));
+    raw.on('close', () => {
+      this.streams.delete(reply);
+      const n = (this.streamsOf.get(actor) ?? 1) - 1;
+      if (n > 0) this.streamsOf.set(actor, n);
+      else this.streamsOf.delete(actor);
+    });
     return raw;
   }
 
@@ -593,6 +648,7 @@ export class ControlApi {
   }
 
   async close(): Promise<void> {
+    this.live.close();
     for (const r of this.streams) r.raw.end();
     this.streams.clear();
     await this.app.close();

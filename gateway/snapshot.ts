@@ -133,16 +133,27 @@ function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {
   else m.set(k, [v]);
 }
 
+/**
+ * Route prefixes match whole path segments: `/api` matches `/api`, `/api/` and `/api/x`
+ * but not `/apiary` (a route meant for one application must not catch another's paths
+ * that merely share letters). A prefix that ends in `/` (including `/` itself) already
+ * ends on a segment boundary and matches every path under it. `path` has no query.
+ */
+function prefixMatches(prefix: string, path: string): boolean {
+  if (!path.startsWith(prefix)) return false;
+  return path.length === prefix.length || prefix.charCodeAt(prefix.length - 1) === 47 /* / */ || path.charCodeAt(prefix.length) === 47;
+}
+
 function matchPath(routes: readonly RouteEntry[], path: string): ServiceSnapshot | undefined {
   for (let i = 0; i < routes.length; i++) {
-    if (path.startsWith(routes[i].path)) return routes[i].service;
+    if (prefixMatches(routes[i].path, path)) return routes[i].service;
   }
   return undefined;
 }
 
 /**
  * Routing rule 1: exact host (or, failing that, a wildcard host, then routes without a
- * host) plus the longest matching path prefix.
+ * host) plus the longest path prefix that matches on segment boundaries (prefixMatches).
  * @param host the Host header, lower-cased by the caller, port included or not
  */
 export function matchRoute(snap: Snapshot, host: string | undefined, path: string): ServiceSnapshot | undefined {

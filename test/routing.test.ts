@@ -240,8 +240,10 @@ describe('routing', () => {
     let api: Upstream;
     let apiV2: Upstream;
     let hosted: Upstream;
+    let assets: Upstream;
     let g: InProcessGateway;
     beforeAll(async () => {
+      assets = await startUpstream('assets');
       api = await startUpstream('api');
       apiV2 = await startUpstream('api-v2');
       hosted = await startUpstream('hosted');
@@ -256,17 +258,27 @@ describe('routing', () => {
           api: svc([{ path: '/api' }], api),
           apiv2: svc([{ path: '/api/v2' }], apiV2),
           hosted: svc([{ host: 'shop.example.com', path: '/' }], hosted),
+          assets: svc([{ path: '/static/' }], assets),
         },
       });
     });
     afterAll(async () => {
       await g?.close();
-      await Promise.all([api?.close(), apiV2?.close(), hosted?.close()]);
+      await Promise.all([api?.close(), apiV2?.close(), hosted?.close(), assets?.close()]);
     });
 
     const cases: [string | undefined, string, string][] = [
       [undefined, '/api', 'api'],
       [undefined, '/api/users?x=1', 'api'],
+      // Prefixes match whole path segments (README "How a request is routed").
+      [undefined, '/api/', 'api'],
+      [undefined, '/api?q', 'api'],
+      [undefined, '/api?q=/v2', 'api'],
+      [undefined, '/api/v2x', 'api'],
+      [undefined, '/api/v2/', 'api-v2'],
+      [undefined, '/api/v2?x', 'api-v2'],
+      [undefined, '/static/app.js', 'assets'],
+      [undefined, '/static/', 'assets'],
       [undefined, '/api/v2', 'api-v2'],
       [undefined, '/api/v2/items/7', 'api-v2'],
       ['other.example.com', '/api/v2/x', 'api-v2'],
@@ -283,11 +295,18 @@ describe('routing', () => {
     });
 
     it('unknown path or host → 404 NO_ROUTE JSON, nothing reaches an upstream', async () => {
-      const before = api.seen.length + apiV2.seen.length + hosted.seen.length;
+      const before = api.seen.length + apiV2.seen.length + hosted.seen.length + assets.seen.length;
       for (const [host, path] of [
         [undefined, '/'],
         [undefined, '/ap'],
         [undefined, '/other/api'],
+        // Sharing letters with a prefix is not sharing a segment.
+        [undefined, '/apiary'],
+        [undefined, '/api-v2/x'],
+        [undefined, '/apiv2'],
+        // A prefix ending in "/" matches under it only, as it always did.
+        [undefined, '/static'],
+        [undefined, '/staticx/app.js'],
         ['unknown.example.com', '/'],
         ['shop.example.org', '/cart'],
       ] as [string | undefined, string][]) {
@@ -297,7 +316,7 @@ describe('routing', () => {
       const kept = await get(`${g.url}/nowhere`, { 'x-request-id': 'route-404' }, agent);
       expectGatewayError(kept, 404, 'NO_ROUTE');
       expect(kept.headers['x-request-id']).toBe('route-404');
-      expect(api.seen.length + apiV2.seen.length + hosted.seen.length).toBe(before);
+      expect(api.seen.length + apiV2.seen.length + hosted.seen.length + assets.seen.length).toBe(before);
     });
   });
 
