@@ -397,10 +397,38 @@ export class Exchange implements Dispatcher.DispatchHandler {
 class CheckedBody implements AsyncIterableIterator<Buffer> {
   private bytes = 0;
 
+  /** The request's content-length (-1 without one). */
+  private readonly declared: number;
+
   constructor(
     private readonly req: IncomingMessage,
     private readonly limit: number,
-  ) {}
+  ) {
+    const cl = req.headers['content-length'];
+    this.declared = cl === undefined ? -1 : Number(cl);
+  }
+
+  /** Waits for the end of the body (throws unless it was received whole). */
+  private async streamEnd(): Promise<void> {
+    const req = this.req;
+    while (!req.readableEnded && !req.destroyed) {
+      // Nothing more may come (a byte more would break the length: nghttp2 resets), so
+      // reading on only consumes END_STREAM.
+      if (req.read() !== null) throw new GatewayError('CLIENT_CLOSED', 'request body longer than its content-length');
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          req.off('readable', done);
+          req.off('end', done);
+          req.off('close', done);
+          resolve();
+        };
+        req.on('readable', done);
+        req.on('end', done);
+        req.on('close', done);
+      });
+    }
+    if (!req.readableEnded || !bodyComplete(req)) throw new GatewayError('CLIENT_CLOSED', 'the client reset the request before its body was complete');
+  }
 
   [Symbol.asyncIterator](): this {
     return this;
@@ -413,6 +441,10 @@ class CheckedBody implements AsyncIterableIterator<Buffer> {
       if (chunk !== null) {
         this.bytes += chunk.length;
         if (this.bytes > this.limit) throw new GatewayError('BODY_TOO_LARGE', `request body exceeds ${this.limit} bytes`);
+        // HTTP/2 with a content-length: the chunk that completes the length completes
+        // the upstream's HTTP/1.1 message, so it waits for END_STREAM; a stream reset
+        // after its last byte but before END_STREAM is no request.
+        if (this.bytes === this.declared && req.httpVersionMajor === 2) await this.streamEnd();
         return { value: chunk, done: false };
       }
       if (req.readableEnded) {

@@ -476,7 +476,12 @@ export class GatewayServer implements ExchangeHost {
       agent: false,
       timeout: sel.service.config.timeouts.connectMs,
     });
+    // Whatever ends the upgrade attempt ends its hold on the cap (a ClientRequest that
+    // upgraded never emits 'close').
     up.once('close', settle);
+    up.once('upgrade', settle);
+    up.once('response', settle);
+    up.once('error', settle);
     const fail = (status: number, code: string, message: string): void => {
       up.destroy();
       if (socket.writable) writeRawError(socket, status, code, message, requestId);
@@ -512,7 +517,6 @@ export class GatewayServer implements ExchangeHost {
       if (head.length) usocket.write(head);
       const tunnel = { client: socket, upstream: usocket };
       this.tunnels.add(tunnel);
-      settle();
       // A tunnel with no byte either way for gateway.upgrades.idleTimeout is closed
       // (a WebSocket with 1001 "going away" on both sides first).
       const idleMs = up0.idleTimeoutMs;
@@ -543,6 +547,11 @@ export class GatewayServer implements ExchangeHost {
       };
       socket.once('close', teardown);
       usocket.once('close', teardown);
+      // A side that ends its writing ends the tunnel once the other side has flushed
+      // (a WebSocket has no half-close; the client socket is half-open by default and a
+      // vanished client would otherwise hold its tunnel until the idle timeout).
+      socket.once('end', () => usocket.end(teardown));
+      usocket.once('end', () => socket.end(teardown));
       socket.on('error', teardown);
       usocket.on('error', teardown);
       socket.pipe(usocket);
