@@ -4,6 +4,7 @@
 //   answered with Connection: close, idle ones closed → in-flight requests finish →
 //   WebSockets get 1001 → exit 0, all within grace. A second signal exits at once.
 
+import http from 'node:http';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -314,4 +315,57 @@ describe('graceful shutdown (real process)', () => {
     expect(code).toBe(0);
     expect(findLog(p, PHASES.websockets)).toBeDefined();
   });
+
+  // Issue #22, item 5: a keep-alive client whose next request is already on the wire when
+  // SIGTERM comes must get an answer (with Connection: close), never a reset. Each
+  // client sends back to back on one connection and stops at the first answer that
+  // says Connection: close; any error is a lost request.
+  for (const workers of [1, 2]) {
+    it(`SIGTERM with 16 keep-alive clients sending back to back (workers: ${workers}, drainDelay 0s): no request lost`, { timeout: 60_000 }, async () => {
+      const up = await slowUpstream();
+      cleanups.push(() => up.close());
+      const p = await startProcess(shopConfig({ blue: { weight: 1, endpoints: [up.address] } }, {}, { gateway: { workers }, shutdown: { drainDelay: '0s', grace: '10s' } }));
+      cleanups.push(() => p.stop('SIGKILL'));
+      if (workers > 1) await waitFor(async () => (await (await fetch(`${p.controlUrl}/v1/status`)).json()).workers?.processes?.filter((w: { applied: boolean }) => w.applied).length === workers, { message: 'workers up' });
+      const url = new URL(p.url);
+      let sent = 0;
+      let answered = 0;
+      const lost: string[] = [];
+      let signalled = false;
+      const client = async (): Promise<void> => {
+        const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+        try {
+          for (;;) {
+            sent++;
+            const r = await new Promise<{ close: boolean } | Error>((resolve) => {
+              const req = http.get({ host: url.hostname, port: url.port, path: '/ka', agent }, (res) => {
+                res.resume();
+                res.on('end', () => resolve({ close: res.headers.connection === 'close' }));
+                res.on('error', (e) => resolve(e));
+              });
+              req.on('error', (e) => resolve(e));
+            });
+            if (r instanceof Error) {
+              lost.push((r as NodeJS.ErrnoException).code ?? r.message);
+              return;
+            }
+            answered++;
+            if (r.close && signalled) return;
+          }
+        } finally {
+          agent.destroy();
+        }
+      };
+      const clients = Array.from({ length: 16 }, () => client());
+      await waitFor(() => answered >= 400, { message: 'load running' });
+      signalled = true;
+      p.proc.kill('SIGTERM');
+      await Promise.all(clients);
+      const code = await p.exited;
+      report(`keep-alive clients at SIGTERM (workers ${workers})`, { sent, answered, lost: lost.length, errors: lost, exit: code });
+      expect(lost).toEqual([]);
+      expect(answered).toBe(sent);
+      expect(code).toBe(0);
+    });
+  }
 });
