@@ -134,7 +134,7 @@ export class RawH2 {
   readonly streams = new Map<number, StreamState>();
   goaway: { lastStream: number; code: number } | undefined;
   closed = false;
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
   private next = 1;
   private waiters: (() => void)[] = [];
   /** Streams whose receive window is never opened (the client "does not read"). */
