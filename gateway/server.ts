@@ -179,6 +179,16 @@ export class GatewayServer implements ExchangeHost {
     // An idle session is closed like an idle keep-alive connection: gracefully
     // (GOAWAY), so a stream still running finishes.
     session.setTimeout(this.cfg.timeouts.keepAliveMs, () => session.close());
+    // Slowloris over HTTP/2: a session must bring its first complete request head within
+    // timeouts.headers (as an HTTP/1.1 connection must), however many PINGs, SETTINGS or
+    // partial frames keep it busy meanwhile.
+    const first = setTimeout(() => {
+      this.log.debug('HTTP/2 session closed: no request head within gateway.timeouts.headers');
+      session.destroy();
+    }, this.cfg.timeouts.headersMs);
+    first.unref();
+    session.once('stream', () => clearTimeout(first));
+    session.once('close', () => clearTimeout(first));
     session.on('error', (err: NodeJS.ErrnoException) => this.log.debug({ err: err.code ?? err.message }, 'HTTP/2 session error'));
     if (this.closing) session.close();
   }

@@ -123,8 +123,11 @@ export function slowHandler(): {
   handler: (req: IncomingMessage, res: ServerResponse, up: Upstream) => void;
   slowEnds: number[];
   setFailEvery(n: number): void;
+  /** Answers the held request `/hold?id=ID` (held until then, however long the test takes). */
+  release(id: string): void;
 } {
   const slowEnds: number[] = [];
+  const held = new Map<string, () => void>();
   let failEvery = 0;
   let count = 0;
   return {
@@ -133,7 +136,22 @@ export function slowHandler(): {
       failEvery = n;
       count = 0;
     },
+    release(id: string) {
+      held.get(id)?.();
+      held.delete(id);
+    },
     handler(req, res, up) {
+      const h = /^\/hold\?id=([\w-]+)/.exec(req.url ?? '');
+      if (h !== null) {
+        req.resume();
+        held.set(h[1], () => {
+          const body = JSON.stringify({ name: up.name, slow: true });
+          res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+          slowEnds.push(Date.now());
+          res.end(body);
+        });
+        return;
+      }
       const m = /^\/slow\?ms=(\d+)/.exec(req.url ?? '');
       if (m !== null) {
         req.resume();

@@ -74,9 +74,11 @@ describe('cutover', () => {
   it('a drain timeout shorter than an in-flight request: API 504 DRAIN_TIMEOUT, CLI exit 4; the request still finishes', async () => {
     expect((await api(gw.controlUrl, 'PUT', '/v1/services/shop/weights', { body: W({ blue: 100, green: 0 }) })).status).toBe(200);
     const before = blueSlow.slowEnds.length;
-    const slowSeen = blue.seen.filter((s) => s.url.startsWith('/slow')).length;
-    const slowP = slowGet(`${gw.url}/slow?ms=6000`);
-    await waitFor(() => blue.seen.filter((s) => s.url.startsWith('/slow')).length > slowSeen, { timeout: 15_000, message: 'slow request on blue' });
+    const slowSeen = blue.seen.filter((s) => s.url.startsWith('/hold')).length;
+    // Held by the upstream until the test releases it: the CLI's start-up time (seconds
+    // on a loaded machine) can never outlast it.
+    const slowP = slowGet(`${gw.url}/hold?id=drain-timeout`);
+    await waitFor(() => blue.seen.filter((s) => s.url.startsWith('/hold')).length > slowSeen, { timeout: 15_000, message: 'held request on blue' });
     await waitFor(async () => (await shop(gw.controlUrl)).versions.blue.inflight > 0, { timeout: 15_000, message: 'slow request in flight' });
 
     const t0 = Date.now();
@@ -96,6 +98,7 @@ describe('cutover', () => {
     expect(cli.code, `${cli.stdout}\n${cli.stderr}`).toBe(4);
     expect(cli.stderr).toMatch(/504 DRAIN_TIMEOUT/);
 
+    blueSlow.release('drain-timeout');
     const slow = await slowP;
     expect(slow.status).toBe(200);
     expect(slow.body.name).toBe('blue');

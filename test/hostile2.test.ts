@@ -15,7 +15,7 @@ import fc from 'fast-check';
 import { errors as undiciErrors } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCa, type TestCa } from './certs.js';
-import { ERR, RawH2 } from './h2frames.js';
+import { ERR, FRAME, RawH2, frame, hpackEncode } from './h2frames.js';
 import { closeServer, shopConfig, startProcess, waitFor, type GatewayProcess } from './helpers.js';
 import { toGatewayError } from '../gateway/errors.js';
 
@@ -428,6 +428,23 @@ describe('hostile clients, second round (real gateway process)', () => {
       const d = await open();
       expect(d.head).toMatch(/^HTTP\/1\.1 101/);
       d.sock.destroy();
+    });
+  });
+
+  describe('3b. HTTP/2 slowloris', () => {
+    it('a session that sends no complete request head within timeouts.headers (1s) is closed, PINGs or not', async () => {
+      const h2 = await RawH2.connect(tlsPort, ca.ca);
+      const t0 = Date.now();
+      // Busy, but never a request: a PING every 200 ms, and a HEADERS frame without
+      // END_HEADERS whose CONTINUATION never comes.
+      const ping = setInterval(() => h2.write(frame(FRAME.PING, 0, 0, Buffer.alloc(8))), 200);
+      h2.write(frame(FRAME.HEADERS, 0, 1, hpackEncode([[':method', 'GET']])));
+      try {
+        await h2.until(() => h2.closed, 8000, 'the gateway to close the session');
+      } finally {
+        clearInterval(ping);
+      }
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
     });
   });
 
