@@ -134,6 +134,8 @@ export class RawH2 {
   readonly streams = new Map<number, StreamState>();
   goaway: { lastStream: number; code: number } | undefined;
   closed = false;
+  /** The gateway's SETTINGS arrived (and were acknowledged). */
+  settled = false;
   private buf: Buffer = Buffer.alloc(0);
   private next = 1;
   private waiters: (() => void)[] = [];
@@ -242,7 +244,10 @@ export class RawH2 {
     const s = this.streams.get(stream);
     switch (type) {
       case FRAME.SETTINGS:
-        if ((flags & FLAG.ACK) === 0) this.write(frame(FRAME.SETTINGS, FLAG.ACK, 0));
+        if ((flags & FLAG.ACK) === 0) {
+          this.write(frame(FRAME.SETTINGS, FLAG.ACK, 0));
+          this.settled = true;
+        }
         break;
       case FRAME.PING:
         if ((flags & FLAG.ACK) === 0) this.write(frame(FRAME.PING, FLAG.ACK, 0, payload));

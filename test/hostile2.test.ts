@@ -195,15 +195,23 @@ describe('hostile clients, second round (real gateway process)', () => {
             // The upstream has the request head (streamed), then the client cancels.
             await waitFor(() => up.started.includes(id), { message: 'upstream saw the request start' });
             h2.rst(s, ERR.CANCEL);
-          } else await h2.until(() => h2.finished(s), 5000, 'the stream to be reset');
+          } else {
+            // nghttp2 resets the stream (Node 20) or the whole session (GOAWAY, Node 24).
+            await h2.until(() => h2.finished(s) || h2.goaway !== undefined || h2.closed, 5000, 'the stream or session to be reset');
+          }
           await settled(pt, up, c.name);
           expect(up.completed.has(id), 'the truncated request must never complete upstream').toBe(false);
-          // The same connection still carries a whole upload through.
-          const ok = h2.request([[':method', 'POST'], [':scheme', 'https'], [':path', '/pay'], [':authority', 'shop.test'], ['x-id', `${id}-ok`]], false);
-          h2.data(ok, '{"to":"bob"}', true);
-          await h2.until(() => h2.finished(ok), 5000, 'the complete upload');
-          expect(h2.streams.get(ok)!.status).toBe(200);
-          expect(up.completed.get(`${id}-ok`)).toBe('{"to":"bob"}');
+          // A whole upload still goes through (on the same connection when it survived).
+          const next = h2.goaway === undefined && !h2.closed ? h2 : await RawH2.connect(tlsPort, ca.ca);
+          try {
+            const ok = next.request([[':method', 'POST'], [':scheme', 'https'], [':path', '/pay'], [':authority', 'shop.test'], ['x-id', `${id}-ok`]], false);
+            next.data(ok, '{"to":"bob"}', true);
+            await next.until(() => next.finished(ok), 5000, 'the complete upload');
+            expect(next.streams.get(ok)!.status).toBe(200);
+            expect(up.completed.get(`${id}-ok`)).toBe('{"to":"bob"}');
+          } finally {
+            next.close();
+          }
         } finally {
           h2.close();
         }
@@ -432,18 +440,26 @@ describe('hostile clients, second round (real gateway process)', () => {
   });
 
   describe('3b. HTTP/2 slowloris', () => {
-    it('a session that sends no complete request head within timeouts.headers (1s) is closed, PINGs or not', async () => {
+    it('a session busy with PINGs but no request is closed after timeouts.headers (1s)', async () => {
       const h2 = await RawH2.connect(tlsPort, ca.ca);
       const t0 = Date.now();
-      // Busy, but never a request: a PING every 200 ms, and a HEADERS frame without
-      // END_HEADERS whose CONTINUATION never comes.
       const ping = setInterval(() => h2.write(frame(FRAME.PING, 0, 0, Buffer.alloc(8))), 200);
-      h2.write(frame(FRAME.HEADERS, 0, 1, hpackEncode([[':method', 'GET']])));
       try {
         await h2.until(() => h2.closed, 8000, 'the gateway to close the session');
       } finally {
         clearInterval(ping);
       }
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
+    });
+
+    it('a HEADERS frame without END_HEADERS whose CONTINUATION never comes: the session is closed after timeouts.headers (1s)', async () => {
+      const h2 = await RawH2.connect(tlsPort, ca.ca);
+      // After the SETTINGS exchange, so that no other frame of ours (an ACK) follows the
+      // open header block: that would be a protocol error, closed at once.
+      await h2.until(() => h2.settled, 5000, 'the SETTINGS exchange');
+      const t0 = Date.now();
+      h2.write(frame(FRAME.HEADERS, 0, 1, hpackEncode([[':method', 'GET']])));
+      await h2.until(() => h2.closed, 8000, 'the gateway to close the session');
       expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
     });
   });
@@ -505,7 +521,9 @@ describe('hostile clients, second round (real gateway process)', () => {
               ids.push({ id, stream: s, p, whole });
             }
             // Every stream the client left open to the gateway comes to an end.
-            await h2.until(() => ids.every((x) => x.p.end !== 'end' || h2.finished(x.stream) || x.p.stall), 8000, 'answers');
+            // (A length mismatch makes nghttp2 reset the stream, or — Node 24 — end the
+            // whole session with GOAWAY.)
+            await h2.until(() => h2.closed || h2.goaway !== undefined || ids.every((x) => x.p.end !== 'end' || h2.finished(x.stream) || x.p.stall), 8000, 'answers');
           } finally {
             h2.close();
           }
