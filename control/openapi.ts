@@ -67,6 +67,8 @@ interface RouteDoc {
   /** Also answers as text/event-stream with `Accept: text/event-stream`. */
   stream?: boolean;
   ifMatch?: boolean;
+  /** A request body for the docs' curl example (and the body schema's `examples`). */
+  example?: Record<string, unknown>;
 }
 
 /** One entry per route, keyed `METHOD /url` as fastify names it; a route without one
@@ -74,11 +76,11 @@ interface RouteDoc {
 export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'GET /v1/services': { tag: 'services', summary: 'List the services', description: 'Each service with its revision, weights and rollout.', errors: [], ok: { status: 200, description: '`{revision, services: [{name, revision, weights, rollout}]}`' } },
   'GET /v1/services/:name': { tag: 'services', summary: 'One service', description: 'Weights, and per version the endpoints with their state and requests in flight. The ETag is the revision.', errors: ['UNKNOWN_SERVICE'], ok: { status: 200, description: '`{name, revision, weights, versions: {V: {weight, inflight, endpoints}}, rollout}`' } },
-  'PUT /v1/services/:name/weights': { tag: 'services', summary: 'Set the weights', description: 'Weights are shares (non-negative integers), one must be positive. With `If-Match: "REVISION"` the change applies only at that revision (412 otherwise).', errors: ['UNKNOWN_SERVICE', 'UNKNOWN_VERSION', 'ROLLOUT_IN_PROGRESS', 'REVISION_MISMATCH', ...BODY, ...WRITE], ok: { status: 200, description: '`{revision, weights}`; the ETag is the new revision.' }, ifMatch: true },
-  'POST /v1/services/:name/cutover': { tag: 'services', summary: 'Send all traffic to one version', description: 'With `wait: true` the answer comes once every replica applied it and the other versions have no request in flight (or 504 DRAIN_TIMEOUT after `timeout`, default 60s).', errors: ['UNKNOWN_SERVICE', 'UNKNOWN_VERSION', 'ROLLOUT_IN_PROGRESS', 'TARGET_UNHEALTHY', 'DRAIN_TIMEOUT', ...BODY, ...WRITE], ok: { status: 200, description: '`{revision, weights, drained}`' } },
+  'PUT /v1/services/:name/weights': { tag: 'services', summary: 'Set the weights', description: 'Weights are shares (non-negative integers), one must be positive. With `If-Match: "REVISION"` the change applies only at that revision (412 otherwise).', errors: ['UNKNOWN_SERVICE', 'UNKNOWN_VERSION', 'ROLLOUT_IN_PROGRESS', 'REVISION_MISMATCH', ...BODY, ...WRITE], ok: { status: 200, description: '`{revision, weights}`; the ETag is the new revision.' }, ifMatch: true, example: { weights: { blue: 90, green: 10 } } },
+  'POST /v1/services/:name/cutover': { tag: 'services', summary: 'Send all traffic to one version', description: 'With `wait: true` the answer comes once every replica applied it and the other versions have no request in flight (or 504 DRAIN_TIMEOUT after `timeout`, default 60s).', errors: ['UNKNOWN_SERVICE', 'UNKNOWN_VERSION', 'ROLLOUT_IN_PROGRESS', 'TARGET_UNHEALTHY', 'DRAIN_TIMEOUT', ...BODY, ...WRITE], ok: { status: 200, description: '`{revision, weights, drained}`' }, example: { to: 'green', wait: true, timeout: '60s' } },
   'POST /v1/services/:name/rollback': { tag: 'services', summary: 'Restore the weights before the last change', errors: ['UNKNOWN_SERVICE', 'NOTHING_TO_ROLL_BACK', 'ROLLOUT_IN_PROGRESS', ...WRITE], ok: { status: 200, description: '`{revision, weights}`' } },
   'POST /v1/services/:name/endpoints/:id/drain': { tag: 'services', summary: 'Drain one endpoint', description: 'No new requests; in-flight ones finish.', errors: ['UNKNOWN_SERVICE', 'UNKNOWN_ENDPOINT', ...WRITE], ok: { status: 200, description: '`{endpoint, draining: true, …}`' } },
-  'POST /v1/services/:name/rollout': { tag: 'rollouts', summary: 'Start a progressive rollout', description: 'Moves traffic to `to` in `steps` (percent, ending at 100), one every `interval` (at least 100ms), judging each step by `analysis` (error rate, p99, against thresholds or the baseline version); a failed step, or no traffic for `noTrafficIntervals` with `noTrafficPolicy: fail`, rolls back by itself.', errors: ['UNKNOWN_SERVICE', 'UNKNOWN_VERSION', 'INVALID_STEPS', 'INVALID_ROLLOUT', 'ROLLOUT_IN_PROGRESS', 'TARGET_UNHEALTHY', ...BODY, ...WRITE], ok: { status: 202, description: 'The rollout: `{id, state, to, step, percent, steps, interval, weights, analysis, history, …}`' } },
+  'POST /v1/services/:name/rollout': { tag: 'rollouts', summary: 'Start a progressive rollout', description: 'Moves traffic to `to` in `steps` (percent, ending at 100), one every `interval` (at least 100ms), judging each step by `analysis` (error rate, p99, against thresholds or the baseline version); a failed step, or no traffic for `noTrafficIntervals` with `noTrafficPolicy: fail`, rolls back by itself.', errors: ['UNKNOWN_SERVICE', 'UNKNOWN_VERSION', 'INVALID_STEPS', 'INVALID_ROLLOUT', 'ROLLOUT_IN_PROGRESS', 'TARGET_UNHEALTHY', ...BODY, ...WRITE], ok: { status: 202, description: 'The rollout: `{id, state, to, step, percent, steps, interval, weights, analysis, history, …}`' }, example: { to: 'green', steps: [10, 50, 100], interval: '30s', analysis: { maxErrorRate: 0.01, maxP99: '500ms', minRequests: 20 } } },
   'GET /v1/services/:name/rollout': { tag: 'rollouts', summary: 'The current or last rollout', description: '`state` is one of running, paused, succeeded, rolled_back, aborted.', errors: ['UNKNOWN_SERVICE', 'NO_ROLLOUT'], ok: { status: 200, description: 'The rollout.' } },
   'POST /v1/services/:name/rollout/pause': { tag: 'rollouts', summary: 'Pause the rollout', errors: STEER, ok: { status: 200, description: 'The rollout.' } },
   'POST /v1/services/:name/rollout/resume': { tag: 'rollouts', summary: 'Resume a paused rollout', description: 'The step restarts its window.', errors: STEER, ok: { status: 200, description: 'The rollout.' } },
@@ -164,6 +166,7 @@ export function registerOpenApi(app: FastifyInstance): void {
         response,
         ...(scope !== undefined ? { security: [{ bearer: [] }, {}], 'x-scope': scope } : { security: [] }),
       };
+      if (doc.example !== undefined && s.body !== undefined) out.body = { ...(s.body as Record<string, unknown>), examples: [doc.example] };
       if (doc.ifMatch) out.headers = { type: 'object', properties: { 'if-match': { type: 'string', description: 'Apply only at this revision, e.g. "12"' } } };
       return { schema: out, url };
     },
@@ -234,7 +237,19 @@ export function controlApiMarkdown(doc: Obj): string {
       for (const p of params) lines.push(`| \`${String(p.name)}\` | ${String(p.in)} | ${p.required === true ? 'yes' : 'no'} | \`${JSON.stringify(p.schema)}\` |`);
       lines.push('');
     }
-    const body = ((op.requestBody as Obj | undefined)?.content as Record<string, Obj> | undefined)?.['application/json']?.schema as Obj | undefined;
+    const media = ((op.requestBody as Obj | undefined)?.content as Record<string, Obj> | undefined)?.['application/json'];
+    const body = media?.schema as Obj | undefined;
+    // @fastify/swagger turns the body schema's `examples` into the media type's `example`.
+    const example = media?.example ?? (body?.examples as unknown[] | undefined)?.[0];
+    const url = `http://127.0.0.1:9090${path.replace('{name}', 'shop').replace('{id}', '127.0.0.1%3A9001')}`;
+    const curl = [
+      'curl',
+      method === 'GET' ? '' : `-X ${method}`,
+      op['x-scope'] !== undefined ? '-H "Authorization: Bearer $SWITCHYARD_TOKEN"' : '',
+      body !== undefined ? `-H 'content-type: application/json' -d '${JSON.stringify(example ?? {})}'` : method === 'GET' ? '-s' : '',
+      url,
+    ].filter(Boolean).join(' ');
+    lines.push('```sh', curl, '```', '');
     if (body !== undefined) lines.push('Request body (`application/json`):', '', '```json', schemaSummary(body), '```', '');
     lines.push('| status | response |', '|---|---|');
     for (const [status, r] of Object.entries(op.responses as Record<string, Obj>)) lines.push(`| ${status} | ${String(r.description).replace(/\|/g, '\\|')} |`);

@@ -5,6 +5,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ajv } from '../config/load.js';
 import { controlApiMarkdown, ERROR_CODES, openApiDocument, ROUTE_DOCS } from '../control/openapi.js';
 import { ROOT, shopConfig, startProcess, startUpstream, type GatewayProcess, type Upstream } from './helpers.js';
 import { api, controlTop } from './control-helpers.js';
@@ -50,6 +51,19 @@ describe('OpenAPI document', () => {
     expect(scope['POST /v1/services/:name/endpoints/:id/drain']).toBe('admin');
     expect(scope['GET /v1/openapi.json']).toBe(null);
     for (const o of ops) if (o.op['x-scope'] !== undefined) expect(o.op.security).toContainEqual({ bearer: [] });
+    // Every example body in the document (and so in docs/control-api.md's curl lines) is
+    // one the route accepts: checked with the API's own validator.
+    let examples = 0;
+    for (const methods of Object.values(doc.paths as Record<string, Record<string, { requestBody?: { content: Record<string, { schema: object; example?: unknown }> } }>>)) {
+      for (const op of Object.values(methods)) {
+        const media = op.requestBody?.content['application/json'];
+        if (media?.example === undefined) continue;
+        examples++;
+        const validate = ajv.compile(media.schema);
+        expect(validate(media.example), JSON.stringify(validate.errors)).toBe(true);
+      }
+    }
+    expect(examples).toBe(3);
     const body = doc.paths['/v1/services/{name}/rollout'].post.requestBody.content['application/json'].schema;
     expect(body.required).toEqual(['to', 'steps', 'interval']);
     expect(body.properties.analysis.properties.noTrafficPolicy.enum).toEqual(['fail', 'continue']);
