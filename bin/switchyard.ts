@@ -1,7 +1,10 @@
 #!/usr/bin/env node
-// CLI dispatch. `serve` and `demo` run a gateway; `check` validates a config.
+// CLI dispatch. `serve` and `demo` run a gateway; `check` validates a config; `schema`
+// prints the config's JSON Schema.
 
 import { ConfigError, loadConfigFile } from '../config/load.js';
+import { documentedSchema } from '../config/docs.js';
+import { packageInfo } from '../config/package.js';
 import { runDemo } from './demo.js';
 import { startGateway } from './serve.js';
 import { CLIENT_COMMANDS, CliExit, runClient } from '../control/cli.js';
@@ -9,7 +12,12 @@ import { CLIENT_COMMANDS, CliExit, runClient } from '../control/cli.js';
 const USAGE = `usage:
   switchyard serve --config FILE     run a gateway
   switchyard check --config FILE     validate a config (exit 0, or 1 with one line per problem)
-  switchyard demo [--port 8080]      a gateway with demo blue and green upstreams on loopback
+  switchyard demo [--port 8080] [--rate 20] [--no-traffic] [--green-errors 20%] [--green-latency 300ms]
+                                     a gateway with demo blue and green upstreams on loopback, and steady
+                                     traffic through it (ports also from SWITCHYARD_DEMO_PORT, _ADMIN_PORT,
+                                     _CONTROL_PORT)
+  switchyard schema                  print the config's JSON Schema (for editors)
+  switchyard --version               print the version
 
 client commands (SWITCHYARD_URL, default http://127.0.0.1:9090; SWITCHYARD_TOKEN; --json):
   switchyard status [SERVICE]
@@ -87,6 +95,15 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'demo':
       await runDemo(args);
+      break;
+    case 'schema':
+      if (args.length > 0) usage(`unexpected argument ${args[0]}`);
+      process.stdout.write(`${JSON.stringify(documentedSchema(), null, 2)}\n`);
+      break;
+    case '--version':
+    case '-v':
+    case 'version':
+      process.stdout.write(`${packageInfo().version}\n`);
       break;
     case undefined:
     case '-h':

@@ -25,6 +25,7 @@ import type { Controller } from './controller.js';
 import { ControlError } from './errors.js';
 import type { AnalysisConfig, RolloutRecord } from './state.js';
 import { registerUi } from './ui.js';
+import { registerOpenApi } from './openapi.js';
 import { AuthLimiter } from './authlimit.js';
 import { LiveFeed } from './live.js';
 import { MIN_TLS_VERSION } from '../gateway/tls.js';
@@ -266,7 +267,9 @@ export class ControlApi {
     this.app.setNotFoundHandler((req, reply) => {
       void reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no control endpoint ${req.method} ${req.url.split('?')[0]}` } });
     });
-    this.routes();
+    // The routes go in a plugin registered after @fastify/swagger, which sees them added.
+    registerOpenApi(this.app);
+    void this.app.register(async (scoped) => this.routes(scoped as unknown as FastifyInstance));
     registerUi(this.app); // GET /ui: the dashboard's static files (no scope: no token needed for them)
   }
 
@@ -434,8 +437,7 @@ export class ControlApi {
     };
   }
 
-  private routes(): void {
-    const app = this.app;
+  private routes(app: FastifyInstance): void {
     const c = this.opts.controller;
     type P = { Params: { name: string } };
     const params = schemas.serviceParams;
