@@ -29,6 +29,7 @@ import { LeaseLostError } from './store/redis.js';
 import { LocalFleet, type Fleet, type ReplicaInfo } from './fleet.js';
 import { baselineOf, stepWeights } from './rollout/plan.js';
 import { analyze } from './rollout/analysis.js';
+import { drainWait, drainWaitLocal, type DrainAnswer, type LocalDrain } from './drain.js';
 
 export interface ControllerOptions {
   dataplane: Dataplane;
@@ -44,6 +45,8 @@ export interface RolloutRequest {
   intervalMs: number;
   analysis: AnalysisConfig;
   force?: boolean;
+  /** If-Match: the service revision the caller last saw. */
+  ifMatch?: number;
 }
 
 type Change = { service: string | null; action: string; detail: Record<string, unknown> };
@@ -340,19 +343,33 @@ export class Controller extends EventEmitter {
     return this.serialized(run);
   }
 
+  /** The caller saw a newer revision (on another replica) than this one has applied:
+   * catch up before judging If-Match. */
+  private async catchUp(service: string, ifMatch: number | undefined): Promise<void> {
+    if (ifMatch !== undefined && ifMatch > this.serviceRevision(service)) await this.serialized(() => this.resync().catch(() => {}));
+  }
+
+  /**
+   * If-Match of a write that changes weights (PUT weights, cutover, rollback, rollout
+   * start). Called inside mutate's function: it is judged against the state the write
+   * is compared-and-set on, so of two replicas writing with the same If-Match one wins
+   * and the other, re-deciding on the winner's state after the conflict, gets 412.
+   */
+  private checkIfMatch(service: string, ifMatch: number | undefined): void {
+    if (ifMatch !== undefined && ifMatch !== this.serviceRevision(service)) {
+      throw new ControlError(412, 'REVISION_MISMATCH', `If-Match revision ${ifMatch} is stale; service ${service} is at revision ${this.serviceRevision(service)}`, {
+        revision: this.serviceRevision(service),
+      });
+    }
+  }
+
   /** Sets weights (versions not named keep theirs). `ifMatch` is the service revision
    * the caller last saw. */
   async setWeights(actor: string, service: string, weights: Weights, ifMatch?: number): Promise<{ revision: number; weights: Weights }> {
     this.requireService(service);
-    // The caller saw a newer revision (on another replica) than this one has applied:
-    // catch up before judging If-Match.
-    if (ifMatch !== undefined && ifMatch > this.serviceRevision(service)) await this.serialized(() => this.resync().catch(() => {}));
+    await this.catchUp(service, ifMatch);
     const r = await this.mutate(actor, (next) => {
-      if (ifMatch !== undefined && ifMatch !== this.serviceRevision(service)) {
-        throw new ControlError(412, 'REVISION_MISMATCH', `If-Match revision ${ifMatch} is stale; service ${service} is at revision ${this.serviceRevision(service)}`, {
-          revision: this.serviceRevision(service),
-        });
-      }
+      this.checkIfMatch(service, ifMatch);
       this.refuseDuringRollout(service, 'set weights');
       try {
         this.dp.validateWeights(service, weights);
@@ -376,11 +393,13 @@ export class Controller extends EventEmitter {
     }
   }
 
-  async cutover(actor: string, service: string, to: string, opts: { force?: boolean }): Promise<{ revision: number; weights: Weights; from: string[] }> {
+  async cutover(actor: string, service: string, to: string, opts: { force?: boolean; ifMatch?: number }): Promise<{ revision: number; weights: Weights; from: string[] }> {
     this.requireService(service);
     this.requireVersion(service, to);
+    await this.catchUp(service, opts.ifMatch);
     let from: string[] = [];
     const r = await this.mutate(actor, (next) => {
+      this.checkIfMatch(service, opts.ifMatch);
       this.refuseDuringRollout(service, 'cut over');
       this.preflight(service, to, opts.force);
       const before = this.dp.getWeights(service);
@@ -396,24 +415,17 @@ export class Controller extends EventEmitter {
   }
 
   /**
-   * Resolves true when every live replica has applied `revision` and none has a request
-   * of `versions` in flight; false at the deadline.
+   * Waits until every replica has applied `revision` and has no request of `versions`
+   * in flight (see control/drain.ts); `drained` is false when any of them was cut.
    */
-  async waitFleetDrained(service: string, versions: string[], revision: number, timeoutMs: number): Promise<boolean> {
-    if (!this.fleet.shared) return this.waitDrained(service, versions, timeoutMs);
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        const reps = await this.fleet.replicas();
-        const done = reps.every((r) => r.revision >= revision && versions.every((v) => (r.inflight[service]?.[v] ?? 0) === 0));
-        // This replica's own answer is exact (with gateway.workers, asked of each worker).
-        if (done) return await this.waitDrained(service, versions, Math.max(0, deadline - Date.now()));
-      } catch {
-        /* Redis trouble: keep waiting until the deadline */
-      }
-      if (Date.now() >= deadline) return false;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+  async waitFleetDrained(service: string, versions: string[], revision: number, timeoutMs: number): Promise<DrainAnswer> {
+    const local: LocalDrain = {
+      waitIdle: (ms) => this.waitDrained(service, versions, ms),
+      cut: () => this.dp.cutByService(),
+      inflight: () => this.dp.inflightByService(),
+    };
+    if (!this.fleet.shared) return drainWaitLocal(local, service, versions, timeoutMs);
+    return drainWait(this.fleet, local, service, versions, revision, timeoutMs);
   }
 
   /** In-flight counts per replica (for a drain timeout's answer). */
@@ -435,9 +447,11 @@ export class Controller extends EventEmitter {
     return ok;
   }
 
-  async rollback(actor: string, service: string): Promise<{ revision: number; weights: Weights }> {
+  async rollback(actor: string, service: string, ifMatch?: number): Promise<{ revision: number; weights: Weights }> {
     this.requireService(service);
+    await this.catchUp(service, ifMatch);
     const r = await this.mutate(actor, (next) => {
+      this.checkIfMatch(service, ifMatch);
       this.refuseDuringRollout(service, 'roll back');
       const s = this.svc(next, service);
       if (s.previousWeights === undefined) throw new ControlError(409, 'NOTHING_TO_ROLL_BACK', `service ${service} has no earlier weights to restore`);
@@ -463,7 +477,9 @@ export class Controller extends EventEmitter {
     }
     if (steps[steps.length - 1] !== 100) throw new ControlError(400, 'INVALID_STEPS', 'the last step must be 100');
     if (this.dp.service(service)!.versions.length < 2) throw new ControlError(400, 'INVALID_ROLLOUT', `service ${service} has only one version`);
+    await this.catchUp(service, req.ifMatch);
     const r = await this.mutate(actor, (next) => {
+      this.checkIfMatch(service, req.ifMatch);
       this.refuseDuringRollout(service, 'start a rollout');
       this.preflight(service, req.to, req.force);
       const from = this.dp.getWeights(service);
