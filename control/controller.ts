@@ -55,6 +55,9 @@ const clone = <T>(v: T): T => structuredClone(v);
 
 class StaleTick extends Error {}
 
+/** How soon a fleet rollout tick looks again when no second is complete yet. */
+const COMPLETE_RETRY_MS = 200;
+
 function weightsError(err: unknown): never {
   if (err instanceof WeightsError) {
     const status = err.code === 'UNKNOWN_SERVICE' ? 404 : 400;
@@ -536,6 +539,8 @@ export class Controller extends EventEmitter {
           ro.state = 'running';
           ro.stepStartedAt = now.getTime();
           ro.idleIntervals = 0;
+          // Analysis begins anew after a pause (the operator held the step on purpose).
+          delete ro.judgedThrough;
           break;
         case 'promote':
           ro.state = 'succeeded';
@@ -605,8 +610,25 @@ export class Controller extends EventEmitter {
     // Counters are kept per whole second: the window starts at the first second that
     // began after the step did, so nothing from before the step (an earlier rollout's
     // errors in the same second) is judged.
-    const from = Math.ceil(cur.stepStartedAt / 1000) * 1000;
-    const window = (v: string) => this.fleet.summary(service, v, from, now);
+    let from = Math.ceil(cur.stepStartedAt / 1000) * 1000;
+    let to = now;
+    let through: number | undefined;
+    if (this.fleet.shared) {
+      // The fleet's counters: only seconds every replica has published (a second read
+      // before that would miss the others' share), and none skipped: after a step passed,
+      // the next window starts right after the last second judged, not at the clock.
+      through = await this.fleet.completeThrough();
+      const first = cur.judgedThrough !== undefined ? cur.judgedThrough + 1 : from / 1000;
+      if (through < first) {
+        // No complete second yet: look again shortly; this is not an idle interval.
+        this.clearTimer(service);
+        this.timers.set(service, setTimeout(() => this.runTick(service), COMPLETE_RETRY_MS));
+        return;
+      }
+      from = first * 1000;
+      to = through * 1000 + 999;
+    }
+    const window = (v: string) => this.fleet.summary(service, v, from, to);
     const result = analyze(
       cur.analysis,
       cur.step,
@@ -633,6 +655,7 @@ export class Controller extends EventEmitter {
       const advance = (): Change => {
         ro.idleIntervals = 0;
         ro.stepStartedAt = now;
+        if (through !== undefined) ro.judgedThrough = through;
         if (ro.step === ro.steps.length - 1) {
           ro.state = 'succeeded';
           ro.endedAt = at;

@@ -237,13 +237,17 @@ export class RedisFleet implements Fleet {
   }
 
   /**
-   * The newest second every live replica has published: the minimum of the replicas'
-   * `published` marks (this one's own included). A replica that is in the registry
-   * without a mark (an older release) does not hold the fleet back.
+   * The newest second every live replica has published: the minimum of the `published`
+   * marks of the replicas known and not proven dead (this one's own included). A replica
+   * without a mark (an older release) does not hold the fleet back; a gone one published
+   * its last seconds before it left.
    */
   async completeThrough(): Promise<number> {
+    await this.observe();
     let through = this.flushedUpTo;
-    for (const r of await this.replicas()) if (r.id !== this.id && r.published !== undefined) through = Math.min(through, r.published);
+    // Known replicas, not only those in the registry now: one missing for a moment (Redis
+    // restarted empty) still holds the fleet back until it is back or proven dead.
+    for (const r of this.known()) if (r.id !== this.id && r.published !== undefined) through = Math.min(through, r.published);
     return through;
   }
 

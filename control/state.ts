@@ -56,6 +56,9 @@ export interface RolloutRecord {
   stepStartedAt: number;
   /** Intervals in a row in which the step saw fewer than minRequests. */
   idleIntervals: number;
+  /** Fleet store: the last epoch second a passing analysis judged; the next step's
+   * window starts right after it, so every published second is judged exactly once. */
+  judgedThrough?: number;
   reason?: string;
   lastAnalysis?: AnalysisResult;
   /** Every step applied, in order: [step index, percent, time]. */
