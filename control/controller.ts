@@ -541,6 +541,7 @@ export class Controller extends EventEmitter {
           ro.idleIntervals = 0;
           // Analysis begins anew after a pause (the operator held the step on purpose).
           delete ro.judgedThrough;
+          delete ro.waitedThrough;
           break;
         case 'promote':
           ro.state = 'succeeded';
@@ -619,8 +620,9 @@ export class Controller extends EventEmitter {
       // the next window starts right after the last second judged, not at the clock.
       through = await this.fleet.completeThrough();
       const first = cur.judgedThrough !== undefined ? cur.judgedThrough + 1 : from / 1000;
-      if (through < first) {
-        // No complete second yet: look again shortly; this is not an idle interval.
+      if (through < first || (cur.waitedThrough !== undefined && through <= cur.waitedThrough)) {
+        // No complete second yet, or none since the last "wait" verdict: look again
+        // shortly; an interval that brought no new second is not an idle interval.
         this.clearTimer(service);
         this.timers.set(service, setTimeout(() => this.runTick(service), COMPLETE_RETRY_MS));
         return;
@@ -656,6 +658,7 @@ export class Controller extends EventEmitter {
         ro.idleIntervals = 0;
         ro.stepStartedAt = now;
         if (through !== undefined) ro.judgedThrough = through;
+        delete ro.waitedThrough;
         if (ro.step === ro.steps.length - 1) {
           ro.state = 'succeeded';
           ro.endedAt = at;
@@ -671,6 +674,7 @@ export class Controller extends EventEmitter {
       if (result.verdict === 'fail') return rollBack(`analysis failed at step ${ro.step} (${ro.steps[ro.step]}%): ${result.reason}`);
       if (result.verdict === 'pass') return advance();
       ro.idleIntervals++;
+      if (through !== undefined) ro.waitedThrough = through;
       if (ro.idleIntervals >= ro.analysis.noTrafficIntervals) {
         if (ro.analysis.noTrafficPolicy === 'continue') return advance();
         return rollBack(`no traffic: ${result.reason} for ${ro.idleIntervals} interval(s)`);

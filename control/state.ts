@@ -59,6 +59,9 @@ export interface RolloutRecord {
   /** Fleet store: the last epoch second a passing analysis judged; the next step's
    * window starts right after it, so every published second is judged exactly once. */
   judgedThrough?: number;
+  /** Fleet store: the last second of the window that ended in "wait" (too few
+   * requests); the next verdict waits for a newer complete second. */
+  waitedThrough?: number;
   reason?: string;
   lastAnalysis?: AnalysisResult;
   /** Every step applied, in order: [step index, percent, time]. */
