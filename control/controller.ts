@@ -614,12 +614,13 @@ export class Controller extends EventEmitter {
     let from = Math.ceil(cur.stepStartedAt / 1000) * 1000;
     let to = now;
     let through: number | undefined;
+    let missing: string[] = [];
     if (this.fleet.shared) {
       // The fleet's counters: only seconds every replica has published (a second read
       // before that would miss the others' share), and none skipped: after a step passed,
       // the next window starts right after the last second judged, not at the clock.
-      through = await this.fleet.completeThrough();
       const first = cur.judgedThrough !== undefined ? cur.judgedThrough + 1 : from / 1000;
+      ({ through, missing } = await this.fleet.completeThrough(first));
       if (through < first || (cur.waitedThrough !== undefined && through <= cur.waitedThrough)) {
         // No complete second yet, or none since the last "wait" verdict: look again
         // shortly; an interval that brought no new second is not an idle interval.
@@ -637,6 +638,8 @@ export class Controller extends EventEmitter {
       { version: cur.to, w: await window(cur.to) },
       cur.baseline !== null ? { version: cur.baseline, w: await window(cur.baseline) } : undefined,
     );
+    // Said, not hidden: the window lacks the share of replicas that died unpublished.
+    if (missing.length > 0) result.missingReplicas = missing;
     const applied = this.mutate('rollout', (next) => {
       const ro = this.requireRollout(next, service);
       // Steered (paused, promoted, aborted) while this interval was being analysed.

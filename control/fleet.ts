@@ -55,8 +55,9 @@ export interface Fleet {
    * its record expired, it has not re-registered, so it is not running. */
   provenDead(id: string): boolean;
   /** The newest second whose traffic every live replica has published (rollout
-   * analysis reads no later second). */
-  completeThrough(): Promise<number>;
+   * analysis reads no later second), and the replicas proven dead (not closed) whose
+   * share of the seconds from `fromSec` on is missing: they died before publishing it. */
+  completeThrough(fromSec: number): Promise<{ through: number; missing: string[] }>;
   /** Known replica count (cached by the heartbeat loop). */
   count(): number;
   summary(service: string, version: string, fromMs: number, toMs: number): Promise<WindowSummary>;
@@ -86,8 +87,8 @@ export class LocalFleet implements Fleet {
     return false;
   }
   /** One process: its own window is complete up to now. */
-  async completeThrough(): Promise<number> {
-    return Math.floor(Date.now() / 1000);
+  async completeThrough(): Promise<{ through: number; missing: string[] }> {
+    return { through: Math.floor(Date.now() / 1000), missing: [] };
   }
   count(): number {
     return 1;
@@ -242,13 +243,21 @@ export class RedisFleet implements Fleet {
    * without a mark (an older release) does not hold the fleet back; a gone one published
    * its last seconds before it left.
    */
-  async completeThrough(): Promise<number> {
+  async completeThrough(fromSec: number): Promise<{ through: number; missing: string[] }> {
     await this.observe();
     let through = this.flushedUpTo;
     // Known replicas, not only those in the registry now: one missing for a moment (Redis
     // restarted empty) still holds the fleet back until it is back or proven dead.
     for (const r of this.known()) if (r.id !== this.id && r.published !== undefined) through = Math.min(through, r.published);
-    return through;
+    // A replica that died (not one that closed: it published its last seconds) served
+    // traffic it never published; name it when that falls in the window. (Publishing
+    // lags a second behind, so one whose mark is a second before the window served in it.)
+    const missing: string[] = [];
+    for (const [id, e] of this.seen) {
+      const p = e.info.published;
+      if (e.info.gone !== true && p !== undefined && this.provenDead(id) && p >= fromSec - 2 && p < through) missing.push(id);
+    }
+    return { through, missing };
   }
 
   count(): number {

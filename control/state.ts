@@ -36,6 +36,9 @@ export interface AnalysisResult {
   target: { version: string; requests: number; errorRate: number; p99Ms: number };
   baseline?: { version: string; requests: number; errorRate: number; p99Ms: number };
   reason?: string;
+  /** Fleet store: replicas that died before publishing their share of the window's
+   * seconds (the figures are without it). */
+  missingReplicas?: string[];
 }
 
 export interface RolloutRecord {

@@ -38,7 +38,7 @@ function scripted(scans: (ReplicaInfo[] | Error)[], known: ReplicaInfo[], dead: 
     known: () => [rec('self'), ...known],
     provenDead: (id: string) => dead.some((d) => d.id === id && i > d.from),
     async completeThrough() {
-      return 0;
+      return { through: 0, missing: [] };
     },
     count: () => 1,
     async summary() {

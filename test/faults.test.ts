@@ -147,7 +147,7 @@ describe('fault injection', () => {
       await redis.restart();
       const done = await waitFor(async () => {
         const ro = (await call(b.controlUrl, 'GET', '/v1/services/shop/rollout')).json;
-        return ro.state !== 'running' ? ro : undefined;
+        return ro.state !== undefined && ro.state !== 'running' ? ro : undefined;
       }, { timeout: 30_000, interval: 100 });
       expect(done.state, done.reason).toBe('succeeded');
       expect(done.history.map((h: Json) => h.percent)).toEqual(steps);

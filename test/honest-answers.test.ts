@@ -154,7 +154,7 @@ describe('honest answers (issue 22)', () => {
     expect(start.status, start.text).toBe(202);
     const done = await waitFor(async () => {
       const r = (await call(b.controlUrl, 'GET', '/v1/services/shop/rollout')).json;
-      return r.state !== 'running' ? r : undefined;
+      return r.state !== undefined && r.state !== 'running' ? r : undefined; // (404 until this replica applied the start)
     }, { timeout: 30_000, interval: 100 });
     stop = true;
     for (const r of await Promise.all(loads)) expect(r.failed, r.errors.join('\n')).toBe(0);
@@ -174,7 +174,7 @@ describe('honest answers (issue 22)', () => {
     const traffic = load(`${other.url}/`, { concurrency: 4, until: () => stop, ratePerWorker: 60, headers: { 'x-fail': '1' }, ok: () => true });
     const done = await waitFor(async () => {
       const r = (await call(a.controlUrl, 'GET', '/v1/services/shop/rollout')).json;
-      return r.state !== 'running' ? r : undefined;
+      return r.state !== undefined && r.state !== 'running' ? r : undefined; // (404 until this replica applied the start)
     }, { timeout: 20_000, interval: 100 });
     stop = true;
     await traffic;
