@@ -117,7 +117,14 @@ describe('fault injection', () => {
       const reqs = await slowOn(b, 'blue', 4, 2000);
       const answer = cutover('green');
       await appliedEverywhere('green');
-      // Only the slow requests left on blue (the report B's primary holds is current).
+      // B's workers have applied the switch and reported since (B's own record says so),
+      // then a report shows only the slow requests left on blue: a killed worker's cut is
+      // what its last report held in flight.
+      const rev = (await shopOn(a)).revision as number;
+      await waitFor(async () => {
+        const r = (await call(b.controlUrl, 'GET', '/v1/replicas')).json;
+        return (r.replicas as Json[]).find((x) => x.id === r.self)!.revision >= rev;
+      });
       await waitFor(async () => (await shopOn(b)).versions.blue.inflight === 4);
       const procs = (await call(b.controlUrl, 'GET', '/v1/status')).json.workers.processes as { pid: number; inflight: number }[];
       const victim = procs.reduce((x, y) => (y.inflight > x.inflight ? y : x));
