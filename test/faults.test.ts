@@ -121,7 +121,8 @@ describe('fault injection', () => {
 
     // 3. A data-plane worker of B killed during the wait: the requests it held were cut.
     {
-      const reqs = await slowOn(b, 'blue', 4, 2000);
+      // Long enough to be in flight when the worker is killed, even on a loaded machine.
+      const reqs = await slowOn(b, 'blue', 4, 5000);
       const answer = cutover('green');
       await appliedEverywhere('green');
       // B's workers have applied the switch and reported since (B's own record says so),
@@ -174,8 +175,8 @@ describe('fault injection', () => {
     // 5. Replica C killed during the wait: its requests were cut, B's finished.
     {
       const from = slow.blue.slowEnds.length;
-      const onB = await slowOn(b, 'blue', 2, 1500);
-      const onC = await slowOn(c, 'blue', 2, 1500);
+      const onB = await slowOn(b, 'blue', 2, 4000);
+      const onC = await slowOn(c, 'blue', 2, 4000);
       const answer = cutover('green');
       await appliedEverywhere('green');
       // A dead replica's cut is what its last record held in flight: wait for the record

@@ -96,7 +96,8 @@ describe('honest answers (issue 22)', () => {
     n++;
     const g = await startProcess(config({ store: 'memory', workers: 2, grace: '1s' }));
     gws.push(g);
-    const reqs = await slowBlue(g, 4, 4000);
+    // Far longer than the test's own steps take, even on a loaded machine: cut, never finished.
+    const reqs = await slowBlue(g, 4, 15_000);
     const cli = runCli(['cutover', 'shop', '--to', 'green', '--wait', '--timeout', '20s', '--json'], { url: g.controlUrl, token: null });
     await waitFor(async () => (await shopOn(g)).weights.green === 100, { message: 'cutover applied' });
     await g.stop('SIGTERM');
@@ -109,7 +110,7 @@ describe('honest answers (issue 22)', () => {
 
   it('SIGTERM of another replica during cutover --wait: drained:false with the count of requests it cut', async () => {
     const [a, b] = await fleet(2, { grace: '1s' });
-    const reqs = await slowBlue(b, 4, 4000);
+    const reqs = await slowBlue(b, 4, 15_000);
     const answer = call(a.controlUrl, 'POST', '/v1/services/shop/cutover', { to: 'green', wait: true, timeout: '20s' });
     await waitFor(async () => (await shopOn(b)).weights.green === 100, { message: 'cutover applied on B' });
     await b.stop('SIGTERM');
