@@ -36,9 +36,9 @@ function send(msg: FromWorker): Promise<void> {
   });
 }
 
-/** Counters, window deltas and in-flight and cut counts for the primary. The last
- * report, sent as the worker exits, has nothing in flight: what was left had been
- * counted as cut. */
+/** Counters, window deltas and in-flight and cut counts for the primary. The final
+ * reports, sent once a shutdown has cut what was left, have nothing in flight: it is
+ * all counted as cut. */
 function report(final = false): FromWorker {
   const dp = dataplane!;
   const windows: [string, SecondDelta[]][] = [];
@@ -133,9 +133,11 @@ function shutdown(graceMs: number): Promise<void> {
     if (gw.openTunnels > 0) gw.closeTunnels();
     await Promise.race([allClosed, delay(Math.max(100, deadline - Date.now()))]);
     // What is still in flight now is cut, not drained. Reported before the requests end,
-    // so the primary knows of the cut before this worker answers an idle question.
+    // so the primary knows of the cut before this worker answers an idle question, and
+    // as a last report (nothing in flight: it is all counted as cut), so the primary
+    // does not count it again when this worker's exit reaches it before its last message.
     dp.markCut();
-    void send(report());
+    void send(report(true));
     gw.close();
     await dp.close(true);
     // The last counts, so the primary's totals include every request this worker served.
