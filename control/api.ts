@@ -73,6 +73,9 @@ function analysisOf(a: AnalysisBody): AnalysisConfig {
   return out;
 }
 
+/** How long a closing control API waits for `cutover --wait` calls to answer. */
+const DRAIN_ANSWER_GRACE_MS = 2000;
+
 /** `If-Match: "<revision>"` of a write that changes weights; undefined without one. */
 function ifMatchOf(req: FastifyRequest): number | undefined {
   const im = req.headers['if-match'];
@@ -207,6 +210,8 @@ export class ControlApi {
   readonly app: FastifyInstance;
   private tokens: { name: string; digest: Buffer; rank: number }[];
   private readonly streams = new Set<FastifyReply>();
+  /** Answers of `cutover --wait` calls in progress (each settles when its response closes). */
+  private readonly drainAnswers = new Set<Promise<void>>();
   private authLimit: Config['control']['authRateLimit'];
   private readonly authFailures = new Map<string, AuthFailures>();
   private bound: string | undefined;
@@ -454,13 +459,16 @@ export class ControlApi {
     app.post<P & { Body: { to: string; wait?: boolean; timeout?: string; force?: boolean } }>(
       '/v1/services/:name/cutover',
       { config: { scope: 'deploy' }, schema: { params, body: schemas.cutover } },
-      async (req) => {
+      async (req, reply) => {
         const { name } = req.params;
         const timeoutMs = parseDuration(req.body.timeout ?? '60s');
         const r = await c.cutover(req.actor, name, req.body.to, { force: req.body.force, ifMatch: ifMatchOf(req) });
         const others = (c.dp.service(name)?.versions ?? []).map((v) => v.name).filter((v) => v !== req.body.to);
         if (req.body.wait !== true) return { revision: r.revision, weights: r.weights, drained: others.every((v) => c.dp.statsOf(name, v).inflight === 0) };
         // Every live replica must have applied the switch and finished the old version's requests.
+        const answered = new Promise<void>((res) => reply.raw.once('close', () => res()));
+        this.drainAnswers.add(answered);
+        void answered.then(() => this.drainAnswers.delete(answered));
         const d = await c.waitFleetDrained(name, others, r.revision, timeoutMs);
         if (d.timedOut) {
           throw new ControlError(504, 'DRAIN_TIMEOUT', `the old version still had requests in flight after ${req.body.timeout ?? '60s'}`, {
@@ -601,6 +609,16 @@ export class ControlApi {
   async close(): Promise<void> {
     for (const r of this.streams) r.raw.end();
     this.streams.clear();
+    // A drain wait in progress gets to answer before its connection is closed: the data
+    // plane is closed by now, so this replica's old-version requests have ended (and
+    // those cut are counted) — the caller learns "not drained" instead of losing the
+    // connection. Bounded: a fleet wait may still depend on other replicas.
+    if (this.drainAnswers.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      const bound = new Promise<void>((r) => (timer = setTimeout(r, DRAIN_ANSWER_GRACE_MS)));
+      await Promise.race([Promise.allSettled([...this.drainAnswers]), bound]);
+      clearTimeout(timer);
+    }
     await this.app.close();
   }
 }
