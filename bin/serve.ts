@@ -189,6 +189,9 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
     if (closed) return;
     closed = true;
     for (const fn of cleanup) fn();
+    // Whatever this process still has in flight is cut now, not drained (with workers,
+    // each worker counts its own and reports it).
+    if (gateway !== undefined) dataplane.markCut();
     gateway?.close();
     await workers?.close();
     admin.close();

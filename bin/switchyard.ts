@@ -22,12 +22,13 @@ const USAGE = `usage:
 client commands (SWITCHYARD_URL, default http://127.0.0.1:9090; SWITCHYARD_TOKEN; --json):
   switchyard status [SERVICE]
   switchyard weights SERVICE blue=90 green=10 [--if-match REVISION]
-  switchyard cutover SERVICE --to green [--wait] [--timeout 60s] [--force]
+  switchyard cutover SERVICE --to green [--wait] [--timeout 60s] [--force] [--if-match REVISION]
+                     (--wait exits 1 when requests of the old version were cut, not drained)
   switchyard rollout SERVICE --to green --steps 5,25,50,100 --interval 30s
                      [--max-error-rate 1%] [--max-p99 500ms] [--min-requests 20]
-                     [--no-traffic fail|continue] [--wait] [--timeout 10m] [--force]
+                     [--no-traffic fail|continue] [--wait] [--timeout 10m] [--force] [--if-match REVISION]
   switchyard pause|resume|promote|abort SERVICE
-  switchyard rollback SERVICE
+  switchyard rollback SERVICE [--if-match REVISION]
   switchyard events [--follow] [--since ID]
 
 exit codes: 0 done; 1 failed or rolled back; 2 usage error or invalid request;

@@ -36,11 +36,14 @@ function send(msg: FromWorker): Promise<void> {
   });
 }
 
-/** Counters, window deltas and in-flight counts for the primary. */
-function report(): FromWorker {
+/** Counters, window deltas and in-flight and cut counts for the primary. The final
+ * reports, sent once a shutdown has cut what was left, have nothing in flight: it is
+ * all counted as cut. */
+function report(final = false): FromWorker {
   const dp = dataplane!;
   const windows: [string, SecondDelta[]][] = [];
   const inflight: [string, number][] = [];
+  const cut: [string, number][] = [];
   const endpoints: [string, number][] = [];
   // Every version's, also of versions a reload removed; in-flight counts only when not
   // zero (absent = 0 to the primary), retiring endpoints included.
@@ -48,9 +51,10 @@ function report(): FromWorker {
     const k = vkey(st.service, st.version);
     const d = st.window.takeDelta();
     if (d.length > 0) windows.push([k, d]);
-    if (st.inflight > 0) inflight.push([k, st.inflight]);
+    if (st.inflight > 0 && !final) inflight.push([k, st.inflight]);
+    if (st.cut > 0) cut.push([k, st.cut]);
   }
-  for (const e of dp.endpointsWithRetiring()) if (e.inflight > 0) endpoints.push([e.key, e.inflight]);
+  if (!final) for (const e of dp.endpointsWithRetiring()) if (e.inflight > 0) endpoints.push([e.key, e.inflight]);
   // Requests answered: every status class and the client aborts.
   let served = 0;
   for (const c of counters) for (let i = 0; i <= C.aborts; i++) served += c.v[C.classes + i];
@@ -69,6 +73,7 @@ function report(): FromWorker {
     counters: changed,
     windows,
     inflight,
+    cut,
     endpoints,
   };
 }
@@ -127,10 +132,16 @@ function shutdown(graceMs: number): Promise<void> {
     if (left > 0) log.warn({ inflight: left, graceMs }, 'worker shutdown: grace passed with requests still in flight; cutting them');
     if (gw.openTunnels > 0) gw.closeTunnels();
     await Promise.race([allClosed, delay(Math.max(100, deadline - Date.now()))]);
+    // What is still in flight now is cut, not drained. Reported before the requests end,
+    // so the primary knows of the cut before this worker answers an idle question, and
+    // as a last report (nothing in flight: it is all counted as cut), so the primary
+    // does not count it again when this worker's exit reaches it before its last message.
+    dp.markCut();
+    void send(report(true));
     gw.close();
     await dp.close(true);
     // The last counts, so the primary's totals include every request this worker served.
-    await send(report());
+    await send(report(true));
     process.exit(0);
   })();
   return stopping;

@@ -78,6 +78,18 @@ function analysisOf(a: AnalysisBody): AnalysisConfig {
   return out;
 }
 
+/** How long a closing control API waits for `cutover --wait` calls to answer. */
+const DRAIN_ANSWER_GRACE_MS = 2000;
+
+/** `If-Match: "<revision>"` of a write that changes weights; undefined without one. */
+function ifMatchOf(req: FastifyRequest): number | undefined {
+  const im = req.headers['if-match'];
+  if (im === undefined) return undefined;
+  const m = /^\s*(?:W\/)?"?(\d+)"?\s*$/.exec(String(im));
+  if (m === null) throw new ControlError(400, 'BAD_REQUEST', 'If-Match must be a revision such as "12"');
+  return Number(m[1]);
+}
+
 const wantsStream = (req: FastifyRequest): boolean => String(req.headers.accept ?? '').includes('text/event-stream');
 
 const name = { type: 'string', format: 'name' } as const;
@@ -234,6 +246,8 @@ export class ControlApi {
   private readonly authLimiter: AuthLimiter;
   /** GET /v1/live's figures: computed at most once a second, shared by every stream. */
   readonly live: LiveFeed;
+  /** Answers of `cutover --wait` calls in progress (each settles when its response closes). */
+  private readonly drainAnswers = new Set<Promise<void>>();
   private bound: string | undefined;
 
   constructor(private readonly opts: ControlApiOptions) {
@@ -462,14 +476,7 @@ export class ControlApi {
       '/v1/services/:name/weights',
       { config: { scope: 'deploy' }, schema: { params, body: schemas.weights } },
       async (req, reply) => {
-        let ifMatch: number | undefined;
-        const im = req.headers['if-match'];
-        if (im !== undefined) {
-          const m = /^\s*(?:W\/)?"?(\d+)"?\s*$/.exec(String(im));
-          if (m === null) throw new ControlError(400, 'BAD_REQUEST', 'If-Match must be a revision such as "12"');
-          ifMatch = Number(m[1]);
-        }
-        const r = await c.setWeights(req.actor, req.params.name, req.body.weights, ifMatch);
+        const r = await c.setWeights(req.actor, req.params.name, req.body.weights, ifMatchOf(req));
         void reply.header('etag', `"${r.revision}"`);
         return r;
       },
@@ -478,23 +485,30 @@ export class ControlApi {
     app.post<P & { Body: { to: string; wait?: boolean; timeout?: string; force?: boolean } }>(
       '/v1/services/:name/cutover',
       { config: { scope: 'deploy' }, schema: { params, body: schemas.cutover } },
-      async (req) => {
+      async (req, reply) => {
         const { name } = req.params;
         const timeoutMs = parseDuration(req.body.timeout ?? '60s');
-        const r = await c.cutover(req.actor, name, req.body.to, { force: req.body.force });
+        const r = await c.cutover(req.actor, name, req.body.to, { force: req.body.force, ifMatch: ifMatchOf(req) });
         const others = (c.dp.service(name)?.versions ?? []).map((v) => v.name).filter((v) => v !== req.body.to);
         if (req.body.wait !== true) return { revision: r.revision, weights: r.weights, drained: others.every((v) => c.dp.statsOf(name, v).inflight === 0) };
         // Every live replica must have applied the switch and finished the old version's requests.
-        const drained = await c.waitFleetDrained(name, others, r.revision, timeoutMs);
-        if (!drained) {
+        const answered = new Promise<void>((res) => reply.raw.once('close', () => res()));
+        this.drainAnswers.add(answered);
+        void answered.then(() => this.drainAnswers.delete(answered));
+        const d = await c.waitFleetDrained(name, others, r.revision, timeoutMs);
+        if (d.timedOut) {
           throw new ControlError(504, 'DRAIN_TIMEOUT', `the old version still had requests in flight after ${req.body.timeout ?? '60s'}`, {
             revision: r.revision,
             weights: c.dp.getWeights(name),
             inflight: c.dp.inflightOf(name),
             replicas: await c.fleetInflight(name),
             drained: false,
+            cut: d.cut,
           });
         }
+        // The switch is made either way; requests cut by a shutdown or lost with a process
+        // that died were not drained, and the answer says how many.
+        if (!d.drained) return { revision: r.revision, weights: r.weights, drained: false, cut: d.cut, replicas: d.replicas };
         return { revision: r.revision, weights: r.weights, drained: true };
       },
     );
@@ -506,7 +520,7 @@ export class ControlApi {
         const analysis = analysisOf(req.body.analysis ?? {});
         const intervalMs = parseDuration(req.body.interval);
         if (intervalMs < 100) throw new ControlError(400, 'INVALID_REQUEST', 'body.interval: must be at least 100ms');
-        const r = await c.startRollout(req.actor, req.params.name, { to: req.body.to, steps: req.body.steps, intervalMs, analysis, force: req.body.force });
+        const r = await c.startRollout(req.actor, req.params.name, { to: req.body.to, steps: req.body.steps, intervalMs, analysis, force: req.body.force, ifMatch: ifMatchOf(req) });
         void reply.code(202);
         return rolloutView(r);
       },
@@ -525,7 +539,7 @@ export class ControlApi {
       );
     }
 
-    app.post<P>('/v1/services/:name/rollback', { config: { scope: 'deploy' }, schema: { params } }, async (req) => c.rollback(req.actor, req.params.name));
+    app.post<P>('/v1/services/:name/rollback', { config: { scope: 'deploy' }, schema: { params } }, async (req) => c.rollback(req.actor, req.params.name, ifMatchOf(req)));
 
     app.post<{ Params: { name: string; id: string } }>(
       '/v1/services/:name/endpoints/:id/drain',
@@ -653,6 +667,16 @@ export class ControlApi {
     this.live.close();
     for (const r of this.streams) r.raw.end();
     this.streams.clear();
+    // A drain wait in progress gets to answer before its connection is closed: the data
+    // plane is closed by now, so this replica's old-version requests have ended (and
+    // those cut are counted) — the caller learns "not drained" instead of losing the
+    // connection. Bounded: a fleet wait may still depend on other replicas.
+    if (this.drainAnswers.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      const bound = new Promise<void>((r) => (timer = setTimeout(r, DRAIN_ANSWER_GRACE_MS)));
+      await Promise.race([Promise.allSettled([...this.drainAnswers]), bound]);
+      clearTimeout(timer);
+    }
     await this.app.close();
   }
 }

@@ -51,6 +51,14 @@ function parseFlags(args: string[], allowed: string[]): Flags {
   return f;
 }
 
+/** --if-match REV as the If-Match header of a write that changes weights. */
+function ifMatchHeader(f: Flags): Record<string, string> | undefined {
+  const v = f.values['if-match'];
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v)) throw new CliExit(EXIT.USAGE, '--if-match must be a revision number such as 12');
+  return { 'if-match': `"${v}"` };
+}
+
 const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
 function durationMs(s: string, flag: string): number {
   const m = DURATION.exec(s);
@@ -190,13 +198,12 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
         if (m === null) throw new CliExit(EXIT.USAGE, `${p}: expected VERSION=WEIGHT with a non-negative integer weight`);
         weights[m[1]] = Number(m[2]);
       }
-      const headers = f.values['if-match'] !== undefined ? { 'if-match': `"${f.values['if-match']}"` } : undefined;
-      const r = await c.ok<{ revision: number; weights: Record<string, number> }>('PUT', `${svcPath(service)}/weights`, { weights }, { headers });
+      const r = await c.ok<{ revision: number; weights: Record<string, number> }>('PUT', `${svcPath(service)}/weights`, { weights }, { headers: ifMatchHeader(f) });
       print(f, r, () => `${service}: ${fmtWeights(r.weights)} (revision ${r.revision})\n`);
       return EXIT.OK;
     }
     case 'cutover': {
-      const f = parseFlags(args, ['json', 'to', 'wait', 'timeout', 'force']);
+      const f = parseFlags(args, ['json', 'to', 'wait', 'timeout', 'force', 'if-match']);
       need(f, 1, 'SERVICE --to VERSION');
       const to = f.values.to;
       if (!to) throw new CliExit(EXIT.USAGE, 'cutover needs --to VERSION');
@@ -225,12 +232,19 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
         void progress();
       }
       try {
-        const r = await c.ok<{ revision: number; weights: Record<string, number>; drained: boolean }>(
+        const r = await c.ok<{ revision: number; weights: Record<string, number>; drained: boolean; cut?: number }>(
           'POST',
           `${svcPath(service)}/cutover`,
           { to, wait, timeout, ...(f.bools.has('force') ? { force: true } : {}) },
-          { timeoutMs: timeoutMs + 15_000 },
+          { timeoutMs: timeoutMs + 15_000, headers: ifMatchHeader(f) },
         );
+        // The switch happened, but requests of the old version were cut (a shutdown or
+        // a killed process ended them), not finished: the drain did not happen.
+        if (wait && !r.drained) {
+          print(f, r, () => `${service}: ${fmtWeights(r.weights)} (revision ${r.revision}); NOT drained: ${r.cut ?? 0} request(s) of the old version were cut, not finished\n`);
+          out.stderr(`drain failed: ${r.cut ?? 0} request(s) of the old version were cut by a shutdown or a process that died\n`);
+          return EXIT.FAILED;
+        }
         print(f, r, () => `${service}: ${fmtWeights(r.weights)} (revision ${r.revision})${wait ? '; old version drained' : ''}\n`);
         return EXIT.OK;
       } finally {
@@ -238,7 +252,7 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
       }
     }
     case 'rollout': {
-      const f = parseFlags(args, ['json', 'to', 'steps', 'interval', 'max-error-rate', 'max-p99', 'min-requests', 'no-traffic', 'wait', 'timeout', 'force']);
+      const f = parseFlags(args, ['json', 'to', 'steps', 'interval', 'max-error-rate', 'max-p99', 'min-requests', 'no-traffic', 'wait', 'timeout', 'force', 'if-match']);
       need(f, 1, 'SERVICE --to VERSION --steps 5,25,50,100 --interval 30s');
       const service = f.positional[0];
       const { to, steps, interval } = f.values;
@@ -273,7 +287,7 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
         interval,
         ...(Object.keys(analysis).length ? { analysis } : {}),
         ...(f.bools.has('force') ? { force: true } : {}),
-      });
+      }, { headers: ifMatchHeader(f) });
       out.stderr(`rollout ${service} → ${to} started: step 1/${r.steps.length} (${r.percent}%)\n`);
       if (!f.bools.has('wait')) {
         print(f, r, () => `${service}: rollout ${fmtRollout(r)}\n`);
@@ -315,9 +329,9 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
       return EXIT.OK;
     }
     case 'rollback': {
-      const f = parseFlags(args, ['json']);
+      const f = parseFlags(args, ['json', 'if-match']);
       need(f, 1, 'SERVICE');
-      const r = await c.ok<{ revision: number; weights: Record<string, number> }>('POST', `${svcPath(f.positional[0])}/rollback`);
+      const r = await c.ok<{ revision: number; weights: Record<string, number> }>('POST', `${svcPath(f.positional[0])}/rollback`, undefined, { headers: ifMatchHeader(f) });
       print(f, r, () => `${f.positional[0]}: ${fmtWeights(r.weights)} (revision ${r.revision})\n`);
       return EXIT.OK;
     }

@@ -29,6 +29,7 @@ import { LeaseLostError } from './store/redis.js';
 import { LocalFleet, type Fleet, type ReplicaInfo } from './fleet.js';
 import { baselineOf, stepWeights } from './rollout/plan.js';
 import { analyze } from './rollout/analysis.js';
+import { drainWait, drainWaitLocal, type DrainAnswer, type LocalDrain } from './drain.js';
 
 export interface ControllerOptions {
   dataplane: Dataplane;
@@ -44,6 +45,8 @@ export interface RolloutRequest {
   intervalMs: number;
   analysis: AnalysisConfig;
   force?: boolean;
+  /** If-Match: the service revision the caller last saw. */
+  ifMatch?: number;
 }
 
 type Change = { service: string | null; action: string; detail: Record<string, unknown> };
@@ -51,6 +54,9 @@ type Change = { service: string | null; action: string; detail: Record<string, u
 const clone = <T>(v: T): T => structuredClone(v);
 
 class StaleTick extends Error {}
+
+/** How soon a fleet rollout tick looks again when no second is complete yet. */
+const COMPLETE_RETRY_MS = 200;
 
 function weightsError(err: unknown): never {
   if (err instanceof WeightsError) {
@@ -340,19 +346,33 @@ export class Controller extends EventEmitter {
     return this.serialized(run);
   }
 
+  /** The caller saw a newer revision (on another replica) than this one has applied:
+   * catch up before judging If-Match. */
+  private async catchUp(service: string, ifMatch: number | undefined): Promise<void> {
+    if (ifMatch !== undefined && ifMatch > this.serviceRevision(service)) await this.serialized(() => this.resync().catch(() => {}));
+  }
+
+  /**
+   * If-Match of a write that changes weights (PUT weights, cutover, rollback, rollout
+   * start). Called inside mutate's function: it is judged against the state the write
+   * is compared-and-set on, so of two replicas writing with the same If-Match one wins
+   * and the other, re-deciding on the winner's state after the conflict, gets 412.
+   */
+  private checkIfMatch(service: string, ifMatch: number | undefined): void {
+    if (ifMatch !== undefined && ifMatch !== this.serviceRevision(service)) {
+      throw new ControlError(412, 'REVISION_MISMATCH', `If-Match revision ${ifMatch} is stale; service ${service} is at revision ${this.serviceRevision(service)}`, {
+        revision: this.serviceRevision(service),
+      });
+    }
+  }
+
   /** Sets weights (versions not named keep theirs). `ifMatch` is the service revision
    * the caller last saw. */
   async setWeights(actor: string, service: string, weights: Weights, ifMatch?: number): Promise<{ revision: number; weights: Weights }> {
     this.requireService(service);
-    // The caller saw a newer revision (on another replica) than this one has applied:
-    // catch up before judging If-Match.
-    if (ifMatch !== undefined && ifMatch > this.serviceRevision(service)) await this.serialized(() => this.resync().catch(() => {}));
+    await this.catchUp(service, ifMatch);
     const r = await this.mutate(actor, (next) => {
-      if (ifMatch !== undefined && ifMatch !== this.serviceRevision(service)) {
-        throw new ControlError(412, 'REVISION_MISMATCH', `If-Match revision ${ifMatch} is stale; service ${service} is at revision ${this.serviceRevision(service)}`, {
-          revision: this.serviceRevision(service),
-        });
-      }
+      this.checkIfMatch(service, ifMatch);
       this.refuseDuringRollout(service, 'set weights');
       try {
         this.dp.validateWeights(service, weights);
@@ -376,11 +396,13 @@ export class Controller extends EventEmitter {
     }
   }
 
-  async cutover(actor: string, service: string, to: string, opts: { force?: boolean }): Promise<{ revision: number; weights: Weights; from: string[] }> {
+  async cutover(actor: string, service: string, to: string, opts: { force?: boolean; ifMatch?: number }): Promise<{ revision: number; weights: Weights; from: string[] }> {
     this.requireService(service);
     this.requireVersion(service, to);
+    await this.catchUp(service, opts.ifMatch);
     let from: string[] = [];
     const r = await this.mutate(actor, (next) => {
+      this.checkIfMatch(service, opts.ifMatch);
       this.refuseDuringRollout(service, 'cut over');
       this.preflight(service, to, opts.force);
       const before = this.dp.getWeights(service);
@@ -396,24 +418,17 @@ export class Controller extends EventEmitter {
   }
 
   /**
-   * Resolves true when every live replica has applied `revision` and none has a request
-   * of `versions` in flight; false at the deadline.
+   * Waits until every replica has applied `revision` and has no request of `versions`
+   * in flight (see control/drain.ts); `drained` is false when any of them was cut.
    */
-  async waitFleetDrained(service: string, versions: string[], revision: number, timeoutMs: number): Promise<boolean> {
-    if (!this.fleet.shared) return this.waitDrained(service, versions, timeoutMs);
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        const reps = await this.fleet.replicas();
-        const done = reps.every((r) => r.revision >= revision && versions.every((v) => (r.inflight[service]?.[v] ?? 0) === 0));
-        // This replica's own answer is exact (with gateway.workers, asked of each worker).
-        if (done) return await this.waitDrained(service, versions, Math.max(0, deadline - Date.now()));
-      } catch {
-        /* Redis trouble: keep waiting until the deadline */
-      }
-      if (Date.now() >= deadline) return false;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+  async waitFleetDrained(service: string, versions: string[], revision: number, timeoutMs: number): Promise<DrainAnswer> {
+    const local: LocalDrain = {
+      waitIdle: (ms) => this.waitDrained(service, versions, ms),
+      cut: () => this.dp.cutByService(),
+      inflight: () => this.dp.inflightByService(),
+    };
+    if (!this.fleet.shared) return drainWaitLocal(local, service, versions, timeoutMs);
+    return drainWait(this.fleet, local, service, versions, revision, timeoutMs);
   }
 
   /** In-flight counts per replica (for a drain timeout's answer). */
@@ -435,9 +450,11 @@ export class Controller extends EventEmitter {
     return ok;
   }
 
-  async rollback(actor: string, service: string): Promise<{ revision: number; weights: Weights }> {
+  async rollback(actor: string, service: string, ifMatch?: number): Promise<{ revision: number; weights: Weights }> {
     this.requireService(service);
+    await this.catchUp(service, ifMatch);
     const r = await this.mutate(actor, (next) => {
+      this.checkIfMatch(service, ifMatch);
       this.refuseDuringRollout(service, 'roll back');
       const s = this.svc(next, service);
       if (s.previousWeights === undefined) throw new ControlError(409, 'NOTHING_TO_ROLL_BACK', `service ${service} has no earlier weights to restore`);
@@ -463,7 +480,9 @@ export class Controller extends EventEmitter {
     }
     if (steps[steps.length - 1] !== 100) throw new ControlError(400, 'INVALID_STEPS', 'the last step must be 100');
     if (this.dp.service(service)!.versions.length < 2) throw new ControlError(400, 'INVALID_ROLLOUT', `service ${service} has only one version`);
+    await this.catchUp(service, req.ifMatch);
     const r = await this.mutate(actor, (next) => {
+      this.checkIfMatch(service, req.ifMatch);
       this.refuseDuringRollout(service, 'start a rollout');
       this.preflight(service, req.to, req.force);
       const from = this.dp.getWeights(service);
@@ -520,6 +539,9 @@ export class Controller extends EventEmitter {
           ro.state = 'running';
           ro.stepStartedAt = now.getTime();
           ro.idleIntervals = 0;
+          // Analysis begins anew after a pause (the operator held the step on purpose).
+          delete ro.judgedThrough;
+          delete ro.waitedThrough;
           break;
         case 'promote':
           ro.state = 'succeeded';
@@ -589,14 +611,35 @@ export class Controller extends EventEmitter {
     // Counters are kept per whole second: the window starts at the first second that
     // began after the step did, so nothing from before the step (an earlier rollout's
     // errors in the same second) is judged.
-    const from = Math.ceil(cur.stepStartedAt / 1000) * 1000;
-    const window = (v: string) => this.fleet.summary(service, v, from, now);
+    let from = Math.ceil(cur.stepStartedAt / 1000) * 1000;
+    let to = now;
+    let through: number | undefined;
+    let missing: string[] = [];
+    if (this.fleet.shared) {
+      // The fleet's counters: only seconds every replica has published (a second read
+      // before that would miss the others' share), and none skipped: after a step passed,
+      // the next window starts right after the last second judged, not at the clock.
+      const first = cur.judgedThrough !== undefined ? cur.judgedThrough + 1 : from / 1000;
+      ({ through, missing } = await this.fleet.completeThrough(first));
+      if (through < first || (cur.waitedThrough !== undefined && through <= cur.waitedThrough)) {
+        // No complete second yet, or none since the last "wait" verdict: look again
+        // shortly; an interval that brought no new second is not an idle interval.
+        this.clearTimer(service);
+        this.timers.set(service, setTimeout(() => this.runTick(service), COMPLETE_RETRY_MS));
+        return;
+      }
+      from = first * 1000;
+      to = through * 1000 + 999;
+    }
+    const window = (v: string) => this.fleet.summary(service, v, from, to);
     const result = analyze(
       cur.analysis,
       cur.step,
       { version: cur.to, w: await window(cur.to) },
       cur.baseline !== null ? { version: cur.baseline, w: await window(cur.baseline) } : undefined,
     );
+    // Said, not hidden: the window lacks the share of replicas that died unpublished.
+    if (missing.length > 0) result.missingReplicas = missing;
     const applied = this.mutate('rollout', (next) => {
       const ro = this.requireRollout(next, service);
       // Steered (paused, promoted, aborted) while this interval was being analysed.
@@ -617,6 +660,8 @@ export class Controller extends EventEmitter {
       const advance = (): Change => {
         ro.idleIntervals = 0;
         ro.stepStartedAt = now;
+        if (through !== undefined) ro.judgedThrough = through;
+        delete ro.waitedThrough;
         if (ro.step === ro.steps.length - 1) {
           ro.state = 'succeeded';
           ro.endedAt = at;
@@ -632,6 +677,7 @@ export class Controller extends EventEmitter {
       if (result.verdict === 'fail') return rollBack(`analysis failed at step ${ro.step} (${ro.steps[ro.step]}%): ${result.reason}`);
       if (result.verdict === 'pass') return advance();
       ro.idleIntervals++;
+      if (through !== undefined) ro.waitedThrough = through;
       if (ro.idleIntervals >= ro.analysis.noTrafficIntervals) {
         if (ro.analysis.noTrafficPolicy === 'continue') return advance();
         return rollBack(`no traffic: ${result.reason} for ${ro.idleIntervals} interval(s)`);

@@ -2,10 +2,17 @@
 //
 // - Registry: every replica writes P:replica:<id> (its addresses, applied revision and
 //   per-version in-flight counts) every heartbeatMs with a TTL of ttlMs; GET /v1/replicas
-//   lists the live ones, and `wait` calls poll them.
+//   lists the live ones, and `wait` calls poll them. A replica that closes leaves a last
+//   record marked `gone` (its final in-flight and cut counts) to age out, rather than
+//   vanishing: a drain wait must learn that its requests were cut. Each replica also
+//   remembers the replicas it has seen (`known`), so a registry that is empty for a
+//   moment (Redis restarted empty) is never read as "nobody is serving": a replica counts
+//   as dead only once successful scans have missed it for a whole TTL.
 // - Traffic counters: every completed second of each version's local window is added
 //   into P:stats:<service>:<version>:<epoch second> (HINCRBY, expiring after 15 min), so
-//   rollout analysis sees the whole fleet's requests, errors and latency histogram.
+//   rollout analysis sees the whole fleet's requests, errors and latency histogram. Each
+//   replica's record says up to which second it has published (`published`); analysis
+//   reads only seconds every live replica has published (completeThrough).
 // - Rollout leases: P:lease:<service> holds "<replica>:<token>" with a TTL; the token is
 //   a fleet-wide counter (P:fence), and every state write of the driver is fenced on it,
 //   so a driver that lost its lease (paused, partitioned) can never apply a step.
@@ -26,12 +33,31 @@ export interface ReplicaInfo {
   inflight: Record<string, Record<string, number>>;
   startedAt: string;
   at: number;
+  /** service → version → requests cut (not finished) on this replica so far; only grows.
+   * (Optional: replicas of an older release do not send it.) */
+  cut?: Record<string, Record<string, number>>;
+  /** The newest epoch second whose traffic counts this replica has published. */
+  published?: number;
+  /** Its last record, written as it closed: it serves nothing more. */
+  gone?: boolean;
 }
 
 export interface Fleet {
   readonly id: string;
   readonly shared: boolean;
+  /** The live replicas (this one included). */
   replicas(): Promise<ReplicaInfo[]>;
+  /** One scan of the registry: every record, `gone` ones included; updates `known`. */
+  observe(): Promise<ReplicaInfo[]>;
+  /** The replicas seen live and not proven dead, as last seen (this one included). */
+  known(): ReplicaInfo[];
+  /** Successful scans have missed the replica for at least a whole registration TTL:
+   * its record expired, it has not re-registered, so it is not running. */
+  provenDead(id: string): boolean;
+  /** The newest second whose traffic every live replica has published (rollout
+   * analysis reads no later second), and the replicas proven dead (not closed) whose
+   * share of the seconds from `fromSec` on is missing: they died before publishing it. */
+  completeThrough(fromSec: number): Promise<{ through: number; missing: string[] }>;
   /** Known replica count (cached by the heartbeat loop). */
   count(): number;
   summary(service: string, version: string, fromMs: number, toMs: number): Promise<WindowSummary>;
@@ -50,6 +76,19 @@ export class LocalFleet implements Fleet {
   ) {}
   async replicas(): Promise<ReplicaInfo[]> {
     return [this.self()];
+  }
+  async observe(): Promise<ReplicaInfo[]> {
+    return [this.self()];
+  }
+  known(): ReplicaInfo[] {
+    return [this.self()];
+  }
+  provenDead(): boolean {
+    return false;
+  }
+  /** One process: its own window is complete up to now. */
+  async completeThrough(): Promise<{ through: number; missing: string[] }> {
+    return { through: Math.floor(Date.now() / 1000), missing: [] };
   }
   count(): number {
     return 1;
@@ -99,8 +138,12 @@ export class RedisFleet implements Fleet {
   private timer: NodeJS.Timeout | undefined;
   private statsTimer: NodeJS.Timeout | undefined;
   private flushedUpTo = Math.floor(Date.now() / 1000) - 1;
-  private known = 1;
+  private liveCount = 1;
   private readonly leases = new Map<string, string>();
+  /** Every replica seen in the registry: its last record, and since when successful
+   * scans have missed it. */
+  private readonly seen = new Map<string, { info: ReplicaInfo; missingSince: number | undefined }>();
+  private beats = 0;
   private closed = false;
   readonly heartbeatMs: number;
   readonly ttlMs: number;
@@ -121,8 +164,16 @@ export class RedisFleet implements Fleet {
   }
 
   info(): ReplicaInfo {
-    const inflight = this.o.dataplane.inflightByService();
-    return { id: this.id, ...this.o.self(), inflight, startedAt: this.startedAt, at: Date.now() };
+    const dp = this.o.dataplane;
+    return {
+      id: this.id,
+      ...this.o.self(),
+      inflight: dp.inflightByService(),
+      cut: dp.cutByService(),
+      published: this.flushedUpTo,
+      startedAt: this.startedAt,
+      at: Date.now(),
+    };
   }
 
   /** Publishes this replica now (also called right after a state is applied). */
@@ -130,12 +181,14 @@ export class RedisFleet implements Fleet {
     if (this.closed) return;
     try {
       await this.o.redis.set(`${this.o.prefix}:replica:${this.id}`, JSON.stringify(this.info()), 'PX', this.ttlMs);
+      // Keep `known` fresh between drain waits (every fifth beat: a scan walks the keys).
+      if (++this.beats % 5 === 0) await this.observe();
     } catch {
       /* Redis down: the registry simply ages out; traffic is not affected. */
     }
   }
 
-  async replicas(): Promise<ReplicaInfo[]> {
+  async observe(): Promise<ReplicaInfo[]> {
     const keys: string[] = [];
     let cursor = '0';
     do {
@@ -143,20 +196,72 @@ export class RedisFleet implements Fleet {
       cursor = next;
       keys.push(...batch);
     } while (cursor !== '0');
-    if (keys.length === 0) return [this.info()];
-    const values = await this.o.redis.mget(...keys);
+    const values = keys.length === 0 ? [] : await this.o.redis.mget(...keys);
     const out: ReplicaInfo[] = [];
     for (const v of values) if (v !== null) out.push(JSON.parse(v) as ReplicaInfo);
     // This replica's own figures are always the freshest.
     const mine = out.findIndex((r) => r.id === this.id);
     if (mine === -1) out.push(this.info());
     else out[mine] = this.info();
-    this.known = out.length;
+    const now = Date.now();
+    const present = new Set<string>();
+    for (const r of out) {
+      present.add(r.id);
+      this.seen.set(r.id, { info: r, missingSince: undefined });
+    }
+    for (const [id, e] of this.seen) {
+      if (present.has(id)) continue;
+      e.missingSince ??= now;
+      // Long gone: forget it.
+      if (now - e.missingSince > 60_000) this.seen.delete(id);
+    }
+    return out;
+  }
+
+  async replicas(): Promise<ReplicaInfo[]> {
+    const out = (await this.observe()).filter((r) => r.gone !== true);
+    this.liveCount = out.length;
     return out.sort((a, b) => a.id.localeCompare(b.id));
   }
 
+  known(): ReplicaInfo[] {
+    const out: ReplicaInfo[] = [];
+    for (const [id, e] of this.seen) if (id !== this.id && e.info.gone !== true && !this.provenDead(id)) out.push(e.info);
+    out.push(this.info());
+    return out;
+  }
+
+  provenDead(id: string): boolean {
+    if (id === this.id) return false;
+    const e = this.seen.get(id);
+    return e !== undefined && e.missingSince !== undefined && Date.now() - e.missingSince >= this.ttlMs;
+  }
+
+  /**
+   * The newest second every live replica has published: the minimum of the `published`
+   * marks of the replicas known and not proven dead (this one's own included). A replica
+   * without a mark (an older release) does not hold the fleet back; a gone one published
+   * its last seconds before it left.
+   */
+  async completeThrough(fromSec: number): Promise<{ through: number; missing: string[] }> {
+    await this.observe();
+    let through = this.flushedUpTo;
+    // Known replicas, not only those in the registry now: one missing for a moment (Redis
+    // restarted empty) still holds the fleet back until it is back or proven dead.
+    for (const r of this.known()) if (r.id !== this.id && r.published !== undefined) through = Math.min(through, r.published);
+    // A replica that died (not one that closed: it published its last seconds) served
+    // traffic it never published; name it when that falls in the window. (Publishing
+    // lags a second behind, so one whose mark is a second before the window served in it.)
+    const missing: string[] = [];
+    for (const [id, e] of this.seen) {
+      const p = e.info.published;
+      if (e.info.gone !== true && p !== undefined && this.provenDead(id) && p >= fromSec - 2 && p < through) missing.push(id);
+    }
+    return { through, missing };
+  }
+
   count(): number {
-    return this.known;
+    return this.liveCount;
   }
 
   /** Adds every completed second not yet published into the fleet counters. */
@@ -254,6 +359,10 @@ export class RedisFleet implements Fleet {
     if (this.statsTimer) clearInterval(this.statsTimer);
     await this.flushStats().catch(() => {});
     for (const s of [...this.leases.keys()]) await this.release(s);
-    await this.o.redis.del(`${this.o.prefix}:replica:${this.id}`).catch(() => {});
+    // A last record instead of none: a drain wait on another replica learns how many of
+    // its requests were cut (nothing is in flight any more: what was left was cut when
+    // the process closed its listeners). It ages out like any record.
+    const last: ReplicaInfo = { ...this.info(), inflight: {}, gone: true };
+    await this.o.redis.set(`${this.o.prefix}:replica:${this.id}`, JSON.stringify(last), 'PX', this.ttlMs).catch(() => {});
   }
 }

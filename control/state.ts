@@ -36,6 +36,9 @@ export interface AnalysisResult {
   target: { version: string; requests: number; errorRate: number; p99Ms: number };
   baseline?: { version: string; requests: number; errorRate: number; p99Ms: number };
   reason?: string;
+  /** Fleet store: replicas that died before publishing their share of the window's
+   * seconds (the figures are without it). */
+  missingReplicas?: string[];
 }
 
 export interface RolloutRecord {
@@ -56,6 +59,12 @@ export interface RolloutRecord {
   stepStartedAt: number;
   /** Intervals in a row in which the step saw fewer than minRequests. */
   idleIntervals: number;
+  /** Fleet store: the last epoch second a passing analysis judged; the next step's
+   * window starts right after it, so every published second is judged exactly once. */
+  judgedThrough?: number;
+  /** Fleet store: the last second of the window that ended in "wait" (too few
+   * requests); the next verdict waits for a newer complete second. */
+  waitedThrough?: number;
   reason?: string;
   lastAnalysis?: AnalysisResult;
   /** Every step applied, in order: [step index, percent, time]. */

@@ -413,6 +413,23 @@ export class Dataplane {
     return out;
   }
 
+  /** Counts every request in flight now as cut: called at the moment a shutdown (or a
+   * close) is about to end them without an answer. */
+  markCut(): void {
+    for (const s of this.stats.values()) s.cut += s.inflight;
+  }
+
+  /** Requests cut so far per service and version (see VersionStats.cut). */
+  cutByService(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const s of this.services) {
+      const o: Record<string, number> = {};
+      for (const v of s.versions) o[v.name] = this.statsOf(s.name, v.name).cut;
+      out[s.name] = o;
+    }
+    return out;
+  }
+
   /** Requests in flight per service and version (what a fleet replica reports). */
   inflightByService(): Record<string, Record<string, number>> {
     const out: Record<string, Record<string, number>> = {};

@@ -74,6 +74,10 @@ export interface VersionMetricsSink {
 
 export class VersionStats {
   inflight = 0;
+  /** Requests of this version that ended by being cut, not finished: in flight when a
+   * shutdown's grace ran out, or on a data-plane worker that died. Only ever grows;
+   * `cutover --wait` compares it before and after (a cut request is not drained). */
+  cut = 0;
   metrics: VersionMetricsSink | undefined;
   /** Requests, errors and latency per second (rollout analysis, dashboard). */
   readonly window = new WindowCounters();

@@ -58,6 +58,8 @@ export type FromWorker =
       counters: [string, number[]][];
       windows: [string, SecondDelta[]][];
       inflight: [string, number][];
+      /** By version key: requests cut so far (VersionStats.cut; only ever grows). */
+      cut: [string, number][];
       /** By endpoint key (Endpoint.key). */
       endpoints: [string, number][];
     };
@@ -74,6 +76,8 @@ interface Member {
   reportedAt: number;
   served: number;
   inflight: [string, number][];
+  /** Its cut counts as last reported (the primary adds what grew). */
+  cut: Map<string, number>;
   endpoints: [string, number][];
 }
 
@@ -151,7 +155,7 @@ export class WorkerPool {
 
   private fork(): Promise<{ gateway: AddressInfo; redirect?: AddressInfo }> {
     const worker = cluster.fork();
-    const m: Member = { worker, joined: false, listening: undefined, acked: 0, reportedAt: 0, served: 0, inflight: [], endpoints: [] };
+    const m: Member = { worker, joined: false, listening: undefined, acked: 0, reportedAt: 0, served: 0, inflight: [], cut: new Map(), endpoints: [] };
     this.members.set(worker.id, m);
     return new Promise((resolve, reject) => {
       let settled = false;
@@ -169,6 +173,14 @@ export class WorkerPool {
         } else this.onMessage(m, msg);
       });
       worker.on('exit', (code, signal) => {
+        // What it still had in flight at its last report ended without an answer (its
+        // last report, sent as it exits after a shutdown, has nothing in flight). Counted
+        // before the idle queries below resolve, so a drain wait sees the cut.
+        for (const [k, n] of m.inflight) {
+          const st = this.o.dataplane.existingStats(k);
+          if (st !== undefined) st.cut += n;
+        }
+        m.inflight = [];
         this.members.delete(worker.id);
         for (const [id, q] of this.queries) {
           q.waiting.delete(worker.id);
@@ -286,6 +298,12 @@ export class WorkerPool {
       for (const d of deltas) w?.add(d.sec, d.requests, d.errors, d.hist);
     }
     m.inflight = msg.inflight;
+    for (const [k, n] of msg.cut) {
+      const grew = n - (m.cut.get(k) ?? 0);
+      const st = dp.existingStats(k);
+      if (grew > 0 && st !== undefined) st.cut += grew;
+      m.cut.set(k, n);
+    }
     m.endpoints = msg.endpoints;
     // The channel is ordered: the acks sent before this report are in.
     m.reportedAt = Math.max(m.reportedAt, m.acked);
