@@ -296,14 +296,22 @@ describe('fleet: 3 replicas on one redis', () => {
     expect(ro.status).toBe(202);
     const pause = await api(b.controlUrl, 'POST', '/v1/services/shop/rollout/pause');
     expect(pause.status).toBe(200);
-    const before = (await api(a.controlUrl, 'GET', '/v1/services')).body.revision as number;
-    await waitFor(async () => (await weightsOn(gws[2])).revision === before);
+    // b wrote last, so b has the newest revision; a and c learn it through pub/sub a moment
+    // later (reading it from a here could give the one before).
+    const before = (await api(b.controlUrl, 'GET', '/v1/services')).body.revision as number;
+    for (const g of gws) await waitFor(async () => (await api(g.controlUrl, 'GET', '/v1/services')).body.revision === before, { message: 'every replica applied the pause' });
+    const runId = async (c: ReturnType<RedisServer['client']>): Promise<string> => /run_id:(\w+)/.exec(await c.info('server'))![1];
+    const oldRun = await runId(redis.client());
 
+    // A new redis-server process without persistence: it starts empty. (Reading the
+    // revision here to see 0 would race with the replicas, which may have written back
+    // already.)
     await redis.restart();
     const rc = redis.client();
-    expect(Number(await rc.get(`${prefix}:revision`))).toBe(0);
+    expect(await runId(rc)).not.toBe(oldRun);
     // The replicas write their state back; the highest revision wins.
-    await waitFor(async () => Number(await rc.get(`${prefix}:revision`)) === before, { timeout: 10_000, interval: 100 });
+    await waitFor(async () => Number(await rc.get(`${prefix}:revision`)) === before, { timeout: 10_000, interval: 100, message: 'the state written back' });
+    await waitFor(() => gws.some((g) => g.logs.some((o) => o.msg === 'redis held an older or no state; wrote ours back')), { message: 'a replica logged its write-back' });
     const stored = JSON.parse((await rc.get(`${prefix}:state`))!);
     expect(stored.services.shop.weights).toEqual({ blue: 60, green: 40 });
     expect(stored.services.shop.rollout.state).toBe('paused');
