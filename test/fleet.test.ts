@@ -324,6 +324,11 @@ describe('fleet: 3 replicas on one redis', () => {
     const after = (await api(a.controlUrl, 'GET', '/v1/services')).body.revision as number;
     expect(after).toBe(before + 1);
     for (const g of gws) await waitFor(async () => (await weightsOn(g)).weights.green === 30);
+
+    // Only the state key lost (evicted, deleted), the revision still there: refilled too.
+    await rc.del(`${prefix}:state`);
+    await waitFor(async () => (await rc.get(`${prefix}:state`)) !== null, { timeout: 10_000, interval: 100, message: 'the lost state key written back' });
+    expect(JSON.parse((await rc.get(`${prefix}:state`))!).revision).toBe(after);
   });
 
   it('two writers with the same If-Match on different replicas: exactly one wins, the other gets 412', async () => {
