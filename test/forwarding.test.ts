@@ -1,4 +1,4 @@
-// Forwarding (SPEC "Data-plane responses" and the request/response rules): streaming
+// Forwarding (README "Forwarding" and "The gateway's own responses"): streaming
 // bodies with bounded memory, client aborts, hop-by-hop headers, forwarded headers and
 // request ids, Expect: 100-continue, WebSocket, every gateway error from a real
 // situation, retries, and client disconnects during upload. Real loopback upstreams.

@@ -1,4 +1,4 @@
-// Routing rules (SPEC "Routing rules"): weights, sticky keys (header and cookie),
+// Routing rules (README "How a request is routed"): weights, sticky keys (header and cookie),
 // the override header, host + longest-prefix routes, weight changes under load, and
 // versions without an available endpoint. Real loopback upstreams, in-process gateways.
 
