@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // CLI dispatch. `serve` and `demo` run a gateway; `check` validates a config.
 
-import { ConfigError, loadConfigFile } from '../config/load.js';
-import { runDemo } from './demo.js';
-import { startGateway } from './serve.js';
+// Only the client is loaded up front: a client command (what CI jobs run, often many
+// times) does not pay for loading the gateway (fastify, ioredis, pino, prom-client …);
+// serve, demo and check import what they need when chosen.
 import { CLIENT_COMMANDS, CliExit, runClient } from '../control/cli.js';
 
 const USAGE = `usage:
@@ -60,6 +60,7 @@ async function main(argv: string[]): Promise<void> {
   switch (cmd) {
     case 'check': {
       const file = configArg(args);
+      const { ConfigError, loadConfigFile } = await import('../config/load.js');
       try {
         loadConfigFile(file);
         process.stdout.write(`${file}: ok\n`);
@@ -73,6 +74,7 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'serve': {
       const file = configArg(args);
+      const [{ ConfigError }, { startGateway }] = await Promise.all([import('../config/load.js'), import('./serve.js')]);
       try {
         await startGateway({ configFile: file, signals: true, onExit: (code) => process.exit(code) });
       } catch (err) {
@@ -86,7 +88,7 @@ async function main(argv: string[]): Promise<void> {
       break;
     }
     case 'demo':
-      await runDemo(args);
+      await (await import('./demo.js')).runDemo(args);
       break;
     case undefined:
     case '-h':
