@@ -18,7 +18,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { ConfigError, loadConfigText } from '../config/load.js';
 import { load, shopConfig, startInProcess, startProcess, startTrackedUpstream, waitFor, type GatewayProcess, type Upstream, discoveryStaleness, httpGet, type InProcessGateway } from './helpers.js';
-import { agents, consulPut, deregister, freePort, maintenance, register, startConsul, type ConsulAgent } from './consul-agent.js';
+import { agents, consulPut, deregister, fixedPort, maintenance, register, startConsul, type ConsulAgent } from './consul-agent.js';
 
 // ---------------------------------------------------------------------------------
 // The Consul agent: test/consul-agent.ts
@@ -424,7 +424,7 @@ describe('consul discovery: Consul down, restarted, reset', () => {
   });
 
   it('start with Consul down: listeners up, /ready 503 until the first snapshot; startWithoutSnapshot: ready, 503 NO_HEALTHY_UPSTREAM', { timeout: 60_000 }, async () => {
-    const port = await freePort();
+    const port = await fixedPort();
     const up = upstream(await startTrackedUpstream('a'));
     const t0 = Date.now();
     const g = await startGw(gatewayConfig(`http://127.0.0.1:${port}`, { blue: { weight: 1, consul: { service: 'late' } } }));
@@ -474,7 +474,7 @@ describe('consul over TLS with an ACL token', () => {
     ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', '/CN=127.0.0.1']);
     writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
     ssl(['x509', '-req', '-in', 'srv.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'srv.pem', '-days', '2', '-extfile', 'ext.cnf']);
-    const httpsPort = await freePort();
+    const httpsPort = await fixedPort();
     const token = 'root-token-switchyard-test';
     const consul = await startConsul(undefined, {
       token,

@@ -14,8 +14,8 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { stringify } from 'yaml';
 import { ConfigError, loadConfigText } from '../config/load.js';
-import { freePort, startDnsmasq, stopAllDnsmasq } from './dnsmasq.js';
-import { load, shopConfig, startInProcess, startTrackedUpstream, waitFor, type TrackedUpstream, discoveryStaleness, httpGet, type InProcessGateway } from './helpers.js';
+import { startDnsmasq, stopAllDnsmasq } from './dnsmasq.js';
+import { fixedPort, load, shopConfig, startInProcess, startTrackedUpstream, waitFor, type TrackedUpstream, discoveryStaleness, httpGet, type InProcessGateway } from './helpers.js';
 
 // ---------------------------------------------------------------------------------
 // Upstreams on extra loopback addresses
@@ -33,7 +33,7 @@ async function upstreamAt(name: string, host: string, port = 0, delayMs = 5): Pr
 /** Upstreams with one port on several loopback addresses (what A records need). */
 async function samePort(names: string[], hosts: string[], delayMs = 5): Promise<Up[]> {
   for (let attempt = 0; ; attempt++) {
-    const port = await freePort(hosts[0]);
+    const port = await fixedPort(hosts[0]);
     const made: Up[] = [];
     try {
       for (let i = 0; i < hosts.length; i++) made.push(await upstreamAt(names[i], hosts[i], port, delayMs));

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
-import { load, rssOf, shopConfig, startInProcess, startProcess, startUpstream, waitFor, type Upstream, freePort as deadPort } from './helpers.js';
+import { load, rssOf, shopConfig, startInProcess, startProcess, startUpstream, waitFor, type Upstream, deadAddress } from './helpers.js';
 
 const MB = 1024 * 1024;
 
@@ -571,7 +571,7 @@ describe('forwarding', () => {
     it('502 UPSTREAM_ERROR when every endpoint is a port nobody listens on (retries cannot save it)', async () => {
       const g = await startInProcess(
         shopConfig(
-          { blue: { weight: 1, endpoints: [`127.0.0.1:${await deadPort()}`, `127.0.0.1:${await deadPort()}`] } },
+          { blue: { weight: 1, endpoints: [await deadAddress(), await deadAddress()] } },
           { retries: { attempts: 2 }, outlierDetection: { consecutiveGatewayErrors: 0, consecutive5xx: 0 } },
         ),
       );
@@ -684,7 +684,7 @@ describe('forwarding', () => {
       const live = await startUpstream('live');
       const g = await startInProcess(
         shopConfig(
-          { blue: { weight: 1, endpoints: [`127.0.0.1:${await deadPort()}`, live.address] } },
+          { blue: { weight: 1, endpoints: [await deadAddress(), live.address] } },
           // No ejection: every request keeps having a chance to pick the dead endpoint.
           { retries: { attempts: 1 }, outlierDetection: { consecutiveGatewayErrors: 0, consecutive5xx: 0 } },
         ),
