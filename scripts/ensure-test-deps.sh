@@ -109,8 +109,8 @@ if ! have consul && [ ! -x "$consul_bin" ]; then
   if have apt-get && have dpkg-deb; then
     work="$tools/apt-bullseye"
     mkdir -p "$work/lists/partial" "$work/archives/partial"
-    if source=$(system_debian_source "$work"); then
-      uri=${source%%$'\t'*}; key=${source#*$'\t'}
+    if apt_src=$(system_debian_source "$work"); then
+      uri=${apt_src%%$'\t'*}; key=${apt_src#*$'\t'}
       echo "ensure-test-deps: fetching consul from Debian bullseye ($uri, from this system's apt sources) into .tools/consul"
       if [ -n "$key" ]; then echo "deb [signed-by=$key] $uri bullseye main"; else echo "deb $uri bullseye main"; fi > "$work/sources.list"
       opts=(-o Dir::Etc::sourcelist="$work/sources.list" -o Dir::Etc::sourceparts=/nonexistent
