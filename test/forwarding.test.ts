@@ -812,15 +812,19 @@ describe('forwarding', () => {
   });
   it('a client that leaves before the upstream answers its upgrade leaves no tunnel or upstream socket behind', async () => {
     const upstreamSockets = new Set<import('node:net').Socket>();
+    const clients: import('node:net').Socket[] = [];
     let seen = 0;
     const be = http.createServer();
-    be.on('upgrade', (_req, sock) => {
+    be.on('upgrade', (req, sock) => {
       seen++;
       upstreamSockets.add(sock);
       const gone = (): void => void upstreamSockets.delete(sock);
       sock.on('close', gone);
       sock.on('end', gone);
       sock.on('error', gone);
+      // The client leaves once its upgrade reached the upstream (not after a fixed time,
+      // which a loaded gateway may not have forwarded it in), before the answer.
+      clients[Number(req.headers['x-client'])]?.destroy();
       setTimeout(() => {
         if (!sock.destroyed) sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
       }, 300);
@@ -830,20 +834,25 @@ describe('forwarding', () => {
     try {
       for (let i = 0; i < 20; i++) {
         const c = connect((g.gw.addresses.gateway as { port: number }).port, '127.0.0.1', () => {
-          c.write('GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
-          setTimeout(() => c.destroy(), 50);
+          c.write(`GET /ws HTTP/1.1\r\nHost: x\r\nX-Client: ${i}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
         });
         c.on('error', () => {});
+        clients[i] = c;
       }
-      await waitFor(() => seen === 20, { timeout: 5000 });
-      await new Promise((r) => setTimeout(r, 800));
+      await waitFor(() => seen === 20, { timeout: 5000, message: 'every upgrade reached the upstream' });
+      // Every tunnel and upstream socket goes away (the 101s come after the clients left).
+      await waitFor(() => g.gw.gateway.openTunnels === 0 && upstreamSockets.size === 0, { timeout: 5000, message: 'no tunnel or upstream socket left' });
+      // And none comes back once the upstreams' late 101s are all in.
+      await new Promise((r) => setTimeout(r, 400));
       expect(g.gw.gateway.openTunnels).toBe(0);
       expect(upstreamSockets.size).toBe(0);
     } finally {
+      for (const c of clients) c.destroy();
       await g.close();
       be.close();
       be.closeAllConnections();
     }
   });
+
 
 });
