@@ -47,7 +47,9 @@ describe('fleet: 3 replicas on one redis', () => {
   const startFleet = async (count = 3, extra: Json = {}): Promise<GatewayProcess[]> => {
     prefix = `t${++n}`;
     gws = [];
-    for (let i = 0; i < count; i++) gws.push(await startProcess(config(extra)));
+    // Started together (each is pushed as it comes up, so afterEach stops every one that
+    // did even if another failed).
+    await Promise.all(Array.from({ length: count }, async () => void gws.push(await startProcess(config(extra)))));
     // Every replica sees the others in the registry.
     await waitFor(async () => (await api(gws[0].controlUrl, 'GET', '/v1/replicas')).body.replicas?.length === count, { timeout: 10_000 });
     return gws;
