@@ -180,16 +180,35 @@ export function runningChildren() {
 
 // ---- ports and readiness ----
 
-/** A port that was free on 127.0.0.1 a moment ago. */
-export function freePort() {
-  return new Promise((resolveP, rejectP) => {
-    const s = net.createServer();
-    s.once('error', rejectP);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolveP(port));
+const handedOut = new Set();
+
+/** A free port on 127.0.0.1 for a server that is given its port (nginx, haproxy, a
+ * gateway's config): picked at random below the kernel's ephemeral range, so that no
+ * bind to port 0 or outgoing connection of any process (wrk's, the suite's) can be
+ * handed it before the server binds it. Never returned twice by this process. */
+export async function freePort() {
+  let ephemeralLow = 32768;
+  try {
+    ephemeralLow = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || ephemeralLow;
+  } catch {
+    /* not Linux */
+  }
+  const low = 10_000;
+  const high = Math.max(low + 1000, ephemeralLow) - 1;
+  for (let i = 0; i < 200; i++) {
+    const port = low + Math.floor(Math.random() * (high - low + 1));
+    if (handedOut.has(port)) continue;
+    const free = await new Promise((resolveP) => {
+      const s = net.createServer();
+      s.once('error', () => resolveP(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolveP(true)));
     });
-  });
+    if (free) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`freePort: no free port between ${low} and ${high}`);
 }
 
 /** Polls url until it answers `status` (default 200). */

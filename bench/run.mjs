@@ -226,8 +226,11 @@ async function latency({ peers }, t) {
   const wrkConnections = Math.max(1, Math.round((rate * (meanDelayMs + 0.25)) / 1000));
   console.log(`\nfixed rate: ${rate} req/s (50% of Switchyard's median max on ${basis}) for ${durationMs / 1000}s per peer; wrk paced (${wrkConnections} connections, random 0–${2 * meanDelayMs} ms before each request)`);
   const paced = {};
+  // BENCH_WARMUP=0 skips these warm-up runs too (the harness test does; results then
+  // include cold pools and JIT).
+  const warm = settings.warmup !== '0' && settings.warmup !== '0s';
   for (const [p, x] of Object.entries(peers)) {
-    await runWrkPaced(`${x.url}${path}`, { connections: wrkConnections, meanDelayMs, duration: '1s' }); // warm
+    if (warm) await runWrkPaced(`${x.url}${path}`, { connections: wrkConnections, meanDelayMs, duration: '1s' }); // warm
     const r = await runWrkPaced(`${x.url}${path}`, { connections: wrkConnections, meanDelayMs, duration: `${durationMs / 1000}s` });
     paced[p] = r;
     console.log(`  ${p.padEnd(13)} ${fmt(r.achievedRps).padStart(6)} req/s  errors ${r.errors}  p50 ${fmt(r.p50Ms, 3)} ms  p99 ${fmt(r.p99Ms, 3)} ms  p99.9 ${fmt(r.p999Ms, 3)} ms  max ${fmt(r.maxMs, 1)} ms`);
@@ -237,7 +240,7 @@ async function latency({ peers }, t) {
   console.log(`same rate, in-script open loop (sends on the clock, no coordinated omission; ${connections} connections)`);
   const out = {};
   for (const [p, x] of Object.entries(peers)) {
-    await openLoop(`${x.url}${path}`, { rate, durationMs: Math.min(1000, durationMs), connections }); // warm the pool
+    if (warm) await openLoop(`${x.url}${path}`, { rate, durationMs: Math.min(1000, durationMs), connections }); // warm the pool
     const r = await openLoop(`${x.url}${path}`, { rate, durationMs, connections });
     out[p] = r;
     console.log(`  ${p.padEnd(13)} ${fmt(r.achievedRps).padStart(6)} req/s  failed ${r.failed}  p50 ${fmt(r.p50Ms, 3)} ms  p99 ${fmt(r.p99Ms, 3)} ms  p99.9 ${fmt(r.p999Ms, 3)} ms  (generator lag ≤ ${fmt(r.lagMs, 1)} ms)`);

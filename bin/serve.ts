@@ -355,6 +355,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
         ...(workers === undefined ? {} : { workers: config.gateway.workers }),
         ...(config.control.tls === undefined ? {} : { controlTls: true }),
         store: config.state.store,
+        node: process.version,
       },
       'listening',
     );

@@ -2,11 +2,9 @@
 // CLI dispatch. `serve` and `demo` run a gateway; `check` validates a config; `schema`
 // prints the config's JSON Schema.
 
-import { ConfigError, loadConfigFile } from '../config/load.js';
-import { documentedSchema } from '../config/docs.js';
-import { packageInfo } from '../config/package.js';
-import { runDemo } from './demo.js';
-import { startGateway } from './serve.js';
+// Only the client is loaded up front: a client command (what CI jobs run, often many
+// times) does not pay for loading the gateway (fastify, ioredis, pino, prom-client …);
+// serve, demo, check and schema import what they need when chosen.
 import { CLIENT_COMMANDS, CliExit, runClient } from '../control/cli.js';
 
 const USAGE = `usage:
@@ -69,6 +67,7 @@ async function main(argv: string[]): Promise<void> {
   switch (cmd) {
     case 'check': {
       const file = configArg(args);
+      const { ConfigError, loadConfigFile } = await import('../config/load.js');
       try {
         loadConfigFile(file);
         process.stdout.write(`${file}: ok\n`);
@@ -82,6 +81,7 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'serve': {
       const file = configArg(args);
+      const [{ ConfigError }, { startGateway }] = await Promise.all([import('../config/load.js'), import('./serve.js')]);
       try {
         await startGateway({ configFile: file, signals: true, onExit: (code) => process.exit(code) });
       } catch (err) {
@@ -95,16 +95,16 @@ async function main(argv: string[]): Promise<void> {
       break;
     }
     case 'demo':
-      await runDemo(args);
+      await (await import('./demo.js')).runDemo(args);
       break;
     case 'schema':
       if (args.length > 0) usage(`unexpected argument ${args[0]}`);
-      process.stdout.write(`${JSON.stringify(documentedSchema(), null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify((await import('../config/docs.js')).documentedSchema(), null, 2)}\n`);
       break;
     case '--version':
     case '-v':
     case 'version':
-      process.stdout.write(`${packageInfo().version}\n`);
+      process.stdout.write(`${(await import('../config/package.js')).packageInfo().version}\n`);
       break;
     case undefined:
     case '-h':

@@ -1,4 +1,4 @@
-// The control API (fastify) on control.listen: the routes of SPEC "Control API".
+// The control API (fastify) on control.listen: the routes README "Control API and CLI" lists.
 // Request bodies are validated with the config's own ajv instance and schemas, so a
 // weight or a duration means the same thing in the file and on the wire. Every error is
 // {"error":{"code","message",...}}; nothing is changed by a request that fails.

@@ -107,7 +107,7 @@ export class Client {
     return { status: res.statusCode, body: parsed };
   }
 
-  /** Throws CliExit for any non-2xx answer, with the exit code SPEC gives it. */
+  /** Throws CliExit for any non-2xx answer, with the exit code README "The CLI in CI" gives it. */
   async ok<T = Record<string, unknown>>(method: string, path: string, body?: unknown, opts?: { timeoutMs?: number; headers?: Record<string, string> }): Promise<T> {
     const r = await this.call<T>(method, path, body, opts);
     if (r.status >= 200 && r.status < 300) return r.body;

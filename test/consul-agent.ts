@@ -6,10 +6,11 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { ROOT, waitFor } from './helpers.js';
+import { ROOT, fixedPort, waitFor } from './helpers.js';
+
+export { fixedPort };
 
 export function consulBinary(): string {
   const explicit = process.env.SWITCHYARD_CONSUL_BIN;
@@ -23,14 +24,6 @@ export function consulBinary(): string {
     if (dir && existsSync(join(dir, 'consul'))) return join(dir, 'consul');
   }
   throw new Error('consul binary not found (.tools/consul/usr/bin/consul or PATH): run `bash scripts/ensure-test-deps.sh` (it fetches Consul 1.8.7 from Debian bullseye into .tools/consul); the Consul suite cannot run without it');
-}
-
-export async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
 }
 
 export interface ConsulAgent {
@@ -67,8 +60,10 @@ export async function startConsul(httpPort?: number, opts: { args?: string[]; to
 
 async function startConsulOnce(httpPort: number | undefined, opts: { args?: string[]; token?: string }): Promise<ConsulAgent> {
   const bin = consulBinary();
-  const port = httpPort ?? (await freePort());
-  const [lan, wan, server] = [await freePort(), await freePort(), await freePort()];
+  // Consul listens on the ports it is given (and a restart must get its HTTP port back):
+  // ports no bind to port 0 is ever handed.
+  const port = httpPort ?? (await fixedPort());
+  const [lan, wan, server] = [await fixedPort(), await fixedPort(), await fixedPort()];
   const args = ['agent', '-dev', '-bind', '127.0.0.1', '-client', '127.0.0.1', '-http-port', String(port), '-serf-lan-port', String(lan), '-serf-wan-port', String(wan), '-server-port', String(server), '-dns-port', '-1', '-grpc-port', '-1', '-log-level', 'warn', ...(opts.args ?? [])];
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';

@@ -18,7 +18,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { ConfigError, loadConfigText } from '../config/load.js';
 import { load, shopConfig, startInProcess, startProcess, startTrackedUpstream, waitFor, type GatewayProcess, type Upstream, discoveryStaleness, httpGet, type InProcessGateway } from './helpers.js';
-import { agents, consulPut, deregister, freePort, maintenance, register, startConsul, type ConsulAgent } from './consul-agent.js';
+import { agents, consulPut, deregister, fixedPort, maintenance, register, startConsul, type ConsulAgent } from './consul-agent.js';
 
 // ---------------------------------------------------------------------------------
 // The Consul agent: test/consul-agent.ts
@@ -424,7 +424,7 @@ describe('consul discovery: Consul down, restarted, reset', () => {
   });
 
   it('start with Consul down: listeners up, /ready 503 until the first snapshot; startWithoutSnapshot: ready, 503 NO_HEALTHY_UPSTREAM', { timeout: 60_000 }, async () => {
-    const port = await freePort();
+    const port = await fixedPort();
     const up = upstream(await startTrackedUpstream('a'));
     const t0 = Date.now();
     const g = await startGw(gatewayConfig(`http://127.0.0.1:${port}`, { blue: { weight: 1, consul: { service: 'late' } } }));
@@ -439,14 +439,27 @@ describe('consul discovery: Consul down, restarted, reset', () => {
     expect((await get(`${g2.adminUrl}/ready`)).status).toBe(200);
     expect(JSON.parse((await get(`${g2.url}/`)).body).error.code).toBe('NO_HEALTHY_UPSTREAM');
 
+    // Consul comes up knowing no instance of "late": its first answer is a snapshot, an
+    // empty one. Ready means "discovery answered", not "has endpoints" (README, "Ready"),
+    // so the gateway turns ready on it and answers 503 NO_HEALTHY_UPSTREAM until an
+    // instance registers. Nothing is registered before ready is seen, so this order is
+    // the only one possible.
     const consul = await startConsul(port);
     cleanups.push(() => consul.stop('SIGKILL'));
-    await register(consul, { ID: 'late-a', Name: 'late', Port: up.port });
     const t1 = Date.now();
     await waitFor(async () => (await get(`${g.adminUrl}/ready`)).status === 200, { timeout: 15_000, message: 'ready after Consul came up' });
     const readyMs = Date.now() - t1;
+    expect(ids(g, 'blue')).toEqual([]);
+    const empty = await get(`${g.url}/`);
+    expect(empty.status).toBe(503);
+    expect(JSON.parse(empty.body).error.code).toBe('NO_HEALTHY_UPSTREAM');
+
+    // An instance registers: both gateways follow it.
+    await register(consul, { ID: 'late-a', Name: 'late', Port: up.port });
+    await waitFor(() => ids(g, 'blue').length === 1, { timeout: 15_000, message: 'the registered instance reaches the gateway' });
     expect(JSON.parse((await get(`${g.url}/`)).body).name).toBe('a');
     await waitFor(async () => (await get(`${g2.url}/`)).status === 200, { timeout: 15_000, message: 'startWithoutSnapshot gateway follows too' });
+    expect((await get(`${g.adminUrl}/ready`)).status).toBe(200);
     report('start with Consul down', { startGatewayMs: startMs, readyAfterConsulUpMs: readyMs });
     expect(startMs).toBeLessThan(5000);
   });
@@ -461,7 +474,7 @@ describe('consul over TLS with an ACL token', () => {
     ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', '/CN=127.0.0.1']);
     writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
     ssl(['x509', '-req', '-in', 'srv.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'srv.pem', '-days', '2', '-extfile', 'ext.cnf']);
-    const httpsPort = await freePort();
+    const httpsPort = await fixedPort();
     const token = 'root-token-switchyard-test';
     const consul = await startConsul(undefined, {
       token,

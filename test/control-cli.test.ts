@@ -1,6 +1,6 @@
 // The client commands of the CLI as a user or a CI job runs them: a child process
 // against a real gateway process, with SWITCHYARD_URL and SWITCHYARD_TOKEN. Exit codes
-// (SPEC): 0 done · 1 failed or rolled back · 2 usage error or a request refused as
+// (README "The CLI in CI"): 0 done · 1 failed or rolled back · 2 usage error or a request refused as
 // invalid · 3 authentication or permission refused · 4 unreachable or --timeout passed.
 
 import http from 'node:http';

@@ -19,7 +19,7 @@ import { parseDuration } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { startGateway } from '../bin/serve.js';
 import { CLI, ROOT, waitFor, writeConfig } from './helpers.js';
-import { freePort, startRedis, type RedisServer } from './redis-server.js';
+import { fixedPort, startRedis, type RedisServer } from './redis-server.js';
 import { startConsul } from './consul-agent.js';
 
 type Json = Record<string, any>;
@@ -279,7 +279,7 @@ describe('docker compose demo (its parts, run without Docker)', () => {
     const ports: Record<string, number> = {};
     for (const name of ['blue-1', 'green-1']) {
       const s = compose.services[name];
-      ports[name] = await freePort();
+      ports[name] = await fixedPort();
       pools[name] = run(process.execPath, [join(ROOT, 'deploy', s.volumes[0].split(':')[0])], { ...s.environment, PORT: String(ports[name]), CONSUL_HTTP_ADDR: consulUrl, ADVERTISE_ADDRESS: '127.0.0.1', STOP_DELAY_MS: '500' });
       cleanups.push(() => void pools[name].proc.kill('SIGKILL'));
     }

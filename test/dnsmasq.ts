@@ -4,18 +4,9 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { waitFor } from './helpers.js';
-
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, host, r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
+import { fixedPort, waitFor } from './helpers.js';
 
 export interface Dnsmasq {
   port: number;
@@ -51,7 +42,9 @@ export async function startDnsmasq(opts: { hosts: string[]; srv?: string[]; ttl?
   const hostsFile = join(dir, 'hosts');
   const confFile = join(dir, 'dnsmasq.conf');
   writeFileSync(hostsFile, opts.hosts.join('\n') + '\n', { mode: 0o644 });
-  const port = await freePort();
+  // dnsmasq cannot listen on port 0 and say which port it got, and it restarts on the
+  // same port: a port no bind to port 0 is ever handed.
+  const port = await fixedPort();
   let proc: ChildProcess | undefined;
   let out = '';
   let srv = opts.srv ?? [];

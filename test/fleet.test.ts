@@ -47,7 +47,9 @@ describe('fleet: 3 replicas on one redis', () => {
   const startFleet = async (count = 3, extra: Json = {}): Promise<GatewayProcess[]> => {
     prefix = `t${++n}`;
     gws = [];
-    for (let i = 0; i < count; i++) gws.push(await startProcess(config(extra)));
+    // Started together (each is pushed as it comes up, so afterEach stops every one that
+    // did even if another failed).
+    await Promise.all(Array.from({ length: count }, async () => void gws.push(await startProcess(config(extra)))));
     // Every replica sees the others in the registry.
     await waitFor(async () => (await api(gws[0].controlUrl, 'GET', '/v1/replicas')).body.replicas?.length === count, { timeout: 10_000 });
     return gws;
@@ -296,14 +298,22 @@ describe('fleet: 3 replicas on one redis', () => {
     expect(ro.status).toBe(202);
     const pause = await api(b.controlUrl, 'POST', '/v1/services/shop/rollout/pause');
     expect(pause.status).toBe(200);
-    const before = (await api(a.controlUrl, 'GET', '/v1/services')).body.revision as number;
-    await waitFor(async () => (await weightsOn(gws[2])).revision === before);
+    // b wrote last, so b has the newest revision; a and c learn it through pub/sub a moment
+    // later (reading it from a here could give the one before).
+    const before = (await api(b.controlUrl, 'GET', '/v1/services')).body.revision as number;
+    for (const g of gws) await waitFor(async () => (await api(g.controlUrl, 'GET', '/v1/services')).body.revision === before, { message: 'every replica applied the pause' });
+    const runId = async (c: ReturnType<RedisServer['client']>): Promise<string> => /run_id:(\w+)/.exec(await c.info('server'))![1];
+    const oldRun = await runId(redis.client());
 
+    // A new redis-server process without persistence: it starts empty. (Reading the
+    // revision here to see 0 would race with the replicas, which may have written back
+    // already.)
     await redis.restart();
     const rc = redis.client();
-    expect(Number(await rc.get(`${prefix}:revision`))).toBe(0);
+    expect(await runId(rc)).not.toBe(oldRun);
     // The replicas write their state back; the highest revision wins.
-    await waitFor(async () => Number(await rc.get(`${prefix}:revision`)) === before, { timeout: 10_000, interval: 100 });
+    await waitFor(async () => Number(await rc.get(`${prefix}:revision`)) === before, { timeout: 10_000, interval: 100, message: 'the state written back' });
+    await waitFor(() => gws.some((g) => g.logs.some((o) => o.msg === 'redis held an older or no state; wrote ours back')), { message: 'a replica logged its write-back' });
     const stored = JSON.parse((await rc.get(`${prefix}:state`))!);
     expect(stored.services.shop.weights).toEqual({ blue: 60, green: 40 });
     expect(stored.services.shop.rollout.state).toBe('paused');
@@ -316,6 +326,11 @@ describe('fleet: 3 replicas on one redis', () => {
     const after = (await api(a.controlUrl, 'GET', '/v1/services')).body.revision as number;
     expect(after).toBe(before + 1);
     for (const g of gws) await waitFor(async () => (await weightsOn(g)).weights.green === 30);
+
+    // Only the state key lost (evicted, deleted), the revision still there: refilled too.
+    await rc.del(`${prefix}:state`);
+    await waitFor(async () => (await rc.get(`${prefix}:state`)) !== null, { timeout: 10_000, interval: 100, message: 'the lost state key written back' });
+    expect(JSON.parse((await rc.get(`${prefix}:state`))!).revision).toBe(after);
   });
 
   it('two writers with the same If-Match on different replicas: exactly one wins, the other gets 412', async () => {

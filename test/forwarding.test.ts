@@ -1,4 +1,4 @@
-// Forwarding (SPEC "Data-plane responses" and the request/response rules): streaming
+// Forwarding (README "Forwarding" and "The gateway's own responses"): streaming
 // bodies with bounded memory, client aborts, hop-by-hop headers, forwarded headers and
 // request ids, Expect: 100-continue, WebSocket, every gateway error from a real
 // situation, retries, and client disconnects during upload. Real loopback upstreams.
@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
-import { load, rssOf, shopConfig, startInProcess, startProcess, startUpstream, waitFor, type Upstream, freePort as deadPort } from './helpers.js';
+import { load, rssOf, shopConfig, startInProcess, startProcess, startUpstream, waitFor, type Upstream, deadAddress } from './helpers.js';
 
 const MB = 1024 * 1024;
 
@@ -140,16 +140,25 @@ describe('forwarding', () => {
     const SIZE = 100 * MB;
     const CHUNK = 64 * 1024;
     let up: Upstream;
+    // What the upstream has received of the upload in progress, and written of the download.
+    let upstreamGot = 0;
+    let upstreamSent = 0;
     beforeAll(async () => {
       up = await startUpstream('big', (req, res) => {
+        if (req.url === '/upload') {
+          upstreamGot = 0;
+          req.on('data', (c: Buffer) => (upstreamGot += c.length));
+        }
         if (req.url === '/download') {
           req.resume();
           res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(SIZE) });
           const chunk = Buffer.alloc(CHUNK, 7);
           let sent = 0;
+          upstreamSent = 0;
           const pump = (): void => {
             while (sent < SIZE && !res.destroyed) {
               sent += CHUNK;
+              upstreamSent = sent;
               const more = sent < SIZE;
               const ok = more ? res.write(chunk) : (res.end(chunk), true);
               if (!ok) {
@@ -168,7 +177,7 @@ describe('forwarding', () => {
       await up?.close();
     });
 
-    it('streams 100 MB up (content-length and chunked) and 100 MB down with exact byte counts and < 64 MB RSS growth', async () => {
+    it('streams 100 MB up (content-length and chunked) and 100 MB down with exact byte counts, without holding a body, in bounded memory', async () => {
       const p = await startProcess(shopConfig({ blue: { weight: 1, endpoints: [up.address] } }));
       const samples: number[] = [];
       let timer: NodeJS.Timeout | undefined;
@@ -188,9 +197,15 @@ describe('forwarding', () => {
           }
         }, 50);
 
+        // Streamed, not held: the upstream gets the first bytes while the client has sent
+        // at most half of the body (and the client the first bytes of a download while the
+        // upstream has written at most half).
+        let clientSentAtUpstreamStart = -1;
+        let upstreamSentAtClientStart = -1;
         const upload = async (chunked: boolean): Promise<Reply> => {
           const u = new URL(`${p.url}/upload`);
           const chunk = Buffer.alloc(CHUNK, 3);
+          clientSentAtUpstreamStart = -1;
           const headers: Record<string, string> = chunked ? {} : { 'content-length': String(SIZE) };
           return new Promise<Reply>((resolve, reject) => {
             const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers, agent: false }, (res) => {
@@ -204,7 +219,10 @@ describe('forwarding', () => {
             pipeline(
               Readable.from(
                 (function* () {
-                  for (let sent = 0; sent < SIZE; sent += CHUNK) yield chunk;
+                  for (let sent = 0; sent < SIZE; sent += CHUNK) {
+                    if (clientSentAtUpstreamStart === -1 && upstreamGot > 0) clientSentAtUpstreamStart = sent;
+                    yield chunk;
+                  }
                 })(),
               ),
               req,
@@ -215,9 +233,14 @@ describe('forwarding', () => {
         const a = await upload(false);
         expect(a.status).toBe(200);
         expect(a.json).toEqual({ bytes: SIZE });
+        expect(clientSentAtUpstreamStart, 'bytes the client had sent when the upstream got the first ones').toBeGreaterThan(-1);
+        expect(clientSentAtUpstreamStart).toBeLessThan(SIZE / 2);
+        const afterFirst = Math.max(...samples, rssOf(p.pid)) - baseline;
         const b = await upload(true);
         expect(b.status).toBe(200);
         expect(b.json).toEqual({ bytes: SIZE });
+        expect(clientSentAtUpstreamStart).toBeGreaterThan(-1);
+        expect(clientSentAtUpstreamStart).toBeLessThan(SIZE / 2);
 
         const down = await new Promise<{ status: number; bytes: number; wrong: number }>((resolve, reject) => {
           const u = new URL(`${p.url}/download`);
@@ -226,6 +249,7 @@ describe('forwarding', () => {
               let bytes = 0;
               let wrong = 0;
               res.on('data', (c: Buffer) => {
+                if (upstreamSentAtClientStart === -1) upstreamSentAtClientStart = upstreamSent;
                 bytes += c.length;
                 if (c[0] !== 7 || c[c.length - 1] !== 7) wrong++;
               });
@@ -239,11 +263,19 @@ describe('forwarding', () => {
         expect(down.status).toBe(200);
         expect(down.bytes).toBe(SIZE);
         expect(down.wrong).toBe(0);
+        expect(upstreamSentAtClientStart).toBeLessThan(SIZE / 2);
 
+        // Bounded: after the first 100 MB the RSS stays where it got to; 200 MB more
+        // through the same process add next to nothing. How far the first transfer takes
+        // it depends on the runtime, not on the body: the chunks read from the sockets
+        // are dead once written, and V8 collects them when their external memory
+        // reaches its limit (about 64 MB) — Node 20 collects sooner, Node 24 lets them
+        // reach that limit (+50 and +75 MB measured for 100 MB, +77 MB for 400 MB).
         expect(samples.length).toBeGreaterThan(5);
         const growth = Math.max(...samples) - baseline;
-        if (process.env.DEBUG_RSS) console.log(`RSS baseline ${(baseline / MB).toFixed(1)} MB, growth ${(growth / MB).toFixed(1)} MB, ${samples.length} samples`);
-        expect(growth, `gateway RSS grew by ${(growth / MB).toFixed(1)} MB`).toBeLessThan(64 * MB);
+        if (process.env.DEBUG_RSS) console.log(`RSS baseline ${(baseline / MB).toFixed(1)} MB, after the first 100 MB +${(afterFirst / MB).toFixed(1)} MB, after 300 MB +${(growth / MB).toFixed(1)} MB, ${samples.length} samples`);
+        expect(growth - afterFirst, `gateway RSS grew by ${(afterFirst / MB).toFixed(1)} MB in the first 100 MB, then by ${((growth - afterFirst) / MB).toFixed(1)} MB in the next 200 MB`).toBeLessThan(24 * MB);
+        expect(growth, 'gateway RSS growth stays below one body').toBeLessThan(SIZE);
       } finally {
         clearInterval(timer);
         await p.stop();
@@ -571,7 +603,7 @@ describe('forwarding', () => {
     it('502 UPSTREAM_ERROR when every endpoint is a port nobody listens on (retries cannot save it)', async () => {
       const g = await startInProcess(
         shopConfig(
-          { blue: { weight: 1, endpoints: [`127.0.0.1:${await deadPort()}`, `127.0.0.1:${await deadPort()}`] } },
+          { blue: { weight: 1, endpoints: [await deadAddress(), await deadAddress()] } },
           { retries: { attempts: 2 }, outlierDetection: { consecutiveGatewayErrors: 0, consecutive5xx: 0 } },
         ),
       );
@@ -684,7 +716,7 @@ describe('forwarding', () => {
       const live = await startUpstream('live');
       const g = await startInProcess(
         shopConfig(
-          { blue: { weight: 1, endpoints: [`127.0.0.1:${await deadPort()}`, live.address] } },
+          { blue: { weight: 1, endpoints: [await deadAddress(), live.address] } },
           // No ejection: every request keeps having a chance to pick the dead endpoint.
           { retries: { attempts: 1 }, outlierDetection: { consecutiveGatewayErrors: 0, consecutive5xx: 0 } },
         ),
@@ -780,15 +812,19 @@ describe('forwarding', () => {
   });
   it('a client that leaves before the upstream answers its upgrade leaves no tunnel or upstream socket behind', async () => {
     const upstreamSockets = new Set<import('node:net').Socket>();
+    const clients: import('node:net').Socket[] = [];
     let seen = 0;
     const be = http.createServer();
-    be.on('upgrade', (_req, sock) => {
+    be.on('upgrade', (req, sock) => {
       seen++;
       upstreamSockets.add(sock);
       const gone = (): void => void upstreamSockets.delete(sock);
       sock.on('close', gone);
       sock.on('end', gone);
       sock.on('error', gone);
+      // The client leaves once its upgrade reached the upstream (not after a fixed time,
+      // which a loaded gateway may not have forwarded it in), before the answer.
+      clients[Number(req.headers['x-client'])]?.destroy();
       setTimeout(() => {
         if (!sock.destroyed) sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
       }, 300);
@@ -798,20 +834,25 @@ describe('forwarding', () => {
     try {
       for (let i = 0; i < 20; i++) {
         const c = connect((g.gw.addresses.gateway as { port: number }).port, '127.0.0.1', () => {
-          c.write('GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
-          setTimeout(() => c.destroy(), 50);
+          c.write(`GET /ws HTTP/1.1\r\nHost: x\r\nX-Client: ${i}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
         });
         c.on('error', () => {});
+        clients[i] = c;
       }
-      await waitFor(() => seen === 20, { timeout: 5000 });
-      await new Promise((r) => setTimeout(r, 800));
+      await waitFor(() => seen === 20, { timeout: 5000, message: 'every upgrade reached the upstream' });
+      // Every tunnel and upstream socket goes away (the 101s come after the clients left).
+      await waitFor(() => g.gw.gateway.openTunnels === 0 && upstreamSockets.size === 0, { timeout: 5000, message: 'no tunnel or upstream socket left' });
+      // And none comes back once the upstreams' late 101s are all in.
+      await new Promise((r) => setTimeout(r, 400));
       expect(g.gw.gateway.openTunnels).toBe(0);
       expect(upstreamSockets.size).toBe(0);
     } finally {
+      for (const c of clients) c.destroy();
       await g.close();
       be.close();
       be.closeAllConnections();
     }
   });
+
 
 });

@@ -297,13 +297,48 @@ export function closeServer(server: { close(cb: () => void): unknown; closeAllCo
   });
 }
 
-/** A loopback port that was free a moment ago (bound once, then released). */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const s = createNetServer();
-  await new Promise<void>((r) => s.listen(0, host, r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
+/** The kernel's ephemeral range: what a bind to port 0 (and an outgoing connection) is
+ * handed. */
+function ephemeralRange(): [number, number] {
+  try {
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (lo > 0 && hi >= lo) return [lo, hi];
+  } catch {
+    /* not Linux: the IANA range */
+  }
+  return [49152, 65535];
+}
+
+const handedOut = new Set<number>();
+
+/**
+ * A loopback port for a server that cannot listen on port 0 and tell its port (Redis,
+ * Consul, dnsmasq, a config with a fixed listen address), or that must come back on the
+ * same port after a restart. It is picked at random below the kernel's ephemeral range,
+ * so no bind to port 0 and no outgoing connection, of this suite or of any other
+ * process, is ever handed it — not while the server starts, nor while it is down between
+ * a stop and a restart (a port freed from the ephemeral range can be taken by any
+ * other test's server in that gap). It is free when returned, never returned twice by
+ * this process, and the server must bind it at once.
+ */
+export async function fixedPort(host = '127.0.0.1'): Promise<number> {
+  const [ephemeralLow] = ephemeralRange();
+  const low = 10_000;
+  const high = Math.max(low + 1000, ephemeralLow) - 1;
+  for (let i = 0; i < 200; i++) {
+    const port = low + Math.floor(Math.random() * (high - low + 1));
+    if (handedOut.has(port)) continue;
+    const free = await new Promise<boolean>((resolve) => {
+      const s = createNetServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, host, () => s.close(() => resolve(true)));
+    });
+    if (free) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`fixedPort: no free port found between ${low} and ${high}`);
 }
 
 /** Low ports no test listens on and the kernel never hands out for port 0, so another

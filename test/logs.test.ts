@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { spawn } from 'node:child_process';
-import { CLI, shopConfig, startProcess, startUpstream, waitFor, writeConfig, type Upstream, deadAddress, freePort } from './helpers.js';
+import { CLI, shopConfig, startProcess, startUpstream, waitFor, writeConfig, type Upstream, deadAddress, fixedPort } from './helpers.js';
 
 describe('logs', () => {
   let blue: Upstream;
@@ -65,7 +65,7 @@ describe('logs', () => {
   });
 
   it('log level from the config: at warn, no info line (not even access lines) is written', async () => {
-    const port = await freePort();
+    const port = await fixedPort();
     const file = writeConfig({
       ...shopConfig({ blue: { weight: 1, endpoints: [blue.address] } }, {}, { gateway: { listen: `127.0.0.1:${port}`, accessLog: true } }),
       log: { level: 'warn' },

@@ -1,6 +1,6 @@
 // /metrics: the live page of a real gateway process, after real traffic (successes,
 // upstream errors, an ejection, a retry), must pass the real `promtool check metrics`,
-// carry the SPEC core names, and count what happened.
+// carry the core metric names listed below, and count what happened.
 
 import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -4,9 +4,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Redis } from 'ioredis';
 
-import { freePort } from './helpers.js';
+import { fixedPort } from './helpers.js';
 
-export { freePort };
+export { fixedPort };
 
 export interface RedisServer {
   port: number;
@@ -39,7 +39,9 @@ async function launch(port: number): Promise<ChildProcess> {
 }
 
 export async function startRedis(): Promise<RedisServer> {
-  const port = await freePort();
+  // redis-server cannot listen on port 0 and say which port it got, and restart() needs
+  // the same port back: a port no bind to port 0 is ever handed.
+  const port = await fixedPort();
   const clients: Redis[] = [];
   const r: RedisServer = {
     port,

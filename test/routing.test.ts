@@ -1,10 +1,10 @@
-// Routing rules (SPEC "Routing rules"): weights, sticky keys (header and cookie),
+// Routing rules (README "How a request is routed"): weights, sticky keys (header and cookie),
 // the override header, host + longest-prefix routes, weight changes under load, and
 // versions without an available endpoint. Real loopback upstreams, in-process gateways.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
-import { load, shopConfig, startInProcess, startUpstream, waitFor, type InProcessGateway, type Upstream, freePort as deadPort } from './helpers.js';
+import { load, shopConfig, startInProcess, startUpstream, waitFor, type InProcessGateway, type Upstream, deadAddress } from './helpers.js';
 
 interface Reply {
   status: number;
@@ -365,10 +365,10 @@ describe('routing', () => {
   describe('a version without an available endpoint', () => {
     it('outlier detection: after the dead version is ejected, every request succeeds on the live one', async () => {
       reset();
-      const dead = await deadPort();
+      const dead = await deadAddress();
       const g = await startInProcess(
         shopConfig(
-          { blue: { weight: 50, endpoints: [blue.address] }, green: { weight: 50, endpoints: [`127.0.0.1:${dead}`] } },
+          { blue: { weight: 50, endpoints: [blue.address] }, green: { weight: 50, endpoints: [dead] } },
           { outlierDetection: { consecutiveGatewayErrors: 1, consecutive5xx: 0, maxEjectionPercent: 100, baseEjectionTime: '60s' } },
         ),
       );
@@ -401,10 +401,10 @@ describe('routing', () => {
 
     it('health checks: the dead version gives its share away; 503 NO_HEALTHY_UPSTREAM only once every version is dead', async () => {
       const live = await startUpstream('live');
-      const dead = await deadPort();
+      const dead = await deadAddress();
       const g = await startInProcess(
         shopConfig(
-          { blue: { weight: 30, endpoints: [live.address] }, green: { weight: 70, endpoints: [`127.0.0.1:${dead}`] } },
+          { blue: { weight: 30, endpoints: [live.address] }, green: { weight: 70, endpoints: [dead] } },
           // A dead port fails at once (connection refused); the generous timeout and two
           // failures keep a live endpoint on a loaded machine from looking dead.
           { healthCheck: { path: '/healthz', interval: '300ms', timeout: '300ms', unhealthyThreshold: 2, healthyThreshold: 1 } },

@@ -28,6 +28,14 @@ describe('smoke', () => {
 
   it('real process serves and exits 0 on SIGTERM', async () => {
     const p = await startProcess(shopConfig({ blue: { weight: 1, endpoints: [blue.address] } }));
+    // Which Node ran the gateway: the one vitest runs under (every spawn site uses
+    // process.execPath). .ci/run sets SWITCHYARD_TEST_NODE_MAJOR for its Node 24 pass, so
+    // a pass that silently ran another Node fails here.
+    const node = p.logs.find((o) => o.msg === 'listening')?.node;
+    console.log(`gateway process.version = ${String(node)} (vitest on ${process.version}, ${process.execPath})`);
+    expect(node).toBe(process.version);
+    const major = process.env.SWITCHYARD_TEST_NODE_MAJOR;
+    if (major !== undefined && major !== '') expect(String(node).split('.')[0]).toBe(`v${major}`);
     const r = await load(`${p.url}/`, { concurrency: 4, count: 100 });
     expect(r.failed).toBe(0);
     expect(await p.stop('SIGTERM')).toBe(0);

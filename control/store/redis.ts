@@ -33,9 +33,10 @@ redis.call('PUBLISH', ARGV[4], ARGV[2])
 return {1, tonumber(ARGV[2])}
 `;
 
+// A revision without its state (the state key evicted or deleted) counts as no state.
 const WRITE_BACK = `
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
-if cur >= tonumber(ARGV[1]) then return cur end
+if cur >= tonumber(ARGV[1]) and redis.call('EXISTS', KEYS[1]) == 1 then return cur end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[3], ARGV[1])
@@ -181,8 +182,10 @@ export class RedisStore implements Store {
     if (this.local === undefined || this.syncing || this.closed) return;
     this.syncing = true;
     try {
-      const stored = Number((await this.redis.get(this.keys.revision)) ?? 0);
+      const [rev, hasState] = await Promise.all([this.redis.get(this.keys.revision), this.redis.exists(this.keys.state)]);
       this.lastOkAt = Date.now();
+      // A revision whose state is gone (evicted, deleted) is an emptied Redis too.
+      const stored = hasState === 1 ? Number(rev ?? 0) : 0;
       const mine = this.local.revision();
       if (stored > mine) {
         const s = await this.load();
