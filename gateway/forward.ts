@@ -415,17 +415,7 @@ class CheckedBody implements AsyncIterableIterator<Buffer> {
       // Nothing more may come (a byte more would break the length: nghttp2 resets), so
       // reading on only consumes END_STREAM.
       if (req.read() !== null) throw new GatewayError('CLIENT_CLOSED', 'request body longer than its content-length');
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          req.off('readable', done);
-          req.off('end', done);
-          req.off('close', done);
-          resolve();
-        };
-        req.on('readable', done);
-        req.on('end', done);
-        req.on('close', done);
-      });
+      await stirred(req);
     }
     if (!req.readableEnded || !bodyComplete(req)) throw new GatewayError('CLIENT_CLOSED', 'the client reset the request before its body was complete');
   }
@@ -452,23 +442,28 @@ class CheckedBody implements AsyncIterableIterator<Buffer> {
         return { value: undefined, done: true };
       }
       if (req.destroyed) throw new GatewayError('CLIENT_CLOSED', 'client closed the connection');
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          req.off('readable', done);
-          req.off('end', done);
-          req.off('close', done);
-          resolve();
-        };
-        req.on('readable', done);
-        req.on('end', done);
-        req.on('close', done);
-      });
+      await stirred(req);
     }
   }
 
   async return(): Promise<IteratorResult<Buffer>> {
     return { value: undefined, done: true };
   }
+}
+
+/** Resolves when the request body has more to read, ends, or closes. */
+function stirred(req: IncomingMessage): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      req.off('readable', done);
+      req.off('end', done);
+      req.off('close', done);
+      resolve();
+    };
+    req.on('readable', done);
+    req.on('end', done);
+    req.on('close', done);
+  });
 }
 
 function withConnectionClose(headers: string[]): string[] {
