@@ -478,6 +478,51 @@ describe('hostile clients, second round (real gateway process)', () => {
     });
   });
 
+  describe('2b. a rollout is judged on its endpoints, never on requests the gateway refused', () => {
+    it('30 duplicate-Host requests a second during a rollout: it succeeds (they used to count as green\'s 502s and roll it back)', async () => {
+      const blue = await probeUpstream();
+      const green = await probeUpstream();
+      const p = await startProcess(shopConfig({ blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } }));
+      const port = Number(new URL(p.url).port);
+      let stop = false;
+      const honest = (async () => {
+        while (!stop) await fetch(`${p.url}/honest`).then((r) => r.arrayBuffer());
+      })();
+      const hostile = (async () => {
+        let refused = 0;
+        while (!stop) {
+          const r = await rawRequest(port, REQ('/', ['Host: shop.test', 'Host: evil.test'], 'dup-rollout'));
+          if (r?.status === 400) refused++;
+          await new Promise((res) => setTimeout(res, 30));
+        }
+        return refused;
+      })();
+      try {
+        const start = await fetch(`${p.controlUrl}/v1/services/shop/rollout`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ to: 'green', steps: [50, 100], interval: '1s', analysis: { maxErrorRate: 0.01, minRequests: 5 } }),
+        });
+        expect(start.status).toBe(202);
+        const done = await waitFor(async () => {
+          const r = await (await fetch(`${p.controlUrl}/v1/services/shop/rollout`)).json();
+          return r.state === 'running' ? undefined : r;
+        }, { timeout: 20_000, message: 'the rollout ends' });
+        stop = true;
+        const refused = await hostile;
+        await honest;
+        expect(refused).toBeGreaterThan(30);
+        expect({ state: done.state, reason: done.reason }).toEqual({ state: 'succeeded', reason: done.reason });
+        expect(green.started.length).toBeGreaterThan(0);
+      } finally {
+        stop = true;
+        await p.stop();
+        await closeServer(blue.server);
+        await closeServer(green.server);
+      }
+    });
+  });
+
   describe('property: random HTTP/2 stream lifecycles', () => {
     type Plan = {
       method: 'GET' | 'POST';
