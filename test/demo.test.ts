@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseDemoArgs } from '../bin/demo.js';
 import { api, runCli } from './control-helpers.js';
-import { CLI, freePort, waitFor } from './helpers.js';
+import { CLI, fixedPort, waitFor } from './helpers.js';
 
 interface Demo {
   proc: ChildProcess;
@@ -20,7 +20,7 @@ interface Demo {
 const demos: Demo[] = [];
 
 async function startDemo(args: string[]): Promise<Demo> {
-  const [port, admin, control] = [await freePort(), await freePort(), await freePort()];
+  const [port, admin, control] = [await fixedPort(), await fixedPort(), await fixedPort()];
   const proc = spawn(process.execPath, [CLI, 'demo', ...args], {
     env: { ...process.env, SWITCHYARD_DEMO_PORT: String(port), SWITCHYARD_DEMO_ADMIN_PORT: String(admin), SWITCHYARD_DEMO_CONTROL_PORT: String(control) },
     stdio: ['ignore', 'pipe', 'pipe'],
