@@ -144,7 +144,7 @@ export function configurationMarkdown(): string {
     '- `services.NAME` and `….versions.VERSION` stand for any name of letters, digits, `_`, `.` and `-`; `key[]` is a list and `key[].field` a field of its items.',
     '- **Reload**: `SIGHUP` (or `POST /v1/reload`) re-reads the file; an invalid file is refused and the running config stays. Keys marked *restart* keep their running value until the process restarts. For services, weights set through the control API win over the file.',
     '',
-    'Complete files for each setup are in [examples/](../examples/).',
+    'Complete files for each setup are in the `examples/` folder at the top of the repository.',
     '',
   ];
   const sections = new Map<string, KeyEntry[]>();

@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
-import { CLI, load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
+import { CLI, failOnHeader, load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
 import { startRedis, type RedisServer } from './redis-server.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -67,12 +67,7 @@ describe('fleet: 3 replicas on one redis', () => {
         res.end(JSON.stringify({ name: up.name }));
       }, slow ? 2000 : 2);
     });
-    green = await startUpstream('green', (req, res, up) => {
-      req.resume();
-      const fail = req.headers['x-fail'] === '1';
-      res.writeHead(fail ? 500 : 200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ name: up.name }));
-    });
+    green = await startUpstream('green', failOnHeader);
   });
 
   afterEach(async () => {

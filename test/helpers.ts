@@ -37,6 +37,14 @@ export function defaultHandler(req: IncomingMessage, res: ServerResponse, up: Up
   });
 }
 
+/** Answers JSON {name}, with 500 when the request carries `x-fail: 1`. */
+export function failOnHeader(req: IncomingMessage, res: ServerResponse, up: Upstream): void {
+  req.resume();
+  const fail = req.headers['x-fail'] === '1';
+  res.writeHead(fail ? 500 : 200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ name: up.name }));
+}
+
 export async function startUpstream(name: string, handler: Handler = defaultHandler, host = '127.0.0.1', port = 0): Promise<Upstream> {
   const up = { name, seen: [] } as unknown as Upstream;
   const server = http.createServer((req, res) => {

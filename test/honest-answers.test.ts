@@ -7,8 +7,7 @@
 // - fleet rollout analysis judges only complete seconds (no false "no traffic").
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
+import { failOnHeader, load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
 import { api, runCli, slowGet, slowHandler } from './control-helpers.js';
 import { startRedis, type RedisServer } from './redis-server.js';
 
@@ -55,12 +54,7 @@ describe('honest answers (issue 22)', () => {
   beforeAll(async () => {
     redis = await startRedis();
     blue = await startUpstream('blue', slow.handler);
-    green = await startUpstream('green', (req: IncomingMessage, res: ServerResponse, up: Upstream) => {
-      req.resume();
-      const fail = req.headers['x-fail'] === '1';
-      res.writeHead(fail ? 500 : 200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ name: up.name }));
-    });
+    green = await startUpstream('green', failOnHeader);
   });
 
   afterEach(async () => {
