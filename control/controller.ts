@@ -683,8 +683,12 @@ export class Controller extends EventEmitter {
     if (ro === undefined || ro.state !== 'running' || this.closed || !this.fences.has(service)) return;
     // A step waiting for minRequests keeps its window (stepStartedAt) growing; its next
     // check is one interval after the previous one, not at once.
-    // A pending step's gates (its pre-step hooks) run at once.
-    const wait = ro.pending === true ? 0 : Math.max(0, ro.stepStartedAt + ro.intervalMs * (ro.idleIntervals + 1) - Date.now());
+    // A pending step's gates (its pre-step hooks) run at once. Analysis intervals count
+    // from the step's window, which begins at the first whole second after the step did
+    // (see tick): an interval shorter than a second must not end before its window began
+    // and be counted as one without traffic.
+    const windowStart = Math.ceil(ro.stepStartedAt / 1000) * 1000;
+    const wait = ro.pending === true ? 0 : Math.max(0, windowStart + ro.intervalMs * (ro.idleIntervals + 1) - Date.now());
     this.timers.set(service, setTimeout(() => this.runTick(service), wait));
   }
 

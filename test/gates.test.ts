@@ -357,6 +357,33 @@ describe('rollout gates', () => {
     }
   });
 
+  it('an unreachable Prometheus with inconclusivePolicy continue: judged on the built-ins, the query reported inconclusive in every analysis', async () => {
+    await reset();
+    const ld = startLoad(`${gw.url}/`, { concurrency: 6, ratePerWorker: 40 });
+    let r: Json;
+    try {
+      const start = await api(gw.controlUrl, 'POST', '/v1/services/shop/rollout', {
+        body: {
+          to: 'green',
+          steps: [50, 100],
+          interval: '500ms',
+          analysis: { maxErrorRate: 0.01, minRequests: 3, inconclusivePolicy: 'continue', prometheus: { url: `http://${await deadAddress()}`, queries: [{ name: 'errorRate', query: 'vector(0)', max: 0.01 }] } },
+        },
+      });
+      expect(start.status, start.text).toBe(202);
+      r = await finished(gw.controlUrl);
+    } finally {
+      await ld.stop();
+    }
+    expect(r.state, r.reason).toBe('succeeded');
+    for (const step of ['0', '1']) {
+      const a = r.analysis.steps[step];
+      expect(a.verdict).toBe('inconclusive');
+      expect(criterion(a, 'errorRate')).toMatchObject({ verdict: 'inconclusive', value: null, reason: 'Prometheus query errorRate inconclusive: connection refused' });
+      expect(criterion(a, 'maxErrorRate')!.verdict).toBe('pass');
+    }
+  });
+
   it('bad gate bodies: 400 with a message naming the problem, and nothing changes', async () => {
     await reset();
     const rev = (await api(gw.controlUrl, 'GET', '/v1/services/shop')).json.revision;
