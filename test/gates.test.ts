@@ -114,7 +114,8 @@ describe('rollout gates', () => {
     green = await startUpstream('green', greenH.handler);
     hooks = await startReceiver(async (path, body) => {
       if (path === '/gate-fail-at-2') return body.step === 2 ? { status: 503, text: 'smoke test failed: /checkout answered 500' } : { status: 200, text: 'ok' };
-      if (path === '/slow') return 'hold';
+      if (path === '/slow' || path.startsWith('/hang/')) return 'hold';
+      if (path.startsWith('/not-prometheus/')) return { status: 200, text: '<html>a login page</html>' };
       if (path === '/notify') return ++notifyAttempts === 1 ? { status: 500, text: 'try again' } : { status: 200 };
       if (path === '/lane') {
         // The smoke test of the tester lane: users (no header) and testers (the header).
@@ -381,6 +382,35 @@ describe('rollout gates', () => {
       expect(a.verdict).toBe('inconclusive');
       expect(criterion(a, 'errorRate')).toMatchObject({ verdict: 'inconclusive', value: null, reason: 'Prometheus query errorRate inconclusive: connection refused' });
       expect(criterion(a, 'maxErrorRate')!.verdict).toBe('pass');
+    }
+  });
+
+  it('a "Prometheus" that hangs or answers something else is inconclusive, never a pass (inconclusivePolicy rollback)', async () => {
+    for (const [path, said] of [
+      ['/hang', 'no answer within 1000ms'],
+      ['/not-prometheus', 'Prometheus answered HTTP 200 that is not JSON: <html>a login page</html>'],
+    ] as const) {
+      await reset();
+      const ld = startLoad(`${gw.url}/`, { concurrency: 4, ratePerWorker: 40 });
+      let r: Json;
+      try {
+        const start = await api(gw.controlUrl, 'POST', '/v1/services/shop/rollout', {
+          body: {
+            to: 'green',
+            steps: [50, 100],
+            interval: '1s',
+            analysis: { minRequests: 3, inconclusivePolicy: 'rollback', prometheus: { url: `${hooks.url}${path}`, queries: [{ name: 'errorRate', query: 'vector(0)', max: 0.01 }] } },
+          },
+        });
+        expect(start.status, start.text).toBe(202);
+        r = await finished(gw.controlUrl);
+      } finally {
+        await ld.stop();
+        hooks.release();
+      }
+      expect(r.state).toBe('rolled_back');
+      expect(r.reason).toBe(`analysis inconclusive at step 0 (50%) (inconclusivePolicy rollback): Prometheus query errorRate inconclusive: ${said}`);
+      expect(r.weights).toEqual({ blue: 100, green: 0 });
     }
   });
 
