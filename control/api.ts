@@ -52,11 +52,14 @@ export const ANALYSIS_DEFAULTS: AnalysisConfig = {
 };
 
 /** The rollout body's `analysis`, as the schema below admits it. */
+/** A built-in threshold: its bound, or `{max, dryRun}` to try it without it failing. */
+type Threshold<T> = T | { max: T; dryRun?: boolean };
+
 interface AnalysisBody {
-  maxErrorRate?: number;
-  maxP99?: string;
-  maxErrorRateOverBaseline?: number;
-  maxP99OverBaseline?: string;
+  maxErrorRate?: Threshold<number>;
+  maxP99?: Threshold<string>;
+  maxErrorRateOverBaseline?: Threshold<number>;
+  maxP99OverBaseline?: Threshold<string>;
   minRequests?: number;
   noTrafficPolicy?: 'fail' | 'continue';
   noTrafficIntervals?: number;
@@ -79,7 +82,22 @@ const HOOK_TIMEOUT_MS = 10_000;
 
 /** The analysis settings of a rollout: the body's, over the defaults. Without any
  * threshold the error-rate default applies; given only maxP99, only latency is judged. */
-function analysisOf(a: AnalysisBody): AnalysisConfig {
+function analysisOf(body: AnalysisBody): AnalysisConfig {
+  // The object form of a threshold is its bound plus a dry-run mark (kept in dryRun).
+  const dryRun = [...(body.dryRun ?? [])];
+  const bound = <T extends number | string>(name: string, t: Threshold<T> | undefined): T | undefined => {
+    if (t === undefined || typeof t !== 'object') return t;
+    if (t.dryRun === true) dryRun.push(name);
+    return t.max;
+  };
+  const a = {
+    ...body,
+    maxErrorRate: bound('maxErrorRate', body.maxErrorRate),
+    maxP99: bound('maxP99', body.maxP99),
+    maxErrorRateOverBaseline: bound('maxErrorRateOverBaseline', body.maxErrorRateOverBaseline),
+    maxP99OverBaseline: bound('maxP99OverBaseline', body.maxP99OverBaseline),
+    dryRun: body.dryRun === undefined && dryRun.length === 0 ? undefined : dryRun,
+  };
   const out: AnalysisConfig = {
     minRequests: a.minRequests ?? ANALYSIS_DEFAULTS.minRequests,
     noTrafficPolicy: a.noTrafficPolicy ?? ANALYSIS_DEFAULTS.noTrafficPolicy,
@@ -147,6 +165,10 @@ const wantsStream = (req: FastifyRequest): boolean => String(req.headers.accept 
 
 const name = { type: 'string', format: 'name' } as const;
 
+/** A built-in threshold's schema: the bound alone, or `{max, dryRun}`. */
+const threshold = <S extends object>(bound: S) =>
+  ({ anyOf: [bound, { type: 'object', additionalProperties: false, required: ['max'], properties: { max: bound, dryRun: { type: 'boolean' } } }] }) as const;
+
 const schemas = {
   weights: {
     type: 'object',
@@ -191,10 +213,10 @@ const schemas = {
         type: 'object',
         additionalProperties: false,
         properties: {
-          maxErrorRate: { type: 'number', minimum: 0, maximum: 1 },
-          maxP99: durationSchema,
-          maxErrorRateOverBaseline: { type: 'number', minimum: 0, maximum: 1 },
-          maxP99OverBaseline: durationSchema,
+          maxErrorRate: threshold({ type: 'number', minimum: 0, maximum: 1 }),
+          maxP99: threshold(durationSchema),
+          maxErrorRateOverBaseline: threshold({ type: 'number', minimum: 0, maximum: 1 }),
+          maxP99OverBaseline: threshold(durationSchema),
           minRequests: { type: 'integer', minimum: 0 },
           noTrafficPolicy: { enum: ['fail', 'continue'] },
           noTrafficIntervals: { type: 'integer', minimum: 1, maximum: 1000 },

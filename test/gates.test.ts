@@ -158,10 +158,12 @@ describe('rollout gates', () => {
     let r: Json;
     try {
       const start = await api(gw.controlUrl, 'POST', '/v1/services/shop/rollout', {
-        body: { to: 'green', steps: [50, 100], interval: '1s', analysis: { maxErrorRate: 0.01, maxP99: '10s', minRequests: 10, dryRun: ['maxErrorRate', 'maxErrorRateOverBaseline'] } },
+        // Both ways of marking a dry run: on the threshold itself, or by name.
+        body: { to: 'green', steps: [50, 100], interval: '1s', analysis: { maxErrorRate: { max: 0.01, dryRun: true }, maxP99: '10s', minRequests: 10, dryRun: ['maxErrorRateOverBaseline'] } },
       });
       expect(start.status, start.text).toBe(202);
-      expect(start.json.analysis.dryRun).toEqual(['maxErrorRate', 'maxErrorRateOverBaseline']);
+      expect(start.json.analysis.maxErrorRate).toBe(0.01);
+      expect(start.json.analysis.dryRun).toEqual(['maxErrorRateOverBaseline', 'maxErrorRate']);
       r = await finished(gw.controlUrl);
     } finally {
       await ld.stop();
@@ -433,6 +435,8 @@ describe('rollout gates', () => {
       ['empty query', { ...base, analysis: { prometheus: { url: 'http://127.0.0.1:9/', queries: [{ name: 'q', query: '', max: 1 }] } } }, /query/],
       ['no queries', { ...base, analysis: { prometheus: { url: 'http://127.0.0.1:9/', queries: [] } } }, /queries/],
       ['dryRun of an unknown criterion', { ...base, analysis: { dryRun: ['maxLatency'] } }, /analysis.dryRun: unknown criterion maxLatency/],
+      ['a threshold object without max', { ...base, analysis: { maxP99: { dryRun: true } } }, /maxP99/],
+      ['a threshold object with a bad dryRun', { ...base, analysis: { maxErrorRate: { max: 0.01, dryRun: 'yes' } } }, /maxErrorRate/],
       ['unknown inconclusivePolicy', { ...base, analysis: { inconclusivePolicy: 'ignore' } }, /inconclusivePolicy/],
       ['a 0 step that is not the first', { ...base, steps: [20, 0, 100] }, /strictly increasing/],
     ];
