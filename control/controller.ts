@@ -786,7 +786,7 @@ export class Controller extends EventEmitter {
         ro.endedAt = at;
         s.weights = ro.weights;
         notes.push({ on: 'rolled-back', step: ro.step, extra: { analysis } });
-        return { service, action: 'rollout.rolled_back', detail: { rollout: ro.id, step: ro.step, reason, analysis, weights: ro.weights } };
+        return { service, action: 'rollout.rolled_back', detail: { rollout: ro.id, step: ro.step, percent: ro.steps[ro.step], reason, analysis, weights: ro.weights } };
       };
       const advance = (): Change => {
         ro.idleIntervals = 0;
@@ -895,7 +895,7 @@ export class Controller extends EventEmitter {
         ro.endedAt = new Date(now).toISOString();
         s.weights = ro.weights;
         notes.push({ on: 'rolled-back', step: ro.step });
-        return { service, action: 'rollout.rolled_back', detail: { rollout: ro.id, step: ro.step, reason, hooks: outcomes, weights: ro.weights } };
+        return { service, action: 'rollout.rolled_back', detail: { rollout: ro.id, step: ro.step, percent: ro.steps[ro.step], reason, hooks: outcomes, weights: ro.weights } };
       }
       enterStep(ro, s, now);
       // Time passed at the gate: the step's window starts now, not after the last second judged.

@@ -38,7 +38,8 @@ export function slackText(e: ControlEvent): string {
   const d = e.detail;
   const what = e.action.replace(/^rollout\./, 'rollout ').replace(/_/g, ' ');
   const parts = [`[switchyard] ${e.service ?? 'gateway'}: ${what}`];
-  if (typeof d.step === 'number') parts.push(`step ${d.step + 1}${typeof d.percent === 'number' ? ` (${d.percent}%)` : ''}`);
+  // Step indexes as the API and the reasons give them (0 = the first step).
+  if (typeof d.step === 'number') parts.push(`step ${d.step}${typeof d.percent === 'number' ? ` (${d.percent}%)` : ''}`);
   const weights = fmtWeights(d.weights ?? d.to);
   if (weights !== '') parts.push(`weights ${weights}`);
   const analysis = d.analysis as { verdict?: string; reason?: string } | null | undefined;
@@ -46,6 +47,7 @@ export function slackText(e: ControlEvent): string {
   const reason = typeof d.reason === 'string' ? d.reason : analysis?.reason;
   if (reason !== undefined) parts.push(`reason: ${reason}`);
   parts.push(`by ${e.actor}`);
+  if (e.action === 'rollout.awaiting_approval' && e.service !== null) parts.push(`approve with: switchyard approve ${e.service}`);
   return parts.join(' · ');
 }
 

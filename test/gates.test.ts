@@ -267,7 +267,7 @@ describe('rollout gates', () => {
     const msg = slack.calls[slackBefore];
     expect(Object.keys(msg.body)).toEqual(['text']);
     expect(msg.body.text).toContain('shop: rollout rolled back');
-    expect(msg.body.text).toContain('step 3');
+    expect(msg.body.text).toContain('step 2 (60%)');
     expect(msg.body.text).toContain('weights blue=100 green=0');
     expect(msg.body.text).toContain('reason: pre-step hook smoke answered 503');
   });
