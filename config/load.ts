@@ -336,6 +336,23 @@ function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
       return { host, path };
     });
 
+    // h2 is HTTP/2 over TLS (https:// endpoints); h2c and http1 dial http:// ones
+    // (http1 may mix: each endpoint says).
+    const protocol: 'http1' | 'h2c' | 'h2' = s.protocol ?? defaults.service.protocol;
+    for (const v of versions) {
+      if (protocol === 'http1') continue;
+      const vp = `${p}.versions.${v.name}`;
+      if (v.source.kind === 'consul' && protocol === 'h2') problems.push(`${vp}.consul: protocol h2 needs https endpoints; Consul instances are dialed over plain TCP (use h2c)`);
+      if (v.source.kind === 'static') {
+        v.source.endpoints.forEach((e, i) => {
+          if (protocol === 'h2' && e.protocol !== 'https') problems.push(`${vp}.endpoints.${i}: protocol h2 is HTTP/2 over TLS and needs https:// endpoints`);
+          if (protocol === 'h2c' && e.protocol !== 'http') problems.push(`${vp}.endpoints.${i}: protocol h2c is HTTP/2 over plain TCP; an https:// endpoint needs protocol h2`);
+        });
+      }
+      if (v.source.kind === 'dns' && (protocol === 'h2') !== (v.tls !== undefined)) {
+        problems.push(`${vp}.dns: protocol ${protocol} ${protocol === 'h2' ? 'needs' : 'does not take'} a tls block (DNS endpoints are dialed over TLS only with one)`);
+      }
+    }
     const dh = defaults.service.healthCheck;
     const hc = s.healthCheck ?? {};
     const healthCheck = {
@@ -376,6 +393,8 @@ function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
         connectMs: parseDuration(timeouts.connect ?? dt.connect),
         requestMs: parseDuration(timeouts.request ?? dt.request),
       },
+      protocol,
+      grpc: { errorStatuses: [...(s.grpc?.errorStatuses ?? defaults.service.grpcErrorStatuses)].sort((a: number, b: number) => a - b) },
     });
   }
 

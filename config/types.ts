@@ -61,6 +61,10 @@ export interface ServiceConfig {
   override?: { header: string };
   retries: { attempts: number };
   timeouts: { connectMs: number; requestMs: number };
+  /** How endpoints are spoken to: HTTP/1.1, HTTP/2 with prior knowledge, HTTP/2 over TLS. */
+  protocol: 'http1' | 'h2c' | 'h2';
+  /** gRPC answers: which grpc-status codes count as errors (metrics, rollout analysis). */
+  grpc: { errorStatuses: number[] };
 }
 
 /** discovery.consul, normalized. */

@@ -14,6 +14,7 @@ import type { Endpoint } from './endpoint.js';
 import { GatewayError, toGatewayError, type UpstreamFailure } from './errors.js';
 import { clientResponseHeaders, upstreamRequestHeaders, withHostHeader } from './headers.js';
 import { pickEndpoint } from './select.js';
+import { grpcStatusOf, isGrpc, isGrpcStatusHeader, parseGrpcStatus } from './grpc.js';
 import type { ServiceSnapshot, VersionSnapshot } from './snapshot.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS', 'TRACE']);
@@ -88,6 +89,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private requestTimer: NodeJS.Timeout | undefined;
   private readonly hasBody: boolean;
   private readonly headers: string[];
+  /** A gRPC call (content-type application/grpc*). */
+  readonly grpc: boolean;
+  /** The call's grpc-status (from the trailers, a trailers-only answer, or the
+   * gateway's own error); -1 when none was seen. */
+  grpcStatus = -1;
+  /** grpc-status and friends of a trailers-only answer, sent as trailers instead (an
+   * HTTP/2 response with headers can end only with trailers or an empty DATA frame). */
+  private heldTrailers: Record<string, string> | undefined;
 
   constructor(
     readonly host: ExchangeHost,
@@ -111,6 +120,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // HTTP/2 has no Transfer-Encoding: a stream that did not end with its headers has a body.
       (req.httpVersionMajor === 2 && !(req as unknown as { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders);
     this.headers = upstreamRequestHeaders(req, requestId, host.proto);
+    this.grpc = isGrpc(req);
+    // `te: trailers` is hop-by-hop, but gRPC servers require it: kept for HTTP/2 upstreams.
+    if (service.config.protocol !== 'http1' && typeof h.te === 'string' && /\btrailers\b/i.test(h.te)) this.headers.push('te', 'trailers');
     (res as WithExchange)[kExchange] = this;
     // `on`, not `once`: a response object serves one request, and once() would wrap the
     // listener in a new closure per request.
@@ -130,7 +142,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.attemptStart = this.attempts === 1 ? this.start : performance.now();
     this.endpoint.begin();
     const timeout = this.service.config.timeouts.requestMs;
-    this.endpoint.pool.dispatch(
+    this.endpoint.dispatcher.dispatch(
       {
         path: this.req.url as string,
         method: this.req.method as string,
@@ -173,6 +185,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     let headers = clientResponseHeaders(rawHeaders, this.requestId, this.setCookie);
     // (HTTP/2 has no Connection header; its sessions get a GOAWAY at shutdown.)
     if (this.host.closing && this.req.httpVersionMajor !== 2) headers = withConnectionClose(headers);
+    if (this.grpc && this.req.httpVersionMajor === 2) headers = this.holdGrpcStatus(headers);
     try {
       res.writeHead(statusCode, headers);
     } catch (err) {
@@ -207,10 +220,44 @@ export class Exchange implements Dispatcher.DispatchHandler {
     return ok;
   }
 
-  onComplete(): void {
+  onComplete(trailers?: (string | Buffer)[] | null): void {
+    // Trailers reach an HTTP/2 client (gRPC's grpc-status); an HTTP/1.1 response here
+    // is not chunked by us, and its trailers are dropped as before.
+    if (this.req.httpVersionMajor === 2 && ((trailers != null && trailers.length > 0) || this.heldTrailers !== undefined)) {
+      const t: Record<string, string> = this.heldTrailers ?? {};
+      if (trailers != null) for (let i = 0; i < trailers.length; i += 2) t[String(trailers[i]).toLowerCase()] = String(trailers[i + 1]);
+      if (this.grpc && t['grpc-status'] !== undefined) this.grpcStatus = parseGrpcStatus(t['grpc-status']);
+      try {
+        this.res.addTrailers(t);
+      } catch {
+        // A trailer Node refuses to send (invalid characters): the rest still ends.
+      }
+    } else if (this.grpc && trailers != null) {
+      for (let i = 0; i < trailers.length; i += 2) if (String(trailers[i]).toLowerCase() === 'grpc-status') this.grpcStatus = parseGrpcStatus(String(trailers[i + 1]));
+    }
     this.res.end();
-    this.endAttempt(this.statusCode, undefined);
+    // UNAVAILABLE is gRPC's 503: it counts toward the endpoint's consecutive 5xx.
+    this.endAttempt(this.grpcStatus === 14 ? 503 : this.statusCode, undefined);
     this.finish(this.statusCode);
+  }
+
+  /** Takes grpc-status, grpc-message and grpc-status-details-bin out of response
+   * headers (a trailers-only answer) to send them as trailers. */
+  private holdGrpcStatus(headers: string[]): string[] {
+    let found = false;
+    for (let i = 0; i < headers.length && !found; i += 2) found = isGrpcStatusHeader(headers[i].toLowerCase());
+    if (!found) return headers;
+    const out: string[] = [];
+    const held: Record<string, string> = (this.heldTrailers = {});
+    for (let i = 0; i < headers.length; i += 2) {
+      const lower = headers[i].toLowerCase();
+      if (!isGrpcStatusHeader(lower)) out.push(headers[i], headers[i + 1]);
+      else {
+        held[lower] = headers[i + 1];
+        if (lower === 'grpc-status') this.grpcStatus = parseGrpcStatus(headers[i + 1]);
+      }
+    }
+    return out;
   }
 
   onError(err: Error): void {
@@ -244,6 +291,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         return;
       }
     }
+    if (this.grpc) this.grpcStatus = grpcStatusOf(ge);
     this.host.sendError(this.req, this.res, ge, this.requestId);
     this.finish(ge.statusCode);
   }

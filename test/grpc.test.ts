@@ -1,0 +1,170 @@
+// gRPC and HTTP/2 upstreams (services.NAME.protocol h2c / h2): real @grpc/grpc-js
+// servers behind the gateway, real grpc-js clients in front of it — over the plain
+// listener (HTTP/2 prior knowledge) and over the TLS listener (ALPN h2).
+
+import { afterEach, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { makeCa } from './certs.js';
+import { shopConfig, startInProcess, waitFor, type InProcessGateway } from './helpers.js';
+import { echoClient, grpc, startGrpcUpstream, unary, type GrpcUpstream, type Reply } from './grpc-helpers.js';
+
+const cleanup: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const fn of cleanup.splice(0).reverse()) await fn();
+});
+
+async function upstream(name: string, opts: Parameters<typeof startGrpcUpstream>[1] = {}): Promise<GrpcUpstream> {
+  const up = await startGrpcUpstream(name, opts);
+  cleanup.push(() => up.close());
+  return up;
+}
+
+async function gateway(config: object, files?: Record<string, string>): Promise<InProcessGateway> {
+  const gw = await startInProcess(config, { files });
+  cleanup.push(() => gw.close());
+  return gw;
+}
+
+function client(gw: InProcessGateway, opts: { ca?: string; servername?: string } = {}): ReturnType<typeof echoClient> {
+  const c = echoClient(gw.url.replace('http://', ''), opts);
+  cleanup.push(() => c.close());
+  return c;
+}
+
+describe('gRPC unary through the gateway', () => {
+  it('splits calls by weight between blue and green over h2c, from a client using HTTP/2 prior knowledge on the plain listener', async () => {
+    const blue = await upstream('blue');
+    const green = await upstream('green');
+    const gw = await gateway(shopConfig({ blue: { weight: 80, endpoints: [blue.address] }, green: { weight: 20, endpoints: [green.address] } }, { protocol: 'h2c' }));
+    const c = client(gw);
+    const seen: Record<string, number> = {};
+    for (let i = 0; i < 400; i++) {
+      const r = await unary(c, `hi ${i}`);
+      expect(r.code).toBe(0);
+      expect(r.reply?.message).toBe(`hi ${i}`);
+      seen[r.reply!.server] = (seen[r.reply!.server] ?? 0) + 1;
+    }
+    // 80/20 of 400: binomial σ = 8; 6σ bounds.
+    expect(seen.green).toBeGreaterThan(80 - 48);
+    expect(seen.green).toBeLessThan(80 + 48);
+    expect(seen.blue + seen.green).toBe(400);
+    // HTTP/1.1 on the same port is unaffected: a plain GET goes through (over HTTP/2
+    // to the gRPC server, which refuses a non-gRPC content type with 415).
+    const res = await request(`${gw.url}/x`, { method: 'GET' });
+    expect(res.statusCode).toBe(415);
+    expect(res.headers['x-request-id']).toBeDefined();
+    await res.body.dump();
+  });
+
+  it('splits calls by weight over TLS: client on the TLS listener (ALPN h2), endpoints over h2 with the version\'s CA', async () => {
+    const pki = makeCa();
+    const upCert = pki.issue('upstream', 'grpc.internal', ['grpc.internal']);
+    const gwCert = pki.issue('gateway', 'shop.test', ['shop.test']);
+    const blue = await upstream('blue', { tls: { cert: readFileSync(upCert.cert, 'utf8'), key: readFileSync(upCert.key, 'utf8') } });
+    const green = await upstream('green', { tls: { cert: readFileSync(upCert.cert, 'utf8'), key: readFileSync(upCert.key, 'utf8') } });
+    const tls = { ca: join(pki.dir, 'ca.crt'), servername: 'grpc.internal' };
+    const gw = await gateway(
+      shopConfig(
+        { blue: { weight: 50, endpoints: [`https://${blue.address}`], tls } as never, green: { weight: 50, endpoints: [`https://${green.address}`], tls } as never },
+        { protocol: 'h2' },
+        { gateway: { listen: '127.0.0.1:0', tls: { certificates: [{ cert: gwCert.cert, key: gwCert.key }], watch: false } } },
+      ),
+    );
+    const c = client(gw, { ca: pki.ca, servername: 'shop.test' });
+    const seen: Record<string, number> = {};
+    for (let i = 0; i < 200; i++) {
+      const r = await unary(c, `tls ${i}`);
+      expect(r.code).toBe(0);
+      seen[r.reply!.server] = (seen[r.reply!.server] ?? 0) + 1;
+    }
+    // 50/50 of 200: σ ≈ 7; 6σ bounds.
+    expect(seen.blue).toBeGreaterThan(100 - 42);
+    expect(seen.green).toBeGreaterThan(100 - 42);
+    // Many calls, few sessions: streams are multiplexed.
+    const eps = gw.gw.dataplane.endpointsOf('shop', 'blue');
+    expect(eps[0].h2?.sessionCount).toBe(1);
+  });
+
+  it('a sticky header keeps a caller on one version; the override header reaches green at weight 0', async () => {
+    const blue = await upstream('blue');
+    const green = await upstream('green');
+    const gw = await gateway(
+      shopConfig({ blue: { weight: 50, endpoints: [blue.address] }, green: { weight: 50, endpoints: [green.address] } }, { protocol: 'h2c', sticky: { header: 'x-user' }, override: { header: 'x-version' } }),
+    );
+    const c = client(gw);
+    for (const user of ['ann', 'bob', 'cyd', 'dan', 'eve', 'fay']) {
+      const first = await unary(c, 'x', { 'x-user': user });
+      for (let i = 0; i < 10; i++) expect((await unary(c, 'x', { 'x-user': user })).reply?.server).toBe(first.reply?.server);
+    }
+    await fetchJson(`${gw.controlUrl}/v1/services/shop/weights`, 'PUT', { weights: { blue: 100, green: 0 } });
+    for (let i = 0; i < 20; i++) expect((await unary(c, 'x')).reply?.server).toBe('blue');
+    for (let i = 0; i < 5; i++) expect((await unary(c, 'x', { 'x-version': 'green' })).reply?.server).toBe('green');
+  });
+});
+
+describe('gRPC streaming through the gateway', () => {
+  it('server-streams 10,000 messages intact, with headers metadata and trailers; a bidirectional stream keeps order and trailers', async () => {
+    const blue = await upstream('blue');
+    const gw = await gateway(shopConfig({ blue: { weight: 100, endpoints: [blue.address] } }, { protocol: 'h2c' }));
+    const c = client(gw);
+    const got: Reply[] = [];
+    const { meta, status } = await new Promise<{ meta: grpc.Metadata; status: grpc.StatusObject }>((res, rej) => {
+      let meta: grpc.Metadata | undefined;
+      const call = c.ServerStream({ count: 10_000, interval_ms: 0 });
+      call.on('metadata', (m: grpc.Metadata) => (meta = m));
+      call.on('data', (r: Reply) => got.push(r));
+      call.on('error', rej);
+      call.on('status', (s: grpc.StatusObject) => res({ meta: meta!, status: s }));
+    });
+    expect(status.code).toBe(0);
+    expect(meta.get('x-stream-from')).toEqual(['blue']);
+    expect(status.metadata.get('x-sent')).toEqual(['10000']);
+    expect(got.length).toBe(10_000);
+    expect(got.every((r, i) => r.seq === i && r.message === `m${i}`)).toBe(true);
+
+    const bidi = c.Bidi();
+    const echoes: Reply[] = [];
+    bidi.on('data', (r: Reply) => echoes.push(r));
+    const bstatus = new Promise<grpc.StatusObject>((res) => bidi.on('status', res));
+    bidi.on('error', () => {});
+    // Interleaved: each answer arrives before the next message is sent.
+    for (let i = 0; i < 50; i++) {
+      bidi.write({ message: `word${i}` });
+      await waitFor(() => echoes.length === i + 1);
+    }
+    bidi.end();
+    const bs = await bstatus;
+    expect(bs.code).toBe(0);
+    expect(bs.metadata.get('x-count')).toEqual(['50']);
+    expect(echoes.map((e) => e.message)).toEqual(Array.from({ length: 50 }, (_, i) => `WORD${i}`));
+  });
+
+  it('answers its own errors as gRPC errors (HTTP 200, grpc-status, grpc-message) and labels metrics with grpc_status', async () => {
+    const blue = await upstream('blue');
+    blue.failRate = 1;
+    const gw = await gateway(shopConfig({ blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: ['127.0.0.1:1'] } }, { protocol: 'h2c', override: { header: 'x-version' } }));
+    const c = client(gw);
+    const r = await unary(c, 'x');
+    expect(r.code).toBe(grpc.status.UNAVAILABLE);
+    expect(r.details).toBe('blue is failing');
+    // Green's endpoint refuses connections: the gateway's error, as gRPC.
+    const g = await unary(c, 'x', { 'x-version': 'green' });
+    expect(g.code).toBe(grpc.status.UNAVAILABLE);
+    expect(g.details).toMatch(/^UPSTREAM_ERROR: upstream connect failed/);
+    const metrics = await (await request(`${gw.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/switchyard_requests_total\{service="shop",version="blue",code="2xx",grpc_status="14"\} 1/);
+    expect(metrics).toMatch(/switchyard_requests_total\{service="shop",version="green",code="5xx",grpc_status="14"\} 1/);
+    blue.failRate = 0;
+    expect((await unary(c, 'x')).code).toBe(0);
+    expect(await (await request(`${gw.adminUrl}/metrics`)).body.text()).toMatch(/switchyard_requests_total\{service="shop",version="blue",code="2xx",grpc_status="0"\} 1/);
+  });
+});
+
+async function fetchJson(url: string, method: string, body?: unknown): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const r = await request(url, { method: method as 'GET', headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await r.body.text();
+  if (r.statusCode >= 300) throw new Error(`${method} ${url}: ${r.statusCode} ${text}`);
+  return text === '' ? undefined : JSON.parse(text);
+}
