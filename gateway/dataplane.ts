@@ -254,6 +254,9 @@ export class Dataplane {
 
   private closeWhenIdle(e: Endpoint): void {
     this.retiring.add(e);
+    // HTTP/2 sessions get their GOAWAY now: the streams they carry finish, no new one
+    // starts there (the endpoint takes no new request anyway).
+    e.h2?.goAway();
     this.log.info({ service: e.service, version: e.version, endpoint: e.id, inflight: e.inflight }, 'endpoint draining');
     const grace = this.config.shutdown.graceMs;
     const timer = setTimeout(() => {

@@ -175,3 +175,60 @@ export function unary(client: grpc.Client & Record<string, any>, message: string
 }
 
 export { grpc };
+
+/** A gRPC Echo server in a child process (so that it can be killed with SIGKILL). */
+export async function spawnGrpcUpstream(name: string): Promise<{ address: string; proc: import('node:child_process').ChildProcess; kill(): Promise<void> }> {
+  const { spawn } = await import('node:child_process');
+  const proc = spawn(process.execPath, [resolve(import.meta.dirname, 'fixtures/grpc-server.mjs'), name], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((res, rej) => {
+    let buf = '';
+    proc.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const m = /\{"port":(\d+)\}/.exec(buf);
+      if (m) res(Number(m[1]));
+    });
+    proc.once('exit', (code) => rej(new Error(`grpc server ${name} exited with ${code}`)));
+  });
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  return {
+    address: `127.0.0.1:${port}`,
+    proc,
+    async kill() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+export interface CallRecord {
+  start: number;
+  end: number;
+  code: number;
+  server?: string;
+}
+
+/** Unary calls from `concurrency` loops until stop(); every call's outcome recorded. */
+export function unaryLoad(client: grpc.Client & Record<string, any>, concurrency: number, md: Record<string, string> = {}): { records: CallRecord[]; inflight: () => number; stop(): Promise<CallRecord[]> } { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const records: CallRecord[] = [];
+  let stopped = false;
+  let inflight = 0;
+  const loop = async (): Promise<void> => {
+    while (!stopped) {
+      const start = Date.now();
+      inflight++;
+      const r = await unary(client, 'load', md);
+      inflight--;
+      records.push({ start, end: Date.now(), code: r.code, server: r.reply?.server });
+    }
+  };
+  const loops = Array.from({ length: concurrency }, () => loop());
+  return {
+    records,
+    inflight: () => inflight,
+    async stop() {
+      stopped = true;
+      await Promise.all(loops);
+      return records;
+    },
+  };
+}

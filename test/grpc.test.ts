@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { makeCa } from './certs.js';
-import { shopConfig, startInProcess, waitFor, type InProcessGateway } from './helpers.js';
-import { echoClient, grpc, startGrpcUpstream, unary, type GrpcUpstream, type Reply } from './grpc-helpers.js';
+import { shopConfig, startInProcess, startProcess, waitFor, type InProcessGateway } from './helpers.js';
+import { echoClient, grpc, spawnGrpcUpstream, startGrpcUpstream, unary, unaryLoad, type GrpcUpstream, type Reply } from './grpc-helpers.js';
 
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -159,6 +159,116 @@ describe('gRPC streaming through the gateway', () => {
     blue.failRate = 0;
     expect((await unary(c, 'x')).code).toBe(0);
     expect(await (await request(`${gw.adminUrl}/metrics`)).body.text()).toMatch(/switchyard_requests_total\{service="shop",version="blue",code="2xx",grpc_status="0"\} 1/);
+  });
+});
+
+describe('gRPC rollouts, drain and failures', () => {
+  it('a rollout to a green failing 20% of calls with UNAVAILABLE is rolled back; a healthy green is rolled out', async () => {
+    const blue = await upstream('blue');
+    const green = await upstream('green');
+    green.failRate = 0.2;
+    const gw = await gateway(shopConfig({ blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } }, { protocol: 'h2c' }));
+    const load = unaryLoad(client(gw), 4);
+    cleanup.push(() => void load.stop());
+    const body = { to: 'green', steps: [50, 100], interval: '1s', analysis: { maxErrorRate: 0.05, minRequests: 20 } };
+    await fetchJson(`${gw.controlUrl}/v1/services/shop/rollout`, 'POST', body);
+    const bad = await waitFor(async () => {
+      const r = await fetchJson(`${gw.controlUrl}/v1/services/shop/rollout`, 'GET');
+      return ['rolled_back', 'succeeded'].includes(r.state) ? r : undefined;
+    }, { timeout: 20_000 });
+    expect(bad.state).toBe('rolled_back');
+    expect(bad.reason).toMatch(/error rate of green/);
+    expect(bad.weights).toEqual({ blue: 100, green: 0 });
+
+    green.failRate = 0;
+    await fetchJson(`${gw.controlUrl}/v1/services/shop/rollout`, 'POST', body);
+    const good = await waitFor(async () => {
+      const r = await fetchJson(`${gw.controlUrl}/v1/services/shop/rollout`, 'GET');
+      return ['rolled_back', 'succeeded'].includes(r.state) && r.id !== bad.id ? r : undefined;
+    }, { timeout: 20_000 });
+    expect(good.state).toBe('succeeded');
+    expect(good.weights).toEqual({ blue: 0, green: 100 });
+    const records = await load.stop();
+    // Only green's UNAVAILABLE answers failed, none of blue's.
+    expect(records.filter((r) => r.code !== 0 && r.code !== grpc.status.UNAVAILABLE)).toEqual([]);
+  });
+
+  it('cutover --wait with long server streams open on blue answers only when they have ended', async () => {
+    const blue = await upstream('blue');
+    const green = await upstream('green');
+    const gw = await gateway(shopConfig({ blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } }, { protocol: 'h2c' }));
+    const c = client(gw);
+    const ends: number[] = [];
+    const streams = [15, 25, 35].map(
+      (count) =>
+        new Promise<{ n: number; code: number }>((res) => {
+          let n = 0;
+          const call = c.ServerStream({ count, interval_ms: 60 });
+          call.on('data', () => n++);
+          call.on('error', () => {});
+          call.on('status', (st: grpc.StatusObject) => {
+            ends.push(Date.now());
+            res({ n, code: st.code });
+          });
+        }),
+    );
+    await waitFor(() => blue.openStreams === 3);
+    const r = await fetchJson(`${gw.controlUrl}/v1/services/shop/cutover`, 'POST', { to: 'green', wait: true, timeout: '20s' });
+    const answered = Date.now();
+    expect(r.drained).toBe(true);
+    const done = await Promise.all(streams);
+    expect(done).toEqual([{ n: 15, code: 0 }, { n: 25, code: 0 }, { n: 35, code: 0 }]);
+    // The answer came after the last stream ended (its status reaches the client a
+    // moment after the gateway saw the end).
+    expect(answered).toBeGreaterThanOrEqual(Math.max(...ends) - 50);
+    expect(blue.openStreams).toBe(0);
+    expect((await unary(c, 'after')).reply?.server).toBe('green');
+  });
+
+  it('kill -9 of one of two green servers under load: failed calls bounded by those in flight, none after ejection', async () => {
+    const g1 = await spawnGrpcUpstream('g1');
+    const g2 = await spawnGrpcUpstream('g2');
+    cleanup.push(() => g1.kill(), () => g2.kill());
+    const gw = await gateway(shopConfig({ green: { weight: 100, endpoints: [g1.address, g2.address] } }, { protocol: 'h2c', outlierDetection: { consecutiveGatewayErrors: 2, baseEjectionTime: '30s' } }));
+    const concurrency = 8;
+    const load = unaryLoad(client(gw), concurrency);
+    cleanup.push(() => void load.stop());
+    await waitFor(() => load.records.filter((r) => r.server === 'g1').length > 20 && load.records.filter((r) => r.server === 'g2').length > 20);
+    await g1.kill();
+    const e1 = gw.gw.dataplane.endpointsOf('shop', 'green').find((e) => e.id === g1.address)!;
+    await waitFor(() => e1.state === 'ejected', { timeout: 10_000 });
+    const ejectedAt = Date.now();
+    const before = load.records.length;
+    await waitFor(() => load.records.length > before + 200, { timeout: 20_000 });
+    const records = await load.stop();
+    const failed = records.filter((r) => r.code !== 0);
+    expect(failed.length).toBeLessThanOrEqual(concurrency);
+    expect(failed.filter((r) => r.start >= ejectedAt)).toEqual([]);
+    expect(records.filter((r) => r.start >= ejectedAt).every((r) => r.server === 'g2')).toBe(true);
+  });
+
+  it('SIGTERM of the gateway under gRPC load: no call fails; a long stream open across the shutdown ends whole', async () => {
+    const blue = await upstream('blue');
+    const p = await startProcess({ ...shopConfig({ blue: { weight: 100, endpoints: [blue.address] } }, { protocol: 'h2c' }), shutdown: { drainDelay: '1s', grace: '15s' } });
+    cleanup.push(() => void p.stop());
+    const c = echoClient(p.url.replace('http://', ''));
+    cleanup.push(() => c.close());
+    const load = unaryLoad(c, 6);
+    const stream = new Promise<{ n: number; code: number }>((res) => {
+      let n = 0;
+      const call = c.ServerStream({ count: 80, interval_ms: 50 });
+      call.on('data', () => n++);
+      call.on('error', () => {});
+      call.on('status', (st: grpc.StatusObject) => res({ n, code: st.code }));
+    });
+    await waitFor(() => load.records.length > 100 && blue.openStreams === 1);
+    p.proc.kill('SIGTERM');
+    // As a load balancer would: new calls stop once /ready says the gateway is going.
+    await waitFor(async () => (await request(`${p.adminUrl}/ready`)).statusCode === 503, { interval: 20 });
+    const records = await load.stop();
+    expect(records.filter((r) => r.code !== 0)).toEqual([]);
+    expect(await stream).toEqual({ n: 80, code: 0 });
+    expect(await p.exited).toBe(0);
   });
 });
 
