@@ -141,6 +141,8 @@ export const descriptions: Record<string, KeyDoc> = {
   'services.NAME.versions.VERSION.tls.verify': d('`false` accepts any certificate.', { default: 'true' }),
   'services.NAME.versions.VERSION.hostHeader': d('Host sent upstream (requests, probes, WebSockets).', { default: "the client's Host", example: 'shop.internal' }),
   'services.NAME.healthCheck': d('Active health probes; present turns them on.', { default: 'off' }),
+  'services.NAME.healthCheck.type': d('`http` (a GET of `path`, 200–399 passes) or `grpc` (the gRPC health checking protocol: `grpc.health.v1.Health/Check` over the service\'s `protocol`, h2c or h2; passes on SERVING).', { default: 'http', example: 'grpc' }),
+  'services.NAME.healthCheck.grpcService': d('The service name asked about by a `grpc` probe.', { default: "'' (the whole server)", example: 'shop.v1.Shop' }),
   'services.NAME.healthCheck.path': d('Probe path.'),
   'services.NAME.healthCheck.interval': d('Between probes (±10% jitter).'),
   'services.NAME.healthCheck.timeout': d('Per probe; must not exceed `interval`.'),

@@ -358,12 +358,17 @@ function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
     const healthCheck = {
       // Active probes run only when a healthCheck block is configured.
       enabled: s.healthCheck !== undefined && hc.enabled !== false,
+      type: (hc.type ?? 'http') as 'http' | 'grpc',
+      grpcService: hc.grpcService ?? '',
       path: hc.path ?? dh.path,
       intervalMs: parseDuration(hc.interval ?? dh.interval),
       timeoutMs: parseDuration(hc.timeout ?? dh.timeout),
       healthyThreshold: hc.healthyThreshold ?? dh.healthyThreshold,
       unhealthyThreshold: hc.unhealthyThreshold ?? dh.unhealthyThreshold,
     };
+    if (healthCheck.type === 'grpc' && protocol === 'http1') problems.push(`${p}.healthCheck.type: grpc probes need protocol h2c or h2`);
+    if (hc.grpcService !== undefined && healthCheck.type !== 'grpc') problems.push(`${p}.healthCheck.grpcService: applies to type grpc only`);
+    if (hc.path !== undefined && healthCheck.type === 'grpc') problems.push(`${p}.healthCheck.path: not used by type grpc (it calls /grpc.health.v1.Health/Check)`);
     if (healthCheck.timeoutMs > healthCheck.intervalMs) {
       problems.push(`${p}.healthCheck.timeout: must not be longer than healthCheck.interval`);
     }

@@ -127,6 +127,8 @@ const serviceSchema = obj({
     additionalProperties: versionSchema,
   },
   healthCheck: obj({
+    type: { enum: ['http', 'grpc'] },
+    grpcService: { type: 'string', maxLength: 256 },
     path: { type: 'string', format: 'path' },
     interval: duration,
     timeout: duration,

@@ -36,6 +36,9 @@ export interface RouteConfig {
 
 export interface HealthCheckConfig {
   enabled: boolean;
+  /** http: GET path; grpc: grpc.health.v1.Health/Check of grpcService. */
+  type: 'http' | 'grpc';
+  grpcService: string;
   path: string;
   intervalMs: number;
   timeoutMs: number;

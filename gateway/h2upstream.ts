@@ -382,7 +382,12 @@ class Call {
     try {
       // By hand, not for-await: leaving a for-await early would destroy the client's
       // request (and its connection) through the iterator's return().
-      const it = (this.body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+      const body = this.body as unknown;
+      if (typeof body === 'string' || Buffer.isBuffer(body)) {
+        stream.end(body);
+        return;
+      }
+      const it = ((body as AsyncIterable<Buffer>)[Symbol.asyncIterator]?.() ?? (body as Iterable<Buffer>)[Symbol.iterator]()) as AsyncIterator<Buffer> | Iterator<Buffer>;
       for (;;) {
         const r = await it.next();
         if (r.done === true) break;

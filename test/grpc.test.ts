@@ -162,6 +162,34 @@ describe('gRPC streaming through the gateway', () => {
   });
 });
 
+describe('gRPC health probes', () => {
+  it('healthCheck.type grpc calls grpc.health.v1.Health/Check: NOT_SERVING takes an endpoint out, SERVING brings it back', async () => {
+    const blue = await upstream('blue', { health: true });
+    const gw = await gateway(
+      shopConfig({ blue: { weight: 100, endpoints: [blue.address] } }, { protocol: 'h2c', healthCheck: { type: 'grpc', interval: '100ms', timeout: '100ms', unhealthyThreshold: 2, healthyThreshold: 2 } }),
+    );
+    const e = gw.gw.dataplane.endpointsOf('shop', 'blue')[0];
+    const c = client(gw);
+    expect((await unary(c, 'x')).code).toBe(0);
+    blue.failRate = 1;
+    await waitFor(() => e.state === 'unhealthy', { timeout: 5000 });
+    const r = await unary(c, 'x');
+    expect(r.code).toBe(grpc.status.UNAVAILABLE);
+    expect(r.details).toMatch(/^NO_HEALTHY_UPSTREAM/);
+    blue.failRate = 0;
+    await waitFor(() => e.state === 'healthy', { timeout: 5000 });
+    expect((await unary(c, 'x')).code).toBe(0);
+  });
+
+  it('refuses a grpc probe on an http1 service, and the HTTP/2 protocol with endpoints of the wrong scheme', async () => {
+    const bad = (service: Record<string, unknown>, endpoints = ['127.0.0.1:9']): Promise<unknown> => startInProcess(shopConfig({ blue: { weight: 1, endpoints } }, service));
+    await expect(bad({ healthCheck: { type: 'grpc' } })).rejects.toThrow(/healthCheck.type: grpc probes need protocol h2c or h2/);
+    await expect(bad({ protocol: 'h2' })).rejects.toThrow(/protocol h2 is HTTP\/2 over TLS and needs https:\/\/ endpoints/);
+    await expect(bad({ protocol: 'h2c' }, ['https://127.0.0.1:9'])).rejects.toThrow(/an https:\/\/ endpoint needs protocol h2/);
+    await expect(bad({ protocol: 'h3' })).rejects.toThrow(/protocol/);
+  });
+});
+
 describe('gRPC rollouts, drain and failures', () => {
   it('a rollout to a green failing 20% of calls with UNAVAILABLE is rolled back; a healthy green is rolled out', async () => {
     const blue = await upstream('blue');
