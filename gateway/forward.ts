@@ -373,6 +373,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private canResend(ge: GatewayError): boolean {
     if (!ge.notSent) return false;
     const idempotent = IDEMPOTENT.has(this.req.method as string);
+    // A gRPC call (a POST with a body) that never left — its body unread, its stream
+    // refused or its connection never up — is sent again: over HTTP/2 "not sent" is
+    // certain (REFUSED_STREAM, GOAWAY's last stream id), not the HTTP/1.1 keep-alive guess.
+    if (this.grpc && this.endpoint.protocol !== 'http1') return !(this.hasBody && this.req.readableDidRead);
     if (this.hasBody && (this.req.readableDidRead || !idempotent)) return false;
     return ge.reason !== 'reset' || idempotent;
   }

@@ -375,7 +375,14 @@ class Call {
       this.err ??= err;
     });
     stream.on('close', () => this.onClose());
-    if (this.body !== null) void this.pumpBody(stream);
+    // The body is read only once the stream is open on a connected session: a stream
+    // that fails before (connect refused, session gone) has read nothing of it, and the
+    // Exchange may still send it to another endpoint.
+    // (On a connected session the stream is open, with its id, as request() returns.)
+    if (this.body !== null) {
+      if (stream.id !== undefined) void this.pumpBody(stream);
+      else stream.once('ready', () => void this.pumpBody(stream));
+    }
   }
 
   private async pumpBody(stream: ClientHttp2Stream): Promise<void> {
@@ -470,11 +477,19 @@ class Call {
     }
     if (err !== undefined) {
       const ge = toGatewayError(err.cause ?? err, this.responded);
-      if (ge.reason !== undefined) return ge;
-      if (this.session?.connected === false) return new GatewayError('UPSTREAM_ERROR', `upstream HTTP/2 connect failed: ${err.message}`, { cause: err, reason: 'connect', notSent: true });
+      // Before the session was up nothing was sent (connect refused, TLS, timeout).
+      if (this.session?.connected === false) {
+        if (ge.reason !== undefined && ge.notSent) return ge;
+        return new GatewayError('UPSTREAM_ERROR', `upstream HTTP/2 connect failed: ${err.message}`, { cause: err, reason: 'connect', notSent: true });
+      }
+      // On a live session the stream may have been processed: never marked unsent
+      // (a socket reset here is no keep-alive race, unlike HTTP/1.1's).
       const code = err.code ?? '';
-      const protocol = code === 'ERR_HTTP2_SESSION_ERROR' || code === 'ERR_HTTP2_INVALID_HEADER_VALUE' || code === 'ERR_HTTP2_ERROR';
-      return new GatewayError('UPSTREAM_ERROR', `upstream HTTP/2 failed (${code || 'error'}): ${err.message}`, { cause: err, reason: protocol ? 'protocol' : 'reset' });
+      const protocol = ge.reason === 'protocol' || code === 'ERR_HTTP2_SESSION_ERROR' || code === 'ERR_HTTP2_INVALID_HEADER_VALUE' || code === 'ERR_HTTP2_ERROR';
+      return new GatewayError(ge.code === 'UPSTREAM_TIMEOUT' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_ERROR', ge.reason !== undefined ? ge.message : `upstream HTTP/2 failed (${code || 'error'}): ${err.message}`, {
+        cause: err,
+        reason: protocol ? 'protocol' : (ge.reason ?? 'reset'),
+      });
     }
     return new GatewayError('UPSTREAM_ERROR', `upstream reset the stream (code ${rstCode})`, { reason: 'reset' });
   }

@@ -29,6 +29,9 @@ export interface GrpcUpstream {
   calls: number;
   /** Server streams in progress. */
   openStreams: number;
+  /** Messages written by server streams, and whether one waits for 'drain' now. */
+  streamSent: number;
+  streamBlocked: boolean;
   /** Fail this share (0–1) of unary calls with UNAVAILABLE. */
   failRate: number;
   close(): Promise<void>;
@@ -52,6 +55,8 @@ export async function startGrpcUpstream(name: string, opts: GrpcUpstreamOptions 
     port: 0,
     calls: 0,
     openStreams: 0,
+    streamSent: 0,
+    streamBlocked: false,
     failRate: 0,
     close: () =>
       new Promise<void>((r) => {
@@ -76,10 +81,11 @@ export async function startGrpcUpstream(name: string, opts: GrpcUpstreamOptions 
       }
       cb(null, { server: name, message: call.request.message, seq: 0 }, trailer);
     },
-    ServerStream(call: grpc.ServerWritableStream<{ count: number; interval_ms: number }, Reply>) {
+    ServerStream(call: grpc.ServerWritableStream<{ count: number; interval_ms: number; pad: number }, Reply>) {
       up.calls++;
       up.openStreams++;
-      const { count, interval_ms } = call.request;
+      const { count, interval_ms, pad } = call.request;
+      const padding = 'x'.repeat(pad);
       let i = 0;
       let ended = false;
       const end = (): void => {
@@ -111,8 +117,11 @@ export async function startGrpcUpstream(name: string, opts: GrpcUpstreamOptions 
       }
       // As fast as the flow control lets us, never buffering more than the stream takes.
       const pump = (): void => {
+        up.streamBlocked = false;
         while (i < count && !ended) {
-          if (!call.write({ server: name, message: `m${i}`, seq: i++ })) {
+          up.streamSent++;
+          if (!call.write({ server: name, message: pad > 0 ? padding : `m${i}`, seq: i++ })) {
+            up.streamBlocked = true;
             call.once('drain', pump);
             return;
           }
