@@ -155,7 +155,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         // (undici takes any async iterable as a body; its typings name only Readable.)
         // An HTTP/2 body always goes through it too: a reset stream ends like a complete
         // one, and CheckedBody fails the upload instead of finishing it.
-        body: this.hasBody ? (this.bodyLimit === Infinity && this.req.httpVersionMajor !== 2 ? this.req : (new CheckedBody(this.req, this.bodyLimit) as unknown as IncomingMessage)) : null,
+        body: this.hasBody ? this.body() : null,
         headersTimeout: timeout,
         bodyTimeout: timeout,
         // We retry ourselves, on another endpoint, only when that is safe.
@@ -164,6 +164,21 @@ export class Exchange implements Dispatcher.DispatchHandler {
       },
       this,
     );
+  }
+
+  /** A gRPC call's request body as read so far, kept (up to REPLAY_MAX bytes) so that
+   * a call refused before it was processed can be sent again; `whole` once it ended. */
+  private replay: { chunks: Buffer[]; bytes: number; whole: boolean } | undefined;
+
+  private body(): IncomingMessage {
+    // A gRPC call refused over HTTP/2 after its whole (small) body was read: sent again
+    // from what was kept.
+    if (this.replay?.whole === true) return Buffer.concat(this.replay.chunks) as unknown as IncomingMessage;
+    if (this.grpc && this.endpoint.protocol !== 'http1') {
+      this.replay = { chunks: [], bytes: 0, whole: false };
+      return new KeptBody(new CheckedBody(this.req, this.bodyLimit), this.replay) as unknown as IncomingMessage;
+    }
+    return this.bodyLimit === Infinity && this.req.httpVersionMajor !== 2 ? this.req : (new CheckedBody(this.req, this.bodyLimit) as unknown as IncomingMessage);
   }
 
   // ---- undici handler ----
@@ -376,7 +391,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // A gRPC call (a POST with a body) that never left — its body unread, its stream
     // refused or its connection never up — is sent again: over HTTP/2 "not sent" is
     // certain (REFUSED_STREAM, GOAWAY's last stream id), not the HTTP/1.1 keep-alive guess.
-    if (this.grpc && this.endpoint.protocol !== 'http1') return !(this.hasBody && this.req.readableDidRead);
+    if (this.grpc && this.endpoint.protocol !== 'http1') return !this.hasBody || !this.req.readableDidRead || this.replay?.whole === true;
     if (this.hasBody && (this.req.readableDidRead || !idempotent)) return false;
     return ge.reason !== 'reset' || idempotent;
   }
@@ -496,6 +511,38 @@ class CheckedBody implements AsyncIterableIterator<Buffer> {
       if (req.destroyed) throw new GatewayError('CLIENT_CLOSED', 'client closed the connection');
       await stirred(req);
     }
+  }
+
+  async return(): Promise<IteratorResult<Buffer>> {
+    return { value: undefined, done: true };
+  }
+}
+
+/** Most of a gRPC request body kept for sending it again (a unary call's message). */
+const REPLAY_MAX = 64 * 1024;
+
+/** A body read through, its chunks kept while they fit in REPLAY_MAX. */
+class KeptBody implements AsyncIterableIterator<Buffer> {
+  constructor(
+    private readonly inner: CheckedBody,
+    private readonly kept: { chunks: Buffer[]; bytes: number; whole: boolean },
+  ) {}
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  async next(): Promise<IteratorResult<Buffer>> {
+    const r = await this.inner.next();
+    const k = this.kept;
+    if (r.done === true) {
+      if (k.bytes <= REPLAY_MAX) k.whole = true;
+    } else if (k.bytes <= REPLAY_MAX) {
+      k.bytes += r.value.length;
+      if (k.bytes <= REPLAY_MAX) k.chunks.push(r.value);
+      else k.chunks = [];
+    }
+    return r;
   }
 
   async return(): Promise<IteratorResult<Buffer>> {

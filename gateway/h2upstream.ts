@@ -51,6 +51,8 @@ interface Session {
   readonly s: ClientHttp2Session;
   streams: number;
   connected: boolean;
+  /** The peer's SETTINGS arrived: its stream limit is known. */
+  settled: boolean;
   /** No new stream: a GOAWAY came, or we are closing it. */
   retired: boolean;
   pingOutstanding: boolean;
@@ -102,12 +104,23 @@ export class H2Upstream {
   }
 
   private pick(): Session | undefined {
+    let opening = false;
     for (const s of this.sessions) {
       if (s.retired || s.s.destroyed || s.s.closed) continue;
-      const max = s.connected ? (s.s.remoteSettings.maxConcurrentStreams ?? ASSUMED_STREAMS) : ASSUMED_STREAMS;
+      // Until the peer's SETTINGS say how many streams it takes, calls wait for it
+      // (a guess could put more on it than it allows, to wait inside nghttp2).
+      if (!s.settled) {
+        opening = true;
+        continue;
+      }
+      const max = s.s.remoteSettings.maxConcurrentStreams ?? ASSUMED_STREAMS;
       if (s.streams < max) return s;
     }
-    if (this.live() < this.opts.maxSessions) return this.open();
+    if (opening) return undefined;
+    if (this.live() < this.opts.maxSessions) {
+      this.open();
+      return undefined;
+    }
     return undefined;
   }
 
@@ -173,7 +186,7 @@ export class H2Upstream {
       settings: { enablePush: false },
       peerMaxConcurrentStreams: ASSUMED_STREAMS,
     });
-    const sess: Session = { s, streams: 0, connected: false, retired: false, pingOutstanding: false, connectTimer: undefined, idleTimer: undefined, pingTimer: undefined };
+    const sess: Session = { s, streams: 0, connected: false, settled: false, retired: false, pingOutstanding: false, connectTimer: undefined, idleTimer: undefined, pingTimer: undefined };
     this.sessions.push(sess);
     if (o.connectTimeoutMs > 0) {
       sess.connectTimer = setTimeout(() => {
@@ -182,27 +195,41 @@ export class H2Upstream {
     }
     s.once('connect', () => {
       sess.connected = true;
-      clearTimeout(sess.connectTimer);
       sess.pingTimer = setInterval(() => this.ping(sess), PING_MS);
       sess.pingTimer.unref();
       this.pump();
     });
-    s.on('remoteSettings', () => this.pump());
+    s.on('remoteSettings', () => {
+      if (!sess.settled) {
+        sess.settled = true;
+        clearTimeout(sess.connectTimer);
+      }
+      this.pump();
+    });
     s.on('goaway', () => {
       // In-flight streams (up to the GOAWAY's last stream id) finish here; new ones go
       // to another session.
       sess.retired = true;
       this.pump();
     });
-    // The error reaches each stream (as its own error or as its cause): nothing to do
-    // here but keep it from being an uncaught 'error'.
-    s.on('error', () => {});
+    // The error reaches each stream (as its own error or as its cause); calls waiting
+    // for this session to come up get it below.
+    let failure: unknown;
+    s.on('error', (err) => {
+      failure ??= err;
+    });
     s.once('close', () => {
       clearTimeout(sess.connectTimer);
       clearTimeout(sess.idleTimer);
       clearInterval(sess.pingTimer);
       const i = this.sessions.indexOf(sess);
       if (i !== -1) this.sessions.splice(i, 1);
+      // A session that never came up: the calls waiting for it never left. They fail
+      // (unsent: the Exchange may try another endpoint) rather than dial again here.
+      if (!sess.settled && !this.sessions.some((o) => !o.retired)) {
+        const ge = connectFailure(failure);
+        for (const c of this.queue.splice(0)) c.fail(ge);
+      }
       if (this.sessions.length === 0 && this.closedWaiters.length > 0) {
         const w = this.closedWaiters;
         this.closedWaiters = [];
@@ -273,6 +300,15 @@ export class H2Upstream {
     for (const s of [...this.sessions]) s.s.destroy();
     return p;
   }
+}
+
+/** How a session that never came up failed, for the calls that waited for it. */
+function connectFailure(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  if (err === undefined) return new GatewayError('UPSTREAM_ERROR', 'upstream HTTP/2 session closed before it was up', { reason: 'connect', notSent: true });
+  const ge = toGatewayError(err, false);
+  if (ge.reason !== undefined && ge.notSent) return ge;
+  return new GatewayError('UPSTREAM_ERROR', `upstream HTTP/2 connect failed: ${(err as Error).message}`, { cause: err, reason: 'connect', notSent: true });
 }
 
 /** The HTTP/2 request headers for the flat HTTP/1.1-style list the Exchange builds. */

@@ -43,11 +43,13 @@ export interface GrpcUpstreamOptions {
   port?: number;
   /** Add the standard health service (grpc.health.v1.Health), answering SERVING. */
   health?: boolean;
+  /** grpc-js server options (e.g. grpc.max_concurrent_streams). */
+  options?: grpc.ServerOptions;
 }
 
 /** A real grpc-js server answering the Echo service as `name`. */
 export async function startGrpcUpstream(name: string, opts: GrpcUpstreamOptions = {}): Promise<GrpcUpstream> {
-  const server = new grpc.Server();
+  const server = new grpc.Server(opts.options);
   const up: GrpcUpstream = {
     name,
     server,
@@ -214,6 +216,7 @@ export interface CallRecord {
   end: number;
   code: number;
   server?: string;
+  details?: string;
 }
 
 /** Unary calls from `concurrency` loops until stop(); every call's outcome recorded. */
@@ -227,7 +230,7 @@ export function unaryLoad(client: grpc.Client & Record<string, any>, concurrency
       inflight++;
       const r = await unary(client, 'load', md);
       inflight--;
-      records.push({ start, end: Date.now(), code: r.code, server: r.reply?.server });
+      records.push({ start, end: Date.now(), code: r.code, server: r.reply?.server, ...(r.code === 0 ? {} : { details: r.details }) });
     }
   };
   const loops = Array.from({ length: concurrency }, () => loop());
