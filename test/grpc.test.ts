@@ -3,6 +3,7 @@
 // listener (HTTP/2 prior knowledge) and over the TLS listener (ALPN h2).
 
 import { afterEach, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -185,7 +186,16 @@ describe('gRPC streaming through the gateway', () => {
     expect(metrics).toMatch(/switchyard_requests_total\{service="shop",version="green",code="5xx",grpc_status="14"\} 1/);
     blue.failRate = 0;
     expect((await unary(c, 'x')).code).toBe(0);
-    expect(await (await request(`${gw.adminUrl}/metrics`)).body.text()).toMatch(/switchyard_requests_total\{service="shop",version="blue",code="2xx",grpc_status="0"\} 1/);
+    const after = await (await request(`${gw.adminUrl}/metrics`)).body.text();
+    expect(after).toMatch(/switchyard_requests_total\{service="shop",version="blue",code="2xx",grpc_status="0"\} 1/);
+    // The mixed label sets (HTTP requests without grpc_status) still pass promtool.
+    const check = await new Promise<{ code: number; out: string }>((res) => {
+      const p = execFile('promtool', ['check', 'metrics'], (err, stdout, stderr) => res({ code: err ? 1 : 0, out: stdout + stderr }));
+      p.stdin!.end(after);
+    });
+    expect(check.out.split('\n').filter((l) => /error|invalid/i.test(l))).toEqual([]);
+    // The window of the version counts the UNAVAILABLE call as an error, the OK one not.
+    expect(gw.gw.dataplane.statsOf('shop', 'blue').window.summary(Date.now() - 60_000)).toMatchObject({ requests: 2, errors: 1 });
   });
 });
 
