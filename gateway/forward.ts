@@ -14,7 +14,7 @@ import type { Endpoint } from './endpoint.js';
 import { GatewayError, toGatewayError, type UpstreamFailure } from './errors.js';
 import { clientResponseHeaders, upstreamRequestHeaders, withHostHeader } from './headers.js';
 import { pickEndpoint } from './select.js';
-import { grpcStatusOf, isGrpc, isGrpcStatusHeader, parseGrpcStatus } from './grpc.js';
+import { encodeGrpcMessage, grpcStatusOf, isGrpc, isGrpcStatusHeader, parseGrpcStatus } from './grpc.js';
 import type { ServiceSnapshot, VersionSnapshot } from './snapshot.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS', 'TRACE']);
@@ -289,6 +289,20 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // client's doing and must not count against the endpoint or the version.
     if (ge.reason === undefined) this.gatewayFault = true;
     this.endAttempt(ge.statusCode, ge.reason);
+    if (this.res.headersSent && this.grpc && this.req.httpVersionMajor === 2 && !this.res.writableEnded) {
+      // A gRPC response that started: its end is told in the trailers (gRPC frames its
+      // messages, so a cut message cannot pass for a whole one), as UNAVAILABLE or
+      // DEADLINE_EXCEEDED rather than a bare RST_STREAM the client reads as INTERNAL.
+      this.grpcStatus = grpcStatusOf(ge);
+      this.finish(this.statusCode);
+      try {
+        this.res.addTrailers({ 'grpc-status': String(this.grpcStatus), 'grpc-message': encodeGrpcMessage(`${ge.code}: ${ge.message}`) });
+        this.res.end();
+      } catch {
+        this.res.destroy(ge);
+      }
+      return;
+    }
     if (this.res.headersSent) {
       // The response has started: the only honest signal left is to cut it short, so
       // the client sees a truncated body rather than a complete-looking one.

@@ -82,7 +82,7 @@ export function parseGrpcStatus(v: string | undefined): number {
 }
 
 /** grpc-message is percent-encoded (gRPC over HTTP/2, "Responses"). */
-function encodeGrpcMessage(m: string): string {
+export function encodeGrpcMessage(m: string): string {
   return m.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => encodeURIComponent(c)).replace(/%(?![0-9A-F]{2})/g, '%25');
 }
 

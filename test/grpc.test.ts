@@ -169,6 +169,24 @@ describe('gRPC streaming through the gateway', () => {
     expect(blue.streamSent).toBe(total);
   });
 
+  it('an upstream that dies mid-stream: the client gets UNAVAILABLE in the trailers after the messages it had, not a reset', async () => {
+    const blue = await upstream('blue');
+    const gw = await gateway(shopConfig({ blue: { weight: 100, endpoints: [blue.address] } }, { protocol: 'h2c' }));
+    const c = client(gw);
+    let n = 0;
+    const call = c.ServerStream({ count: 1000, interval_ms: 20 });
+    call.on('data', () => n++);
+    call.on('error', () => {});
+    const status = new Promise<grpc.StatusObject>((res) => call.on('status', res));
+    await waitFor(() => n >= 5);
+    blue.server.forceShutdown();
+    const st = await status;
+    expect(st.code).toBe(grpc.status.UNAVAILABLE);
+    expect(st.details).toMatch(/^UPSTREAM_ERROR: /);
+    expect(n).toBeGreaterThanOrEqual(5);
+    expect(n).toBeLessThan(1000);
+  });
+
   it('answers its own errors as gRPC errors (HTTP 200, grpc-status, grpc-message) and labels metrics with grpc_status', async () => {
     const blue = await upstream('blue');
     blue.failRate = 1;
