@@ -391,6 +391,18 @@ describe('gRPC rollouts, drain and failures', () => {
     expect(records.filter((r) => r.start >= ejectedAt).every((r) => r.server === 'g2')).toBe(true);
   });
 
+  it('gateway.workers: 2 — gRPC over prior knowledge and h2c upstreams in the data-plane workers, calls counted by grpc_status', async () => {
+    const blue = await upstream('blue');
+    const p = await startProcess(shopConfig({ blue: { weight: 100, endpoints: [blue.address] } }, { protocol: 'h2c' }, { gateway: { listen: '127.0.0.1:0', workers: 2 } }));
+    cleanup.push(() => void p.stop());
+    // Several channels, so that both workers take connections.
+    const clients = Array.from({ length: 4 }, () => echoClient(p.url.replace('http://', ''), {}));
+    cleanup.push(() => clients.forEach((c) => c.close()));
+    const results = await Promise.all(clients.flatMap((c) => Array.from({ length: 25 }, (_, i) => unary(c, `w${i}`))));
+    expect(results.filter((r) => r.code !== 0)).toEqual([]);
+    await waitFor(async () => /switchyard_requests_total\{service="shop",version="blue",code="2xx",grpc_status="0"\} 100\b/.test(await (await request(`${p.adminUrl}/metrics`)).body.text()), { timeout: 10_000 });
+  });
+
   it('SIGTERM of the gateway under gRPC load: no call fails; a long stream open across the shutdown ends whole', async () => {
     const blue = await upstream('blue');
     const p = await startProcess({ ...shopConfig({ blue: { weight: 100, endpoints: [blue.address] } }, { protocol: 'h2c' }), shutdown: { drainDelay: '1s', grace: '15s' } });
