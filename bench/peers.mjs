@@ -40,13 +40,13 @@ export const SIZES = {
   '64k': { path: '/64k', body: `${'x'.repeat(64 * 1024 - 1)}\n` },
 };
 
-function tempDir(prefix) {
+export function tempDir(prefix) {
   const dir = mkdtempSync(join(os.tmpdir(), prefix));
   chmodSync(dir, 0o755);
   return dir;
 }
 
-function nginxCommon(dir) {
+export function nginxCommon(dir) {
   for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, d), { recursive: true });
   return `worker_processes 1;
 master_process off;
@@ -57,7 +57,7 @@ events { worker_connections 20000; multi_accept on; }
 `;
 }
 
-const nginxTemp = (dir) => `  client_body_temp_path ${dir}/body;
+export const nginxTemp = (dir) => `  client_body_temp_path ${dir}/body;
   proxy_temp_path ${dir}/proxy;
   fastcgi_temp_path ${dir}/fastcgi;
   uwsgi_temp_path ${dir}/uwsgi;
@@ -67,7 +67,7 @@ const nginxTemp = (dir) => `  client_body_temp_path ${dir}/body;
   keepalive_timeout 65s;
 `;
 
-async function startNginx(label, conf, dir, port) {
+export async function startNginx(label, conf, dir, port) {
   const file = join(dir, 'nginx.conf');
   writeFileSync(file, conf);
   const c = startChild(NGINX, ['-p', dir, '-c', file], { label });

@@ -81,6 +81,9 @@ export const defaults = {
     slowStart: '0s',
     retries: { attempts: 1 },
     timeouts: { connect: '2s', request: '30s' },
+    protocol: 'http1',
+    // Every gRPC status but OK (0).
+    grpcErrorStatuses: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
   },
   dns: { interval: '5s', emptyGrace: '30s' },
   consul: {

@@ -336,17 +336,39 @@ function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
       return { host, path };
     });
 
+    // h2 is HTTP/2 over TLS (https:// endpoints); h2c and http1 dial http:// ones
+    // (http1 may mix: each endpoint says).
+    const protocol: 'http1' | 'h2c' | 'h2' = s.protocol ?? defaults.service.protocol;
+    for (const v of versions) {
+      if (protocol === 'http1') continue;
+      const vp = `${p}.versions.${v.name}`;
+      if (v.source.kind === 'consul' && protocol === 'h2') problems.push(`${vp}.consul: protocol h2 needs https endpoints; Consul instances are dialed over plain TCP (use h2c)`);
+      if (v.source.kind === 'static') {
+        v.source.endpoints.forEach((e, i) => {
+          if (protocol === 'h2' && e.protocol !== 'https') problems.push(`${vp}.endpoints.${i}: protocol h2 is HTTP/2 over TLS and needs https:// endpoints`);
+          if (protocol === 'h2c' && e.protocol !== 'http') problems.push(`${vp}.endpoints.${i}: protocol h2c is HTTP/2 over plain TCP; an https:// endpoint needs protocol h2`);
+        });
+      }
+      if (v.source.kind === 'dns' && (protocol === 'h2') !== (v.tls !== undefined)) {
+        problems.push(`${vp}.dns: protocol ${protocol} ${protocol === 'h2' ? 'needs' : 'does not take'} a tls block (DNS endpoints are dialed over TLS only with one)`);
+      }
+    }
     const dh = defaults.service.healthCheck;
     const hc = s.healthCheck ?? {};
     const healthCheck = {
       // Active probes run only when a healthCheck block is configured.
       enabled: s.healthCheck !== undefined && hc.enabled !== false,
+      type: (hc.type ?? 'http') as 'http' | 'grpc',
+      grpcService: hc.grpcService ?? '',
       path: hc.path ?? dh.path,
       intervalMs: parseDuration(hc.interval ?? dh.interval),
       timeoutMs: parseDuration(hc.timeout ?? dh.timeout),
       healthyThreshold: hc.healthyThreshold ?? dh.healthyThreshold,
       unhealthyThreshold: hc.unhealthyThreshold ?? dh.unhealthyThreshold,
     };
+    if (healthCheck.type === 'grpc' && protocol === 'http1') problems.push(`${p}.healthCheck.type: grpc probes need protocol h2c or h2`);
+    if (hc.grpcService !== undefined && healthCheck.type !== 'grpc') problems.push(`${p}.healthCheck.grpcService: applies to type grpc only`);
+    if (hc.path !== undefined && healthCheck.type === 'grpc') problems.push(`${p}.healthCheck.path: not used by type grpc (it calls /grpc.health.v1.Health/Check)`);
     if (healthCheck.timeoutMs > healthCheck.intervalMs) {
       problems.push(`${p}.healthCheck.timeout: must not be longer than healthCheck.interval`);
     }
@@ -376,6 +398,8 @@ function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
         connectMs: parseDuration(timeouts.connect ?? dt.connect),
         requestMs: parseDuration(timeouts.request ?? dt.request),
       },
+      protocol,
+      grpc: { errorStatuses: [...(s.grpc?.errorStatuses ?? defaults.service.grpcErrorStatuses)].sort((a: number, b: number) => a - b) },
     });
   }
 

@@ -127,6 +127,8 @@ const serviceSchema = obj({
     additionalProperties: versionSchema,
   },
   healthCheck: obj({
+    type: { enum: ['http', 'grpc'] },
+    grpcService: { type: 'string', maxLength: 256 },
     path: { type: 'string', format: 'path' },
     interval: duration,
     timeout: duration,
@@ -148,6 +150,10 @@ const serviceSchema = obj({
   override: obj({ header: { type: 'string', format: 'header' } }, ['header']),
   retries: obj({ attempts: { type: 'integer', minimum: 0, maximum: 5 } }),
   timeouts: obj({ connect: duration, request: duration }),
+  protocol: { enum: ['http1', 'h2c', 'h2'] },
+  grpc: obj({
+    errorStatuses: { type: 'array', uniqueItems: true, maxItems: 17, items: { type: 'integer', minimum: 0, maximum: 16 } },
+  }),
 }, ['routes', 'versions']);
 
 export const configSchema = obj({

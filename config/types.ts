@@ -36,6 +36,9 @@ export interface RouteConfig {
 
 export interface HealthCheckConfig {
   enabled: boolean;
+  /** http: GET path; grpc: grpc.health.v1.Health/Check of grpcService. */
+  type: 'http' | 'grpc';
+  grpcService: string;
   path: string;
   intervalMs: number;
   timeoutMs: number;
@@ -61,6 +64,10 @@ export interface ServiceConfig {
   override?: { header: string };
   retries: { attempts: number };
   timeouts: { connectMs: number; requestMs: number };
+  /** How endpoints are spoken to: HTTP/1.1, HTTP/2 with prior knowledge, HTTP/2 over TLS. */
+  protocol: 'http1' | 'h2c' | 'h2';
+  /** gRPC answers: which grpc-status codes count as errors (metrics, rollout analysis). */
+  grpc: { errorStatuses: number[] };
 }
 
 /** discovery.consul, normalized. */

@@ -22,8 +22,13 @@ export const C = {
   errors: 8, // ERROR_REASONS.length
   duration: 8 + ERROR_REASONS.length, // NB + 1 buckets, then sum, count
   upstream: 8 + ERROR_REASONS.length + NB + 3, // NB + 1 buckets, then sum, count
-  size: 8 + ERROR_REASONS.length + 2 * (NB + 3),
+  // gRPC calls by HTTP status class × grpc-status (0–16), counted here instead of in
+  // `classes` so that every call is in exactly one switchyard_requests_total series.
+  grpc: 8 + ERROR_REASONS.length + 2 * (NB + 3), // 5 × 17
+  size: 8 + ERROR_REASONS.length + 2 * (NB + 3) + 5 * 17,
 } as const;
+
+export const GRPC_STATUSES = 17;
 
 /** Bucket index of a duration: the first upper bound it does not exceed. */
 function bucketOf(seconds: number): number {
@@ -40,12 +45,14 @@ export class VersionCounters implements VersionMetricsSink {
     readonly version: string,
   ) {}
 
-  request(status: number, seconds: number, retried: number): void {
+  request(status: number, seconds: number, retried: number, grpcStatus = -1): void {
     const v = this.v;
     if (status === 499) v[C.aborts]++;
     else {
-      const k = ((status / 100) | 0) - 1;
-      v[C.classes + (k < 0 ? 0 : k > 4 ? 4 : k)]++;
+      let k = ((status / 100) | 0) - 1;
+      k = k < 0 ? 0 : k > 4 ? 4 : k;
+      if (grpcStatus >= 0 && grpcStatus < GRPC_STATUSES) v[C.grpc + k * GRPC_STATUSES + grpcStatus]++;
+      else v[C.classes + k]++;
     }
     v[C.duration + bucketOf(seconds)]++;
     v[C.duration + NB + 1] += seconds;

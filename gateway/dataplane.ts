@@ -77,13 +77,14 @@ export class Dataplane {
       this.endpoints.delete(k);
     }
     // A version whose TLS settings changed (CA, servername, verify, hostHeader-derived
-    // SNI): its endpoints get new pools; the old ones drain what they carry.
+    // SNI), or a service whose protocol changed: its endpoints get new pools; the old
+    // ones drain what they carry.
     for (const s of config.services) {
       for (const v of s.versions) {
         const eps = this.endpoints.get(vkey(s.name, v.name));
         if (eps === undefined) continue;
         for (const [id, e] of eps) {
-          if (tlsKey(e.tls) === tlsKey(upstreamTlsOptions(e.address, v.tls, v.hostHeader))) continue;
+          if (tlsKey(e.tls) === tlsKey(upstreamTlsOptions(e.address, v.tls, v.hostHeader)) && e.protocol === s.protocol) continue;
           this.retire(e);
           const next = this.createEndpoint(s.name, v.name, e.address);
           // Same backend, new connections: its health carries over.
@@ -212,6 +213,7 @@ export class Dataplane {
       idleTimeoutMs: up.idleTimeoutMs,
       connectTimeoutMs: sc?.timeouts.connectMs ?? 2000,
       tls: upstreamTlsOptions(a, vc?.tls, vc?.hostHeader),
+      protocol: sc?.protocol ?? 'http1',
     };
     const e = new Endpoint(service, version, a, this.statsOf(service, version), opts);
     e.availableSince = Date.now();
@@ -252,6 +254,9 @@ export class Dataplane {
 
   private closeWhenIdle(e: Endpoint): void {
     this.retiring.add(e);
+    // HTTP/2 sessions get their GOAWAY now: the streams they carry finish, no new one
+    // starts there (the endpoint takes no new request anyway).
+    e.h2?.goAway();
     this.log.info({ service: e.service, version: e.version, endpoint: e.id, inflight: e.inflight }, 'endpoint draining');
     const grace = this.config.shutdown.graceMs;
     const timer = setTimeout(() => {

@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import { Pool, buildConnector, type Dispatcher } from 'undici';
 import type { EndpointAddress, VersionConfig } from '../config/types.js';
 import { WindowCounters } from './stats.js';
+import { H2Upstream } from './h2upstream.js';
 
 export interface PoolOptions {
   maxConnections: number;
@@ -13,6 +14,15 @@ export interface PoolOptions {
   connectTimeoutMs: number;
   /** For an https endpoint: how its TLS connections are made and verified. */
   tls?: UpstreamTlsOptions;
+  /** services.NAME.protocol: http1 through the undici Pool, h2c/h2 through HTTP/2 sessions. */
+  protocol?: UpstreamProtocol;
+}
+
+export type UpstreamProtocol = 'http1' | 'h2c' | 'h2';
+
+/** What an Exchange dispatches a request on: the undici Pool or the HTTP/2 sessions. */
+export interface UpstreamDispatcher {
+  dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean;
 }
 
 /** tls.connect options of an https upstream (undici's `connect`). */
@@ -67,7 +77,8 @@ export function tlsKey(o: UpstreamTlsOptions | undefined): string {
 /** Where a version's per-request figures go besides the window (the Prometheus
  * children, prepared once per version when the snapshot is built). */
 export interface VersionMetricsSink {
-  request(status: number, seconds: number, retries: number): void;
+  /** @param grpcStatus the grpc-status of a gRPC call, -1 for other requests */
+  request(status: number, seconds: number, retries: number, grpcStatus?: number): void;
   upstream(seconds: number, failure: string | undefined): void;
   ejected(): void;
 }
@@ -118,7 +129,9 @@ export class Endpoint {
   /** Created on first use: ~18 KB of heap each, so 10,000 listed endpoints that take no
    * traffic (an idle version) cost nothing. */
   private poolInstance: Pool | undefined;
+  private h2Instance: H2Upstream | undefined;
   private readonly poolOptions: PoolOptions;
+  readonly protocol: UpstreamProtocol;
   /** TLS options of an https endpoint (health probes and WebSockets use them too). */
   readonly tls: UpstreamTlsOptions | undefined;
   inflight = 0;
@@ -151,14 +164,36 @@ export class Endpoint {
     this.key = endpointKey(service, version, address.id);
     this.tls = address.protocol === 'https' ? (opts.tls ?? { rejectUnauthorized: true }) : undefined;
     this.poolOptions = opts;
+    this.protocol = opts.protocol ?? 'http1';
   }
 
   get pool(): Pool {
     return (this.poolInstance ??= this.createPool());
   }
 
-  /** Closes the pool if one was ever created (destroy cuts open requests). */
+  /** Where requests go: the HTTP/1.1 pool, or the HTTP/2 sessions (protocol h2c/h2). */
+  get dispatcher(): UpstreamDispatcher {
+    if (this.protocol === 'http1') return this.pool;
+    return (this.h2Instance ??= new H2Upstream({
+      origin: this.address.origin,
+      tls: this.tls,
+      connectTimeoutMs: this.poolOptions.connectTimeoutMs,
+      idleTimeoutMs: this.poolOptions.idleTimeoutMs,
+      // A few sessions, each multiplexing up to the peer's stream limit.
+      maxSessions: Math.max(1, Math.min(4, this.poolOptions.maxConnections)),
+    }));
+  }
+
+  /** The HTTP/2 sessions, if any were opened. */
+  get h2(): H2Upstream | undefined {
+    return this.h2Instance;
+  }
+
+  /** Closes the pool if one was ever created (destroy cuts open requests). HTTP/2
+   * sessions get a GOAWAY (their streams finish) or are cut. */
   async closePool(force = false): Promise<void> {
+    const h = this.h2Instance;
+    if (h !== undefined) await (force ? h.destroy() : h.close());
     const p = this.poolInstance;
     if (p === undefined) return;
     await (force ? p.destroy() : p.close()).catch(() => {});

@@ -14,6 +14,7 @@ import type { Endpoint } from './endpoint.js';
 import { GatewayError, toGatewayError, type UpstreamFailure } from './errors.js';
 import { clientResponseHeaders, upstreamRequestHeaders, withHostHeader } from './headers.js';
 import { pickEndpoint } from './select.js';
+import { encodeGrpcMessage, grpcStatusOf, isGrpc, isGrpcStatusHeader, parseGrpcStatus } from './grpc.js';
 import type { ServiceSnapshot, VersionSnapshot } from './snapshot.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS', 'TRACE']);
@@ -88,6 +89,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private requestTimer: NodeJS.Timeout | undefined;
   private readonly hasBody: boolean;
   private readonly headers: string[];
+  /** A gRPC call (content-type application/grpc*). */
+  readonly grpc: boolean;
+  /** The call's grpc-status (from the trailers, a trailers-only answer, or the
+   * gateway's own error); -1 when none was seen. */
+  grpcStatus = -1;
+  /** grpc-status and friends of a trailers-only answer, sent as trailers instead (an
+   * HTTP/2 response with headers can end only with trailers or an empty DATA frame). */
+  private heldTrailers: Record<string, string> | undefined;
 
   constructor(
     readonly host: ExchangeHost,
@@ -111,6 +120,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // HTTP/2 has no Transfer-Encoding: a stream that did not end with its headers has a body.
       (req.httpVersionMajor === 2 && !(req as unknown as { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders);
     this.headers = upstreamRequestHeaders(req, requestId, host.proto);
+    this.grpc = isGrpc(req);
+    // `te: trailers` is hop-by-hop, but gRPC servers require it: kept for HTTP/2 upstreams.
+    if (service.config.protocol !== 'http1' && typeof h.te === 'string' && /\btrailers\b/i.test(h.te)) this.headers.push('te', 'trailers');
     (res as WithExchange)[kExchange] = this;
     // `on`, not `once`: a response object serves one request, and once() would wrap the
     // listener in a new closure per request.
@@ -130,7 +142,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.attemptStart = this.attempts === 1 ? this.start : performance.now();
     this.endpoint.begin();
     const timeout = this.service.config.timeouts.requestMs;
-    this.endpoint.pool.dispatch(
+    this.endpoint.dispatcher.dispatch(
       {
         path: this.req.url as string,
         method: this.req.method as string,
@@ -143,7 +155,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         // (undici takes any async iterable as a body; its typings name only Readable.)
         // An HTTP/2 body always goes through it too: a reset stream ends like a complete
         // one, and CheckedBody fails the upload instead of finishing it.
-        body: this.hasBody ? (this.bodyLimit === Infinity && this.req.httpVersionMajor !== 2 ? this.req : (new CheckedBody(this.req, this.bodyLimit) as unknown as IncomingMessage)) : null,
+        body: this.hasBody ? this.body() : null,
         headersTimeout: timeout,
         bodyTimeout: timeout,
         // We retry ourselves, on another endpoint, only when that is safe.
@@ -152,6 +164,21 @@ export class Exchange implements Dispatcher.DispatchHandler {
       },
       this,
     );
+  }
+
+  /** A gRPC call's request body as read so far, kept (up to REPLAY_MAX bytes) so that
+   * a call refused before it was processed can be sent again; `whole` once it ended. */
+  private replay: { chunks: Buffer[]; bytes: number; whole: boolean } | undefined;
+
+  private body(): IncomingMessage {
+    // A gRPC call refused over HTTP/2 after its whole (small) body was read: sent again
+    // from what was kept.
+    if (this.replay?.whole === true) return Buffer.concat(this.replay.chunks) as unknown as IncomingMessage;
+    if (this.grpc && this.endpoint.protocol !== 'http1') {
+      this.replay = { chunks: [], bytes: 0, whole: false };
+      return new KeptBody(new CheckedBody(this.req, this.bodyLimit), this.replay) as unknown as IncomingMessage;
+    }
+    return this.bodyLimit === Infinity && this.req.httpVersionMajor !== 2 ? this.req : (new CheckedBody(this.req, this.bodyLimit) as unknown as IncomingMessage);
   }
 
   // ---- undici handler ----
@@ -173,6 +200,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     let headers = clientResponseHeaders(rawHeaders, this.requestId, this.setCookie);
     // (HTTP/2 has no Connection header; its sessions get a GOAWAY at shutdown.)
     if (this.host.closing && this.req.httpVersionMajor !== 2) headers = withConnectionClose(headers);
+    if (this.grpc && this.req.httpVersionMajor === 2) headers = this.holdGrpcStatus(headers);
     try {
       res.writeHead(statusCode, headers);
     } catch (err) {
@@ -207,10 +235,44 @@ export class Exchange implements Dispatcher.DispatchHandler {
     return ok;
   }
 
-  onComplete(): void {
+  onComplete(trailers?: (string | Buffer)[] | null): void {
+    // Trailers reach an HTTP/2 client (gRPC's grpc-status); an HTTP/1.1 response here
+    // is not chunked by us, and its trailers are dropped as before.
+    if (this.req.httpVersionMajor === 2 && ((trailers != null && trailers.length > 0) || this.heldTrailers !== undefined)) {
+      const t: Record<string, string> = this.heldTrailers ?? {};
+      if (trailers != null) for (let i = 0; i < trailers.length; i += 2) t[String(trailers[i]).toLowerCase()] = String(trailers[i + 1]);
+      if (this.grpc && t['grpc-status'] !== undefined) this.grpcStatus = parseGrpcStatus(t['grpc-status']);
+      try {
+        this.res.addTrailers(t);
+      } catch {
+        // A trailer Node refuses to send (invalid characters): the rest still ends.
+      }
+    } else if (this.grpc && trailers != null) {
+      for (let i = 0; i < trailers.length; i += 2) if (String(trailers[i]).toLowerCase() === 'grpc-status') this.grpcStatus = parseGrpcStatus(String(trailers[i + 1]));
+    }
     this.res.end();
-    this.endAttempt(this.statusCode, undefined);
+    // UNAVAILABLE is gRPC's 503: it counts toward the endpoint's consecutive 5xx.
+    this.endAttempt(this.grpcStatus === 14 ? 503 : this.statusCode, undefined);
     this.finish(this.statusCode);
+  }
+
+  /** Takes grpc-status, grpc-message and grpc-status-details-bin out of response
+   * headers (a trailers-only answer) to send them as trailers. */
+  private holdGrpcStatus(headers: string[]): string[] {
+    let found = false;
+    for (let i = 0; i < headers.length && !found; i += 2) found = isGrpcStatusHeader(headers[i].toLowerCase());
+    if (!found) return headers;
+    const out: string[] = [];
+    const held: Record<string, string> = (this.heldTrailers = {});
+    for (let i = 0; i < headers.length; i += 2) {
+      const lower = headers[i].toLowerCase();
+      if (!isGrpcStatusHeader(lower)) out.push(headers[i], headers[i + 1]);
+      else {
+        held[lower] = headers[i + 1];
+        if (lower === 'grpc-status') this.grpcStatus = parseGrpcStatus(headers[i + 1]);
+      }
+    }
+    return out;
   }
 
   onError(err: Error): void {
@@ -227,6 +289,20 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // client's doing and must not count against the endpoint or the version.
     if (ge.reason === undefined) this.gatewayFault = true;
     this.endAttempt(ge.statusCode, ge.reason);
+    if (this.res.headersSent && this.grpc && this.req.httpVersionMajor === 2 && !this.res.writableEnded) {
+      // A gRPC response that started: its end is told in the trailers (gRPC frames its
+      // messages, so a cut message cannot pass for a whole one), as UNAVAILABLE or
+      // DEADLINE_EXCEEDED rather than a bare RST_STREAM the client reads as INTERNAL.
+      this.grpcStatus = grpcStatusOf(ge);
+      this.finish(this.statusCode);
+      try {
+        this.res.addTrailers({ 'grpc-status': String(this.grpcStatus), 'grpc-message': encodeGrpcMessage(`${ge.code}: ${ge.message}`) });
+        this.res.end();
+      } catch {
+        this.res.destroy(ge);
+      }
+      return;
+    }
     if (this.res.headersSent) {
       // The response has started: the only honest signal left is to cut it short, so
       // the client sees a truncated body rather than a complete-looking one.
@@ -244,6 +320,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         return;
       }
     }
+    if (this.grpc) this.grpcStatus = grpcStatusOf(ge);
     this.host.sendError(this.req, this.res, ge, this.requestId);
     this.finish(ge.statusCode);
   }
@@ -325,6 +402,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private canResend(ge: GatewayError): boolean {
     if (!ge.notSent) return false;
     const idempotent = IDEMPOTENT.has(this.req.method as string);
+    // A gRPC call (a POST with a body) that never left — its body unread, its stream
+    // refused or its connection never up — is sent again: over HTTP/2 "not sent" is
+    // certain (REFUSED_STREAM, GOAWAY's last stream id), not the HTTP/1.1 keep-alive guess.
+    if (this.grpc && this.endpoint.protocol !== 'http1') return !this.hasBody || !this.req.readableDidRead || this.replay?.whole === true;
     if (this.hasBody && (this.req.readableDidRead || !idempotent)) return false;
     return ge.reason !== 'reset' || idempotent;
   }
@@ -444,6 +525,38 @@ class CheckedBody implements AsyncIterableIterator<Buffer> {
       if (req.destroyed) throw new GatewayError('CLIENT_CLOSED', 'client closed the connection');
       await stirred(req);
     }
+  }
+
+  async return(): Promise<IteratorResult<Buffer>> {
+    return { value: undefined, done: true };
+  }
+}
+
+/** Most of a gRPC request body kept for sending it again (a unary call's message). */
+const REPLAY_MAX = 64 * 1024;
+
+/** A body read through, its chunks kept while they fit in REPLAY_MAX. */
+class KeptBody implements AsyncIterableIterator<Buffer> {
+  constructor(
+    private readonly inner: CheckedBody,
+    private readonly kept: { chunks: Buffer[]; bytes: number; whole: boolean },
+  ) {}
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  async next(): Promise<IteratorResult<Buffer>> {
+    const r = await this.inner.next();
+    const k = this.kept;
+    if (r.done === true) {
+      if (k.bytes <= REPLAY_MAX) k.whole = true;
+    } else if (k.bytes <= REPLAY_MAX) {
+      k.bytes += r.value.length;
+      if (k.bytes <= REPLAY_MAX) k.chunks.push(r.value);
+      else k.chunks = [];
+    }
+    return r;
   }
 
   async return(): Promise<IteratorResult<Buffer>> {

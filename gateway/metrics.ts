@@ -12,7 +12,7 @@
 // code class, reason, state, endpoint (gauges only) — never path, client or request id.
 
 import client, { Counter, Gauge, Registry, type MetricValue } from 'prom-client';
-import { C, CODE_CLASSES, DURATION_BUCKETS, ERROR_REASONS, VersionCounters, histogramOf } from './counters.js';
+import { C, CODE_CLASSES, DURATION_BUCKETS, ERROR_REASONS, GRPC_STATUSES, VersionCounters, histogramOf } from './counters.js';
 import { vkey } from '../discovery/provider.js';
 import type { Dataplane } from './dataplane.js';
 import type { VersionStats } from './endpoint.js';
@@ -59,10 +59,15 @@ export class Metrics {
           return out;
         }) as never,
       );
-    per('switchyard_requests_total', 'Requests answered, by service, version and status class.', 'counter', (v, l, out) => {
+    per('switchyard_requests_total', 'Requests answered, by service, version and status class (gRPC calls also by grpc_status).', 'counter', (v, l, out) => {
       // 2xx and 5xx from the start (what error-rate alerts divide); the rest once seen.
       CODE_CLASSES.forEach((code, i) => {
         if (v[C.classes + i] > 0 || code === '2xx' || code === '5xx') out.push({ labels: { ...l, code }, value: v[C.classes + i] });
+        // gRPC calls: a series per grpc-status seen.
+        for (let g = 0; g < GRPC_STATUSES; g++) {
+          const n = v[C.grpc + i * GRPC_STATUSES + g];
+          if (n > 0) out.push({ labels: { ...l, code, grpc_status: String(g) }, value: n });
+        }
       });
     });
     const histogram = (name: string, help: string, offset: number): void =>

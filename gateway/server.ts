@@ -5,7 +5,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
-import http2, { type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from 'node:http2';
+import http2, { type Http2SecureServer, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import net, { type Socket, type AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -19,6 +19,8 @@ import { acceptableRequestId, checkRequestHead, upstreamRequestHeaders, withHost
 import { hashToUnit, pickEndpoint, readCookie, versionAt } from './select.js';
 import { matchRoute, type ServiceSnapshot, type VersionSnapshot } from './snapshot.js';
 import { TlsCertificates } from './tls.js';
+import { grpcStatusOfHttp, isGrpc, sendGrpcError } from './grpc.js';
+import { acceptPriorKnowledge } from './h2c.js';
 
 /** What the server reports; metrics and outlier detection implement it. */
 export interface Observer {
@@ -61,6 +63,9 @@ export class GatewayServer implements ExchangeHost {
   readonly tls: TlsCertificates | undefined;
   /** gateway.redirectHttp: plain listener answering 308 to https. */
   readonly redirect: http.Server | undefined;
+  /** Without gateway.tls: the HTTP/2 server that takes the plain listener's connections
+   * opening with the HTTP/2 preface (prior knowledge, see h2c.ts). */
+  readonly h2c: Http2Server | undefined;
   private httpsPortSuffix = '';
   /** HTTP/2 sessions, for a graceful GOAWAY at shutdown. */
   private readonly sessions = new Set<Http2Session>();
@@ -88,6 +93,20 @@ export class GatewayServer implements ExchangeHost {
     if (cfg.tls === undefined) {
       this.proto = 'http';
       this.server = http.createServer(httpOptions(cfg), onRequest);
+      // HTTP/2 with prior knowledge on the same port: the same limits as over TLS.
+      const h2c = http2.createServer(
+        {
+          maxHeaderListPairs: cfg.maxHeaderCount + 5,
+          settings: { maxHeaderListSize: cfg.maxHeaderSize, maxConcurrentStreams: cfg.http2.maxConcurrentStreams },
+          maxSessionMemory: 32,
+        },
+        onRequest as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void,
+      );
+      h2c.on('session', (session: Http2Session) => this.onSession(session));
+      h2c.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.onCheckContinue(req, res));
+      h2c.on('connect', (req: IncomingMessage, res: ServerResponse) => this.reject(req, res, 'METHOD_NOT_ALLOWED', 'CONNECT is not supported: the gateway is not a forward proxy'));
+      acceptPriorKnowledge(this.server, h2c, t.headersMs);
+      this.h2c = h2c;
     } else {
       this.proto = 'https';
       this.tls = new TlsCertificates(cfg.tls.certificates, opts.log);
@@ -338,6 +357,11 @@ export class GatewayServer implements ExchangeHost {
       res.destroy();
       return;
     }
+    // A gRPC client reads grpc-status, never a JSON body.
+    if (isGrpc(req)) {
+      sendGrpcError(req, res, err, requestId);
+      return;
+    }
     const body = errorBody(err.code, err.message, requestId);
     const headers = ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'x-request-id', requestId];
     // An unread request body (an early 413, an upstream that failed mid-upload) would
@@ -364,8 +388,12 @@ export class GatewayServer implements ExchangeHost {
     const seconds = (performance.now() - x.start) / 1000;
     // Rollout analysis judges the version on what its endpoints did, never on a request
     // the gateway refused or failed itself (or one its client abandoned).
-    if (!x.gatewayFault) x.version.stats.window.record(status, seconds);
-    x.version.stats.metrics?.request(status, seconds, x.attempts - 1);
+    // A gRPC call is judged by its grpc-status (services.NAME.grpc.errorStatuses), not
+    // by its HTTP 200.
+    let grpc = -1;
+    if (x.grpc && status !== 499) grpc = x.grpcStatus !== -1 ? x.grpcStatus : grpcStatusOfHttp(status);
+    if (!x.gatewayFault) x.version.stats.window.record(status, seconds, undefined, grpc === -1 ? status >= 500 : (x.service.grpcErrorMask & (1 << grpc)) !== 0);
+    x.version.stats.metrics?.request(status, seconds, x.attempts - 1, grpc);
     if (this.cfg.accessLog && (status >= 400 || this.cfg.accessLogSample >= 1 || Math.random() < this.cfg.accessLogSample)) {
       this.log.info(
         {

@@ -33,6 +33,8 @@ export interface ServiceSnapshot {
   readonly overrideHeader?: string;
   readonly stickyHeader?: string;
   readonly stickyCookie?: string;
+  /** Bit n set: grpc-status n counts as an error (services.NAME.grpc.errorStatuses). */
+  readonly grpcErrorMask: number;
 }
 
 interface RouteEntry {
@@ -104,6 +106,7 @@ export function buildSnapshot(input: SnapshotInput): Snapshot {
       overrideHeader: sc.override?.header,
       stickyHeader: sc.sticky?.header,
       stickyCookie: sc.sticky?.cookie,
+      grpcErrorMask: (sc.grpc?.errorStatuses ?? []).reduce((m, c) => m | (1 << c), 0),
     };
     services.set(sc.name, svc);
     for (const r of sc.routes) {

@@ -46,7 +46,8 @@ export class WindowCounters {
   /** takeDelta: the second it last shipped and that second's counts at the time. */
   private shipped: { sec: number; requests: number; errors: number; hist: Uint32Array } | undefined;
 
-  record(status: number, seconds: number, nowMs = Date.now()): void {
+  /** @param error counts as an error (default: a 5xx; a gRPC call by its grpc-status) */
+  record(status: number, seconds: number, nowMs = Date.now(), error = status >= 500): void {
     const sec = Math.floor(nowMs / 1000);
     const slot = sec % RING_SECONDS;
     if (this.second[slot] !== sec) {
@@ -56,7 +57,7 @@ export class WindowCounters {
       this.hist.fill(0, slot * NB, slot * NB + NB);
     }
     this.requests[slot]++;
-    if (status >= 500) this.errors[slot]++;
+    if (error) this.errors[slot]++;
     this.hist[slot * NB + latencyBucket(seconds)]++;
   }
 

@@ -23,6 +23,7 @@ declare -A pkgs=(
   [haproxy]=haproxy
   [dnsmasq]=dnsmasq-base
   [openssl]=openssl
+  [h2load]=nghttp2-client
 )
 want=()
 for cmd in "${!pkgs[@]}"; do

@@ -19,6 +19,8 @@ import type { HealthCheckConfig } from '../../config/types.js';
 import type { Dataplane } from '../dataplane.js';
 import { tlsConnector, tlsKey, type Endpoint } from '../endpoint.js';
 import type { Snapshot } from '../snapshot.js';
+import { H2Upstream } from '../h2upstream.js';
+import { grpcProbe } from './grpc-probe.js';
 
 interface Probe {
   endpoint: Endpoint;
@@ -36,6 +38,8 @@ export class ActiveHealthChecker {
   /** HTTPS endpoints are probed over TLS with their version's CA, servername and verify
    * setting: one agent per distinct setting. */
   private readonly tlsAgents = new Map<string, Agent>();
+  /** healthCheck.type grpc: each endpoint's own HTTP/2 session for its probes. */
+  private readonly h2 = new Map<Endpoint, H2Upstream>();
   private closed = false;
 
   constructor(
@@ -66,6 +70,8 @@ export class ActiveHealthChecker {
       if (seen.has(e)) continue;
       clearTimeout(p.timer);
       this.probes.delete(e);
+      void this.h2.get(e)?.destroy();
+      this.h2.delete(e);
     }
   }
 
@@ -103,9 +109,17 @@ export class ActiveHealthChecker {
   }
 
   private async probe(e: Endpoint, hc: HealthCheckConfig): Promise<boolean> {
+    // The version's hostHeader, so a virtual host behind the endpoint answers.
+    const host = this.dp.service(e.service)?.versions.find((v) => v.name === e.version)?.hostHeader;
+    if (hc.type === 'grpc') {
+      let up = this.h2.get(e);
+      if (up === undefined) {
+        up = new H2Upstream({ origin: e.address.origin, tls: e.tls, connectTimeoutMs: hc.timeoutMs, idleTimeoutMs: 0, maxSessions: 1 });
+        this.h2.set(e, up);
+      }
+      return grpcProbe(up, host ?? `${e.address.host}:${e.address.port}`, hc.grpcService, hc.timeoutMs);
+    }
     try {
-      // The version's hostHeader, so a virtual host behind the endpoint answers.
-      const host = this.dp.service(e.service)?.versions.find((v) => v.name === e.version)?.hostHeader;
       const res = await request(`${e.address.origin}${hc.path}`, {
         dispatcher: this.agentFor(e),
         method: 'GET',
@@ -156,5 +170,7 @@ export class ActiveHealthChecker {
     await this.agent.destroy().catch(() => {});
     await Promise.all([...this.tlsAgents.values()].map((a) => a.destroy().catch(() => {})));
     this.tlsAgents.clear();
+    await Promise.all([...this.h2.values()].map((u) => u.destroy()));
+    this.h2.clear();
   }
 }
