@@ -81,6 +81,7 @@ export const defaults = {
     slowStart: '0s',
     retries: { attempts: 1 },
     timeouts: { connect: '2s', request: '30s' },
+    connections: { drain: '0s' },
   },
   dns: { interval: '5s', emptyGrace: '30s' },
   consul: {

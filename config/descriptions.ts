@@ -158,6 +158,8 @@ export const descriptions: Record<string, KeyDoc> = {
   'services.NAME.sticky.header': d('Header holding the sticky key.', { example: 'x-user-id' }),
   'services.NAME.override': d('Let a request name its version.', { default: 'off' }),
   'services.NAME.override.header': d('Header naming a version (testers reach green at weight 0).', { example: 'x-switchyard-version' }),
+  'services.NAME.connections': d('Long-lived connections (WebSockets, HTTP/2 sessions, keep-alive connections) when a version loses weight.'),
+  'services.NAME.connections.drain': d('Default window over which a cutover, rollback or rollout step closes the long-lived connections pinned to versions that lost weight (WebSocket close 1001, HTTP/2 GOAWAY, idle HTTP/1.1 closed), spread so clients do not reconnect at once. `0s`: they stay until they close by themselves. A cutover or rollout\'s own `connections.drain` wins.', { example: '30s' }),
   'services.NAME.retries': d('Retries of requests that were never sent upstream.'),
   'services.NAME.retries.attempts': d('Retries (0–5).'),
   'services.NAME.timeouts': d('Upstream timeouts.'),

@@ -376,6 +376,7 @@ function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
         connectMs: parseDuration(timeouts.connect ?? dt.connect),
         requestMs: parseDuration(timeouts.request ?? dt.request),
       },
+      connections: { drainMs: parseDuration(s.connections?.drain ?? defaults.service.connections.drain) },
     });
   }
 

@@ -148,6 +148,7 @@ const serviceSchema = obj({
   override: obj({ header: { type: 'string', format: 'header' } }, ['header']),
   retries: obj({ attempts: { type: 'integer', minimum: 0, maximum: 5 } }),
   timeouts: obj({ connect: duration, request: duration }),
+  connections: obj({ drain: duration }),
 }, ['routes', 'versions']);
 
 export const configSchema = obj({

@@ -61,6 +61,9 @@ export interface ServiceConfig {
   override?: { header: string };
   retries: { attempts: number };
   timeouts: { connectMs: number; requestMs: number };
+  /** Long-lived connections on cutover: the drain window a cutover or rollout uses when
+   * it names none (0 = connections stay where they are). */
+  connections: { drainMs: number };
 }
 
 /** discovery.consul, normalized. */

@@ -30,6 +30,8 @@ import { LocalFleet, type Fleet, type ReplicaInfo } from './fleet.js';
 import { baselineOf, stepWeights } from './rollout/plan.js';
 import { analyze } from './rollout/analysis.js';
 import { drainWait, drainWaitLocal, type DrainAnswer, type LocalDrain } from './drain.js';
+import type { ConnectionDrainOrder } from '../gateway/conndrain.js';
+import { GOING_AWAY_MS } from '../gateway/tunnel.js';
 
 export interface ControllerOptions {
   dataplane: Dataplane;
@@ -47,7 +49,53 @@ export interface RolloutRequest {
   force?: boolean;
   /** If-Match: the service revision the caller last saw. */
   ifMatch?: number;
+  /** `connections.drain` (see ConnectionDrainDetail). */
+  connectionsDrainMs?: number;
 }
+
+/** What a weight-changing event carries when it moves long-lived connections: every
+ * replica (and every worker) that applies the event closes `shares[version]` of the
+ * connections pinned to each version over `drainMs`. */
+export interface ConnectionDrainDetail {
+  id: string;
+  drainMs: number;
+  shares: Record<string, number>;
+}
+
+/**
+ * The share of each version's connections that its lost weight represents: a version
+ * whose share of the weights fell from `b` to `a` gives up (b − a) / b of its
+ * connections — all of them when it falls to 0. Versions that kept or gained share
+ * keep theirs. Reconnecting clients are placed by the new weights.
+ */
+export function drainShares(before: Weights, after: Weights): Record<string, number> {
+  const total = (w: Weights): number => Object.values(w).reduce((n, x) => n + x, 0);
+  const tb = total(before);
+  const ta = total(after);
+  const out: Record<string, number> = {};
+  if (tb <= 0 || ta <= 0) return out;
+  for (const [v, w] of Object.entries(before)) {
+    const b = w / tb;
+    const a = (after[v] ?? 0) / ta;
+    if (b > 0 && a < b) out[v] = a === 0 ? 1 : (b - a) / b;
+  }
+  return out;
+}
+
+/** The `connections` detail of an event that changes weights from `before` to `after`,
+ * when a drain was asked for and some version lost share. */
+function connectionsDetail(drainMs: number | undefined, before: Weights, after: Weights): { connections?: ConnectionDrainDetail } {
+  if (drainMs === undefined) return {};
+  const shares = drainShares(before, after);
+  if (Object.keys(shares).length === 0) return {};
+  return { connections: { id: randomUUID(), drainMs, shares } };
+}
+
+/** How often a connection drain's progress is looked at (for its event). */
+const CONNECTION_DRAIN_POLL_MS = 200;
+
+/** Extra time, past its window, that a connection drain's closes are given. */
+const CONNECTION_DRAIN_GRACE_MS = GOING_AWAY_MS + 3000;
 
 type Change = { service: string | null; action: string; detail: Record<string, unknown> };
 
@@ -227,6 +275,35 @@ export class Controller extends EventEmitter {
     if (e.action === 'endpoint.drained' && e.service !== null && typeof e.detail.endpoint === 'string') {
       this.dp.drainEndpoint(e.service, e.detail.endpoint);
     }
+    this.applyConnectionDrain(e);
+  }
+
+  /**
+   * An event that moves long-lived connections (its `connections` detail): the data
+   * plane closes them over the window; when they are closed (or the window and its
+   * grace are over), this replica records how many it moved (`connections.drained`).
+   */
+  private applyConnectionDrain(e: ControlEvent): void {
+    const d = e.detail.connections as ConnectionDrainDetail | undefined;
+    if (e.service === null || d === undefined || typeof d !== 'object' || typeof d.id !== 'string' || this.dp.service(e.service) === undefined) return;
+    const service = e.service;
+    const versions = Object.keys(d.shares).filter((v) => this.dp.service(service)!.versions.some((x) => x.name === v));
+    const sum = (m: Record<string, Record<string, number>>): number => versions.reduce((n, v) => n + (m[service]?.[v] ?? 0), 0);
+    const base = sum(this.dp.connectionsDrainedByService());
+    const order: ConnectionDrainOrder = { id: d.id, service, shares: d.shares, windowMs: d.drainMs };
+    this.dp.drainConnections(order);
+    const deadline = Date.now() + d.drainMs + CONNECTION_DRAIN_GRACE_MS;
+    const watch = async (): Promise<void> => {
+      // (with gateway.workers the counts come with their reports: wait one first)
+      await new Promise((r) => setTimeout(r, CONNECTION_DRAIN_POLL_MS));
+      while (!this.closed && sum(this.dp.closingByService()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, CONNECTION_DRAIN_POLL_MS));
+      if (this.closed) return;
+      const moved = sum(this.dp.connectionsDrainedByService()) - base;
+      const open = sum(this.dp.closingByService());
+      if (moved === 0 && open === 0) return;
+      await this.record('connection-drain', 'connections.drained', { service, versions, drain: d.id, replica: this.fleet.id, moved, stillOpen: open, trigger: e.action, triggerEvent: e.id });
+    };
+    watch().catch((err: Error) => this.log.warn({ service, err: err.message }, 'connection drain: could not record how many connections were moved'));
   }
 
   get revision(): number {
@@ -337,6 +414,7 @@ export class Controller extends EventEmitter {
       if (change.service !== null) {
         const w = next.services[change.service]?.weights;
         if (w !== undefined) this.applyWeights(change.service, w);
+        this.applyConnectionDrain(event);
       }
       this.log.info({ actor, service: change.service, action: change.action, revision: next.revision, detail: change.detail }, 'control change');
       this.emit('event', event);
@@ -396,7 +474,12 @@ export class Controller extends EventEmitter {
     }
   }
 
-  async cutover(actor: string, service: string, to: string, opts: { force?: boolean; ifMatch?: number }): Promise<{ revision: number; weights: Weights; from: string[] }> {
+  async cutover(
+    actor: string,
+    service: string,
+    to: string,
+    opts: { force?: boolean; ifMatch?: number; connectionsDrainMs?: number },
+  ): Promise<{ revision: number; weights: Weights; from: string[]; connections?: { drainMs: number; shares: Record<string, number> } }> {
     this.requireService(service);
     this.requireVersion(service, to);
     await this.catchUp(service, opts.ifMatch);
@@ -412,9 +495,10 @@ export class Controller extends EventEmitter {
       const s = this.svc(next, service);
       s.previousWeights = before;
       s.weights = weights;
-      return { service, action: 'cutover', detail: { to, from: before, weights, force: opts.force === true } };
+      return { service, action: 'cutover', detail: { to, from: before, weights, force: opts.force === true, ...connectionsDetail(this.drainMsOf(service, opts.connectionsDrainMs), before, weights) } };
     });
-    return { revision: r.revision, weights: this.dp.getWeights(service), from };
+    const d = r.event.detail.connections as ConnectionDrainDetail | undefined;
+    return { revision: r.revision, weights: this.dp.getWeights(service), from, ...(d === undefined ? {} : { connections: { drainMs: d.drainMs, shares: d.shares } }) };
   }
 
   /**
@@ -426,6 +510,8 @@ export class Controller extends EventEmitter {
       waitIdle: (ms) => this.waitDrained(service, versions, ms),
       cut: () => this.dp.cutByService(),
       inflight: () => this.dp.inflightByService(),
+      closing: () => this.dp.closingByService(),
+      drained: () => this.dp.connectionsDrainedByService(),
     };
     if (!this.fleet.shared) return drainWaitLocal(local, service, versions, timeoutMs);
     return drainWait(this.fleet, local, service, versions, revision, timeoutMs);
@@ -450,6 +536,14 @@ export class Controller extends EventEmitter {
     return ok;
   }
 
+  /** The drain window asked for, else the service's `connections.drain` (undefined:
+   * connections stay where they are). */
+  private drainMsOf(service: string, asked: number | undefined): number | undefined {
+    if (asked !== undefined) return asked > 0 ? asked : undefined;
+    const d = this.dp.service(service)?.connections?.drainMs;
+    return d === undefined || d <= 0 ? undefined : d;
+  }
+
   async rollback(actor: string, service: string, ifMatch?: number): Promise<{ revision: number; weights: Weights }> {
     this.requireService(service);
     await this.catchUp(service, ifMatch);
@@ -466,7 +560,7 @@ export class Controller extends EventEmitter {
       const before = this.dp.getWeights(service);
       s.weights = { ...before, ...s.previousWeights };
       s.previousWeights = before;
-      return { service, action: 'rollback', detail: { from: before, to: s.weights } };
+      return { service, action: 'rollback', detail: { from: before, to: s.weights, ...connectionsDetail(this.drainMsOf(service, undefined), before, s.weights) } };
     });
     return { revision: r.revision, weights: this.dp.getWeights(service) };
   }
@@ -506,11 +600,13 @@ export class Controller extends EventEmitter {
         actor,
         startedAt: new Date(now).toISOString(),
       };
+      const drainMs = this.drainMsOf(service, req.connectionsDrainMs);
+      if (drainMs !== undefined) rollout.connectionsDrainMs = drainMs;
       const s = this.svc(next, service);
       s.previousWeights = from;
       s.weights = weights;
       s.rollout = rollout;
-      return { service, action: 'rollout.started', detail: { rollout: rollout.id, to: req.to, steps, intervalMs: req.intervalMs, weights }, result: rollout };
+      return { service, action: 'rollout.started', detail: { rollout: rollout.id, to: req.to, steps, intervalMs: req.intervalMs, weights, ...connectionsDetail(drainMs, from, weights) }, result: rollout };
     });
     await this.reconcileDrivers();
     return r.result!;
@@ -531,6 +627,7 @@ export class Controller extends EventEmitter {
       const allowed = action === 'resume' ? ro.state === 'paused' : action === 'pause' ? ro.state === 'running' : !isTerminal(ro.state);
       if (!allowed) throw new ControlError(409, 'ROLLOUT_NOT_ACTIVE', `cannot ${action} a rollout that is ${ro.state}`, { state: ro.state });
       const now = new Date();
+      const before = { ...s.weights };
       switch (action) {
         case 'pause':
           ro.state = 'paused';
@@ -560,7 +657,8 @@ export class Controller extends EventEmitter {
           s.weights = ro.weights;
           break;
       }
-      return { service, action: `rollout.${action === 'abort' ? 'aborted' : action === 'promote' ? 'promoted' : action === 'pause' ? 'paused' : 'resumed'}`, detail: { rollout: ro.id, step: ro.step, weights: ro.weights }, result: ro };
+      const moved = action === 'promote' || action === 'abort' ? connectionsDetail(ro.connectionsDrainMs, before, s.weights) : {};
+      return { service, action: `rollout.${action === 'abort' ? 'aborted' : action === 'promote' ? 'promoted' : action === 'pause' ? 'paused' : 'resumed'}`, detail: { rollout: ro.id, step: ro.step, weights: ro.weights, ...moved }, result: ro };
     });
     this.clearTimer(service);
     await this.reconcileDrivers();
@@ -649,13 +747,14 @@ export class Controller extends EventEmitter {
       const s = next.services[service];
       const at = new Date(now).toISOString();
       ro.lastAnalysis = result;
+      const before = { ...s.weights };
       const rollBack = (reason: string): Change => {
         ro.state = 'rolled_back';
         ro.reason = reason;
         ro.weights = { ...ro.fromWeights };
         ro.endedAt = at;
         s.weights = ro.weights;
-        return { service, action: 'rollout.rolled_back', detail: { rollout: ro.id, step: ro.step, reason, analysis: result, weights: ro.weights } };
+        return { service, action: 'rollout.rolled_back', detail: { rollout: ro.id, step: ro.step, reason, analysis: result, weights: ro.weights, ...connectionsDetail(ro.connectionsDrainMs, before, s.weights) } };
       };
       const advance = (): Change => {
         ro.idleIntervals = 0;
@@ -672,7 +771,7 @@ export class Controller extends EventEmitter {
         ro.weights = stepWeights(ro.fromWeights, ro.to, ro.steps[ro.step]);
         ro.history.push({ step: ro.step, percent: ro.steps[ro.step], at });
         s.weights = ro.weights;
-        return { service, action: 'rollout.step', detail: { rollout: ro.id, step: ro.step, percent: ro.steps[ro.step], analysis: result, weights: ro.weights } };
+        return { service, action: 'rollout.step', detail: { rollout: ro.id, step: ro.step, percent: ro.steps[ro.step], analysis: result, weights: ro.weights, ...connectionsDetail(ro.connectionsDrainMs, before, s.weights) } };
       };
       if (result.verdict === 'fail') return rollBack(`analysis failed at step ${ro.step} (${ro.steps[ro.step]}%): ${result.reason}`);
       if (result.verdict === 'pass') return advance();

@@ -10,6 +10,7 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
+import { kCloseAfterResponse, type MarkedSocket } from './conndrain.js';
 import type { Endpoint } from './endpoint.js';
 import { GatewayError, toGatewayError, type UpstreamFailure } from './errors.js';
 import { clientResponseHeaders, upstreamRequestHeaders, withHostHeader } from './headers.js';
@@ -172,7 +173,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const res = this.res;
     let headers = clientResponseHeaders(rawHeaders, this.requestId, this.setCookie);
     // (HTTP/2 has no Connection header; its sessions get a GOAWAY at shutdown.)
-    if (this.host.closing && this.req.httpVersionMajor !== 2) headers = withConnectionClose(headers);
+    // (The same after a connection drain chose this connection: its last response.)
+    if ((this.host.closing || (this.req.socket as MarkedSocket)[kCloseAfterResponse] === true) && this.req.httpVersionMajor !== 2) headers = withConnectionClose(headers);
     try {
       res.writeHead(statusCode, headers);
     } catch (err) {
