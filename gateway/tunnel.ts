@@ -24,6 +24,10 @@ export function maskedGoingAway(): Buffer {
   return Buffer.from([0x88, 0x82, mask[0], mask[1], mask[2], mask[3], 0x03 ^ mask[0], 0xe9 ^ mask[1]]);
 }
 
+/** Where WsFrameTracker.feed stops: nowhere, at the next frame boundary, or at the
+ * boundary before the next close frame. */
+export type StopAt = 'none' | 'boundary' | 'close';
+
 /**
  * Follows the frame structure of one direction of a WebSocket byte stream: a state
  * machine over the header bytes (2 to 14 of them) and a count of the payload bytes left.
@@ -42,14 +46,15 @@ export class WsFrameTracker {
   }
 
   /**
-   * Reads `chunk` from `from`; with `stopAtBoundary`, stops at the first frame boundary
-   * it reaches (at once when already at one). Returns the offset it stopped at.
+   * Reads `chunk` from `from` and returns the offset it stopped at: the end of the
+   * chunk, or (per `stop`) the first frame boundary, or the first boundary followed by
+   * a close frame (opcode 8) — at `from` itself when it already is one.
    */
-  feed(chunk: Buffer, from = 0, stopAtBoundary = false): number {
+  feed(chunk: Buffer, from = 0, stop: StopAt = 'none'): number {
     let i = from;
     const n = chunk.length;
     while (i < n) {
-      if (stopAtBoundary && this.atBoundary) return i;
+      if (stop !== 'none' && this.atBoundary && (stop === 'boundary' || (chunk[i] & 0x0f) === 0x08)) return i;
       if (this.remaining > 0) {
         const take = Math.min(this.remaining, n - i);
         this.remaining -= take;
@@ -87,17 +92,20 @@ function payloadLength(h: Buffer): number {
  * for its peers to close, before its sockets are destroyed. */
 export const GOING_AWAY_MS = 2000;
 
+/** How long the upstream has to answer the gateway's close frame (flushing what it had
+ * sent before it) before the client is sent its close frame anyway. */
+const CLOSE_REPLY_MS = 1000;
+
 /** One direction of a WebSocket tunnel. */
 interface Direction {
   src: Duplex;
   dst: Duplex;
   tracker: WsFrameTracker;
-  /** The close frame to write to dst once the current frame is through. */
-  closeFrame: Buffer;
-  /** Going away was asked: stop at the next frame boundary. */
-  stopping: boolean;
-  /** The close frame is written and dst ended: whatever src sends now is dropped. */
+  /** Where forwarding is to stop (then `stopped` runs once). */
+  stop: StopAt;
+  /** Forwarding has stopped: whatever src sends now is read and dropped. */
   stopped: boolean;
+  onStop: () => void;
 }
 
 export class Tunnel {
@@ -106,7 +114,8 @@ export class Tunnel {
   /** Set by a connection drain: the version it is counted on until it closes. */
   drainedFrom: VersionStats | undefined;
   private closed = false;
-  private readonly dirs: Direction[] = [];
+  private toUpstream: Direction | undefined;
+  private toClient: Direction | undefined;
   private readonly onClosed: (t: Tunnel) => void;
 
   constructor(
@@ -135,10 +144,15 @@ export class Tunnel {
         client.destroy();
         upstream.destroy();
       }
-      this.onClosed(this);
     };
-    client.once('close', teardown);
-    upstream.once('close', teardown);
+    // The tunnel is gone once both sockets are (what a drain wait counts).
+    let open = 2;
+    const closed = (): void => {
+      teardown();
+      if (--open === 0) this.onClosed(this);
+    };
+    client.once('close', closed);
+    upstream.once('close', closed);
     // A side that ends its writing ends the tunnel once the other side has flushed
     // (a WebSocket has no half-close; the client socket is half-open by default and a
     // vanished client would otherwise hold its tunnel until the idle timeout).
@@ -151,31 +165,50 @@ export class Tunnel {
       upstream.pipe(client);
       return;
     }
-    this.pump({ src: client, dst: upstream, tracker: new WsFrameTracker(), closeFrame: maskedGoingAway(), stopping: false, stopped: false });
-    this.pump({ src: upstream, dst: client, tracker: new WsFrameTracker(), closeFrame: WS_GOING_AWAY, stopping: false, stopped: false });
+    // Going away, client → upstream: at the next frame boundary, the gateway's masked
+    // close frame goes to the upstream, and the client's later frames are dropped (the
+    // client is told to go away next; nothing it sends from now on is answered here).
+    this.toUpstream = this.pump(client, upstream, () => {
+      if (upstream.writable) upstream.write(maskedGoingAway());
+      // The upstream answers with its close frame after what it had queued.
+      if (this.toClient !== undefined && this.toClient.stop === 'none') this.toClient.stop = 'close';
+      setTimeout(() => this.stopToClient('boundary'), CLOSE_REPLY_MS).unref();
+    });
+    // Upstream → client: everything the upstream sent before its close frame reaches the
+    // client (every reply it made is delivered); then the gateway's own close frame
+    // 1001 to the client instead of the upstream's, and both sides end.
+    this.toClient = this.pump(upstream, client, () => {
+      if (client.writable) client.end(WS_GOING_AWAY);
+      endOf(upstream);
+    });
   }
 
   /** Like pipe(), with backpressure, reading the frame headers as they pass. */
-  private pump(d: Direction): void {
-    this.dirs.push(d);
-    d.src.on('data', (chunk: Buffer) => {
+  private pump(src: Duplex, dst: Duplex, onStop: () => void): Direction {
+    const d: Direction = { src, dst, tracker: new WsFrameTracker(), stop: 'none', stopped: false, onStop };
+    src.on('data', (chunk: Buffer) => {
       if (d.stopped) return;
-      let end = chunk.length;
-      if (d.stopping) end = d.tracker.feed(chunk, 0, true);
-      else d.tracker.feed(chunk);
-      if (end > 0 && !d.dst.write(end === chunk.length ? chunk : chunk.subarray(0, end))) d.src.pause();
-      if (d.stopping && d.tracker.atBoundary) this.stop(d);
+      const end = d.tracker.feed(chunk, 0, d.stop);
+      if (end > 0 && !dst.write(end === chunk.length ? chunk : chunk.subarray(0, end))) src.pause();
+      if (end < chunk.length || (d.stop === 'boundary' && d.tracker.atBoundary)) this.halt(d);
     });
-    d.dst.on('drain', () => d.src.resume());
+    dst.on('drain', () => src.resume());
+    return d;
   }
 
-  /** The direction is at a frame boundary: the close frame, then the end of dst. */
-  private stop(d: Direction): void {
+  private halt(d: Direction): void {
     if (d.stopped) return;
     d.stopped = true;
     // Nothing more is forwarded; keep reading so the peer's close reply is consumed.
     d.src.resume();
-    if (d.dst.writable) d.dst.end(d.closeFrame);
+    d.onStop();
+  }
+
+  private stopToClient(stop: StopAt): void {
+    const d = this.toClient;
+    if (d === undefined || d.stopped) return;
+    d.stop = stop;
+    if (d.tracker.atBoundary) this.halt(d);
   }
 
   /**
@@ -191,10 +224,9 @@ export class Tunnel {
     }
     if (this.goingAway) return;
     this.goingAway = true;
-    for (const d of this.dirs) {
-      d.stopping = true;
-      if (d.tracker.atBoundary) this.stop(d);
-    }
+    const d = this.toUpstream!;
+    d.stop = 'boundary';
+    if (d.tracker.atBoundary) this.halt(d);
     setTimeout(() => this.destroy(), GOING_AWAY_MS).unref();
   }
 
