@@ -5,12 +5,14 @@
 // the last one closed. Real gateway processes, real `ws` servers and clients, real
 // HTTP/2 over TLS.
 
+import { createHash } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import http2 from 'node:http2';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
 import { makeCa, type TestCa } from './certs.js';
+import { WsFrameTracker } from '../gateway/tunnel.js';
 import { api, controlTop, runCli, shop, TOKENS } from './control-helpers.js';
 import { shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
 
@@ -218,6 +220,128 @@ describe('connection drain on cutover: WebSockets', () => {
   it('the same with gateway.workers: 2 (each worker drains its own; the primary counts them)', async () => {
     await websocketScenario(100, '2s', 2000, 2);
   }, 90_000);
+});
+
+/** A WebSocket frame as the wire carries it (masked when `mask` is given). */
+function frame(opcode: number, payload: Buffer, mask?: Buffer): Buffer {
+  const len = payload.length;
+  const ext = len < 126 ? Buffer.alloc(0) : len < 65536 ? Buffer.alloc(2) : Buffer.alloc(8);
+  if (len >= 126 && len < 65536) ext.writeUInt16BE(len);
+  else if (len >= 65536) ext.writeBigUInt64BE(BigInt(len));
+  const b1 = (mask ? 0x80 : 0) | (len < 126 ? len : len < 65536 ? 126 : 127);
+  const body = mask ? Buffer.from(payload.map((x, i) => x ^ mask[i % 4])) : payload;
+  return Buffer.concat([Buffer.from([0x80 | opcode, b1]), ext, mask ?? Buffer.alloc(0), body]);
+}
+
+describe('WsFrameTracker: frame boundaries of a byte stream, resumable at any byte', () => {
+  const frames = [
+    frame(1, Buffer.from('hi')),
+    frame(2, Buffer.alloc(300, 7), Buffer.from([1, 2, 3, 4])),
+    frame(9, Buffer.alloc(0)),
+    frame(2, Buffer.alloc(70_000, 1)),
+    frame(8, Buffer.from([0x03, 0xe8]), Buffer.from([9, 9, 9, 9])),
+    frame(1, Buffer.from('after')),
+  ];
+  const stream = Buffer.concat(frames);
+  const starts: number[] = [];
+  frames.reduce((at, f) => (starts.push(at), at + f.length), 0);
+
+  it.each([1, 2, 3, 7, 64, 4096, stream.length])('fed in pieces of %i bytes: at a boundary exactly at each frame start', (size) => {
+    const t = new WsFrameTracker();
+    const boundaries: number[] = [];
+    for (let at = 0; at < stream.length; at += size) {
+      const chunk = stream.subarray(at, Math.min(stream.length, at + size));
+      // Walk the chunk stopping at every boundary.
+      let i = 0;
+      while (i < chunk.length) {
+        const stop = t.feed(chunk, i, 'boundary');
+        if (stop === i) {
+          if (boundaries.at(-1) !== at + i) boundaries.push(at + i);
+          i = t.feed(chunk.subarray(0, i + 1), i);
+        } else i = stop;
+      }
+    }
+    expect(t.atBoundary).toBe(true);
+    expect(boundaries).toEqual(starts);
+  });
+
+  it('stops before the close frame (and not before any other)', () => {
+    for (const size of [1, 5, 1000, stream.length]) {
+      const t = new WsFrameTracker();
+      let stoppedAt = -1;
+      for (let at = 0; at < stream.length && stoppedAt < 0; at += size) {
+        const chunk = stream.subarray(at, Math.min(stream.length, at + size));
+        const stop = t.feed(chunk, 0, 'close');
+        if (stop < chunk.length) stoppedAt = at + stop;
+      }
+      expect(stoppedAt).toBe(starts[4]);
+    }
+  });
+});
+
+describe('connection drain mid-frame: a WebSocket is never closed inside a message', () => {
+  it('the upstream is halfway through a message when the drain comes: the client gets the whole message, then 1001; the upstream gets a masked 1001 at once', async () => {
+    // A WebSocket upstream written by hand, so that it can stop in the middle of a frame.
+    const half = 50_000;
+    const fromGateway: Buffer[] = [];
+    let upSocket: import('node:net').Socket | undefined;
+    const blue = await startUpstream('blue');
+    blue.server.on('upgrade', (req: IncomingMessage, socket: import('node:net').Socket) => {
+      const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+      socket.on('data', (d: Buffer) => fromGateway.push(d));
+      socket.on('error', () => {});
+      // A binary message of 2 × half bytes: its header and the first half only.
+      const head = Buffer.from([0x82, 127, 0, 0, 0, 0, 0, 0, 0, 0]);
+      head.writeBigUInt64BE(BigInt(2 * half), 2);
+      socket.write(Buffer.concat([head, Buffer.alloc(half, 0x61)]));
+      upSocket = socket;
+    });
+    const green = await startUpstream('green');
+    let g: GatewayProcess | undefined;
+    let client: WebSocket | undefined;
+    try {
+      g = await startProcess(shopConfig({ blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } }, {}, controlTop()));
+      const received: number[] = [];
+      const errors: string[] = [];
+      let closeCode = 0;
+      client = new WebSocket(wsUrl(g));
+      const c = client;
+      c.on('error', (e) => errors.push(e.message));
+      c.on('message', (d: Buffer) => received.push(d.length));
+      c.on('close', (code) => (closeCode = code));
+      await new Promise<void>((r) => c.once('open', () => r()));
+      await waitFor(() => upSocket !== undefined, { message: 'the upstream is halfway through its message' });
+      const r = await api(g.controlUrl, 'POST', '/v1/services/shop/cutover', { body: { to: 'green', connections: { drain: '10ms' } } });
+      expect(r.status, r.text).toBe(200);
+      // The gateway tells the upstream at once (that direction is between frames): a
+      // masked close frame, status 1001.
+      const close = await waitFor(() => {
+        const b = Buffer.concat(fromGateway);
+        return b.length >= 8 ? b : undefined;
+      }, { message: 'a close frame at the upstream' });
+      expect(close.length).toBe(8);
+      expect(close[0]).toBe(0x88);
+      expect(close[1]).toBe(0x82);
+      expect(((close[6] ^ close[2]) << 8) | (close[7] ^ close[3])).toBe(1001);
+      // The client is still open: its close frame cannot go inside the message.
+      expect(closeCode).toBe(0);
+      expect(received).toEqual([]);
+      // The upstream finishes its message and answers the close.
+      upSocket!.write(Buffer.alloc(half, 0x61));
+      upSocket!.end(Buffer.from([0x88, 0x02, 0x03, 0xe9]));
+      await waitFor(() => closeCode !== 0, { message: 'the client closed' });
+      expect(received).toEqual([2 * half]);
+      expect(closeCode).toBe(1001);
+      expect(errors).toEqual([]);
+    } finally {
+      client?.terminate();
+      await g?.stop('SIGKILL');
+      upSocket?.destroy();
+      await blue.close();
+      await green.close();
+    }
+  }, 60_000);
 });
 
 describe('connection drain on cutover: HTTP/2 and HTTP/1.1 keep-alive', () => {
