@@ -15,6 +15,7 @@ import { makeCa, type TestCa } from './certs.js';
 import { WsFrameTracker } from '../gateway/tunnel.js';
 import { api, controlTop, runCli, shop, TOKENS } from './control-helpers.js';
 import { shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
+import { startRedis, type RedisServer } from './redis-server.js';
 
 /** A WebSocket upstream: says hello with its name, echoes every numbered message and
  * logs each echo it sent, per client. Plain HTTP requests get {name}. */
@@ -219,6 +220,63 @@ describe('connection drain on cutover: WebSockets', () => {
 
   it('the same with gateway.workers: 2 (each worker drains its own; the primary counts them)', async () => {
     await websocketScenario(100, '2s', 2000, 2);
+  }, 90_000);
+});
+
+describe('connection drain across a fleet', () => {
+  let redis: RedisServer | undefined;
+
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  it('two replicas on one redis (one with gateway.workers: 2): each drains its own WebSockets; cutover --wait on one returns after the last on both closed, with the total moved', async () => {
+    redis = await startRedis();
+    const blue = await wsUpstream('blue');
+    const green = await wsUpstream('green');
+    const clients: Client[] = [];
+    const gws: GatewayProcess[] = [];
+    try {
+      const config = (workers: number): Record<string, unknown> =>
+        shopConfig(
+          { blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } },
+          {},
+          controlTop({}, { state: { store: 'redis', redis: { url: redis!.url, prefix: 'conndrain' } }, ...(workers > 1 ? { gateway: { workers } } : {}) }),
+        );
+      gws.push(await startProcess(config(1)), await startProcess(config(2)));
+      await waitFor(async () => (await api(gws[0].controlUrl, 'GET', '/v1/replicas', { token: TOKENS.read })).json.replicas?.length === 2, { timeout: 10_000, message: 'both replicas registered' });
+      const perReplica = 30;
+      for (const [r, g] of gws.entries()) {
+        for (let i = 0; i < perReplica; i++) {
+          const c = new Client(`r${r}c${i}`, wsUrl(g));
+          clients.push(c);
+          c.connect();
+        }
+      }
+      await waitFor(() => clients.every((c) => c.version === 'blue'), { timeout: 20_000, message: 'every client on blue' });
+      const cli = await runCli(['cutover', 'shop', '--to', 'green', '--wait', '--drain-connections', '2s', '--timeout', '30s', '--json'], { url: gws[0].controlUrl });
+      expect(cli.code, cli.stderr).toBe(0);
+      expect(JSON.parse(cli.stdout)).toMatchObject({ drained: true, connections: { moved: 2 * perReplica } });
+      const closes = clients.map((c) => {
+        expect(c.closes.map((x) => x.code), c.id).toEqual([1001]);
+        return c.closes[0].at;
+      });
+      expect(cli.endedAt).toBeGreaterThanOrEqual(Math.max(...closes));
+      await waitFor(() => clients.every((c) => c.version === 'green'), { timeout: 20_000, message: 'every client reconnected to green' });
+      // Each replica recorded how many it moved.
+      const drained = await waitFor(async () => {
+        const ev = (await api(gws[1].controlUrl, 'GET', '/v1/events', { token: TOKENS.read })).json.events as { action: string; detail: Record<string, unknown> }[];
+        const d = ev.filter((e) => e.action === 'connections.drained');
+        return d.length === 2 ? d : undefined;
+      }, { message: 'a connections.drained event from each replica' });
+      expect(drained.map((e) => e.detail.moved)).toEqual([perReplica, perReplica]);
+      expect(new Set(drained.map((e) => e.detail.replica)).size).toBe(2);
+    } finally {
+      for (const c of clients) c.stop();
+      await Promise.all(gws.map((g) => g.stop('SIGKILL')));
+      await blue.close();
+      await green.close();
+    }
   }, 90_000);
 });
 
