@@ -13,6 +13,7 @@ import { request } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
 import { makeCa, type TestCa } from './certs.js';
 import { WsFrameTracker } from '../gateway/tunnel.js';
+import { drainShares } from '../control/controller.js';
 import { api, controlTop, runCli, shop, TOKENS } from './control-helpers.js';
 import { shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
 import { startRedis, type RedisServer } from './redis-server.js';
@@ -221,6 +222,54 @@ describe('connection drain on cutover: WebSockets', () => {
   it('the same with gateway.workers: 2 (each worker drains its own; the primary counts them)', async () => {
     await websocketScenario(100, '2s', 2000, 2);
   }, 90_000);
+});
+
+describe('drainShares: the share of each version\'s connections its lost weight represents', () => {
+  it.each([
+    ['cutover blue → green', { blue: 100, green: 0 }, { blue: 0, green: 100 }, { blue: 1 }],
+    ['a rollout step 100 → 75', { blue: 100, green: 0 }, { blue: 75, green: 25 }, { blue: 0.25 }],
+    ['a rollout step 90/10 → 50/50', { blue: 90, green: 10 }, { blue: 50, green: 50 }, { blue: (0.9 - 0.5) / 0.9 }],
+    ['a rollback 50/50 → 100/0: green loses all', { blue: 50, green: 50 }, { blue: 100, green: 0 }, { green: 1 }],
+    ['shares, not percentages (2:2 → 1:3)', { blue: 2, green: 2 }, { blue: 1, green: 3 }, { blue: 0.5 }],
+    ['no version lost share', { blue: 50, green: 50 }, { blue: 5, green: 5 }, {}],
+    ['three versions, two lose', { a: 50, b: 30, c: 20 }, { a: 0, b: 20, c: 80 }, { a: 1, b: 1 / 3 }],
+  ])('%s', (_name, before, after, want) => {
+    const got = drainShares(before, after);
+    expect(Object.keys(got).sort()).toEqual(Object.keys(want).sort());
+    for (const [v, x] of Object.entries(want)) expect(got[v]).toBeCloseTo(x, 9);
+  });
+});
+
+describe('connection drain on a rollout', () => {
+  it('a rollout with connections.drain moves the WebSockets of the version that lost its weight; the rollout shows its drain', async () => {
+    const blue = await wsUpstream('blue');
+    const green = await wsUpstream('green');
+    const clients: Client[] = [];
+    let g: GatewayProcess | undefined;
+    try {
+      g = await startProcess(shopConfig({ blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } }, {}, controlTop()));
+      for (let i = 0; i < 20; i++) {
+        const c = new Client(`c${i}`, wsUrl(g));
+        clients.push(c);
+        c.connect();
+      }
+      await waitFor(() => clients.every((c) => c.version === 'blue'), { timeout: 20_000, message: 'every client on blue' });
+      const r = await api(g.controlUrl, 'POST', '/v1/services/shop/rollout', {
+        body: { to: 'green', steps: [100], interval: '1s', connections: { drain: '500ms' }, analysis: { minRequests: 0, noTrafficPolicy: 'continue' } },
+      });
+      expect(r.status, r.text).toBe(202);
+      expect(r.json.connections).toEqual({ drain: '500ms' });
+      await waitFor(() => clients.every((c) => c.closes.length === 1 && c.version === 'green'), { timeout: 20_000, message: 'every client moved to green' });
+      expect(clients.every((c) => c.closes[0].code === 1001)).toBe(true);
+      const started = ((await api(g.controlUrl, 'GET', '/v1/events', { token: TOKENS.read })).json.events as { action: string; detail: Record<string, unknown> }[]).find((e) => e.action === 'rollout.started')!;
+      expect(started.detail.connections).toMatchObject({ drainMs: 500, shares: { blue: 1 } });
+    } finally {
+      for (const c of clients) c.stop();
+      await g?.stop('SIGKILL');
+      await blue.close();
+      await green.close();
+    }
+  }, 60_000);
 });
 
 describe('connection drain across a fleet', () => {
