@@ -272,6 +272,43 @@ describe('connection drain on a rollout', () => {
   }, 60_000);
 });
 
+describe('connection drain: the service default', () => {
+  it('services.shop.connections.drain applies to a cutover that names none; "0s" in the body keeps the connections', async () => {
+    const blue = await wsUpstream('blue');
+    const green = await wsUpstream('green');
+    const clients: Client[] = [];
+    let g: GatewayProcess | undefined;
+    try {
+      g = await startProcess(
+        shopConfig({ blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } }, { connections: { drain: '300ms' } }, controlTop()),
+      );
+      for (let i = 0; i < 5; i++) {
+        const c = new Client(`c${i}`, wsUrl(g));
+        clients.push(c);
+        c.connect();
+      }
+      await waitFor(() => clients.every((c) => c.version === 'blue'), { timeout: 20_000, message: 'every client on blue' });
+      // Explicitly none: nothing moves, the wait does not wait for them.
+      const kept = await api(g.controlUrl, 'POST', '/v1/services/shop/cutover', { body: { to: 'green', wait: true, timeout: '10s', connections: { drain: '0s' } } });
+      expect(kept.status, kept.text).toBe(200);
+      expect(kept.json.drained).toBe(true);
+      expect(kept.json.connections).toBeUndefined();
+      expect(clients.every((c) => c.closes.length === 0 && c.version === 'blue')).toBe(true);
+      // Back to blue (green's connections: none), then to green with the default.
+      expect((await api(g.controlUrl, 'POST', '/v1/services/shop/cutover', { body: { to: 'blue', connections: { drain: '0s' } } })).status).toBe(200);
+      const moved = await api(g.controlUrl, 'POST', '/v1/services/shop/cutover', { body: { to: 'green', wait: true, timeout: '10s' } });
+      expect(moved.status, moved.text).toBe(200);
+      expect(moved.json).toMatchObject({ drained: true, connections: { drain: '300ms', moved: 5 } });
+      expect(clients.every((c) => c.closes.length === 1 && c.closes[0].code === 1001)).toBe(true);
+    } finally {
+      for (const c of clients) c.stop();
+      await g?.stop('SIGKILL');
+      await blue.close();
+      await green.close();
+    }
+  }, 60_000);
+});
+
 describe('connection drain across a fleet', () => {
   let redis: RedisServer | undefined;
 
