@@ -173,8 +173,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const res = this.res;
     let headers = clientResponseHeaders(rawHeaders, this.requestId, this.setCookie);
     // (HTTP/2 has no Connection header; its sessions get a GOAWAY at shutdown.)
-    // (The same after a connection drain chose this connection: its last response.)
-    if ((this.host.closing || (this.req.socket as MarkedSocket)[kCloseAfterResponse] === true) && this.req.httpVersionMajor !== 2) headers = withConnectionClose(headers);
+    // (The same after a connection drain chose this connection: its last response. The
+    // request may have let go of its socket by now: a body read to the end.)
+    if ((this.host.closing || (this.req.socket as MarkedSocket | null)?.[kCloseAfterResponse] === true) && this.req.httpVersionMajor !== 2) headers = withConnectionClose(headers);
     try {
       res.writeHead(statusCode, headers);
     } catch (err) {

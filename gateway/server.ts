@@ -345,7 +345,7 @@ export class GatewayServer implements ExchangeHost {
     // An unread request body (an early 413, an upstream that failed mid-upload) would
     // otherwise have to be read to the end to keep the connection: close it instead.
     // (HTTP/2 has no Connection header: the stream ends, the session stays.)
-    if ((this.closing || !req.complete || (req.socket as MarkedSocket)[kCloseAfterResponse] === true) && req.httpVersionMajor !== 2) headers.push('connection', 'close');
+    if ((this.closing || !req.complete || (req.socket as MarkedSocket | null)?.[kCloseAfterResponse] === true) && req.httpVersionMajor !== 2) headers.push('connection', 'close');
     res.writeHead(err.statusCode, headers);
     res.end(body);
   }
