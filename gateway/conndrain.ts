@@ -42,7 +42,17 @@ export interface ConnectionDrainOrder {
 
 /** Marks an HTTP/1.1 socket whose responses must now say `Connection: close`. */
 export const kCloseAfterResponse = Symbol('switchyard.closeAfterResponse');
-export type MarkedSocket = Duplex & { [kCloseAfterResponse]?: boolean };
+/** An HTTP/1.1 socket's record (on the socket itself: no lookup per request). */
+const kConn = Symbol('switchyard.h1conn');
+export type MarkedSocket = Duplex & { [kCloseAfterResponse]?: boolean; [kConn]?: H1Conn };
+type TrackedResponse = ServerResponse & { [kConn]?: H1Conn };
+
+/** A response ended (or its connection closed): one request fewer on its connection.
+ * (One function for every response, not a closure per request.) */
+function onResponseClose(this: TrackedResponse): void {
+  const c = this[kConn];
+  if (c !== undefined) c.busy--;
+}
 
 /** How long an HTTP/1.1 connection being drained must stay idle before it is closed. */
 const QUIET_MS = 250;
@@ -70,7 +80,7 @@ interface Chosen {
 }
 
 export class ConnectionDrainer {
-  private readonly h1 = new Map<Duplex, H1Conn>();
+  private readonly h1 = new Set<H1Conn>();
   private readonly h2 = new Map<Http2Session, H2Conn>();
   /** HTTP/1.1 connections due to close, and whether each was idle at the last sweep
    * (with the request count seen then). */
@@ -88,22 +98,23 @@ export class ConnectionDrainer {
   /** An HTTP/1.1 request placed on `version`; returns once it was registered. */
   h1Request(req: IncomingMessage, res: ServerResponse, version: VersionStats): void {
     const socket = req.socket as MarkedSocket;
-    let conn = this.h1.get(socket);
+    let conn = socket[kConn];
     if (conn === undefined) {
       const c: H1Conn = { socket, last: version, started: 0, busy: 0, drainedFrom: undefined };
-      this.h1.set(socket, c);
+      socket[kConn] = c;
+      this.h1.add(c);
       socket.once('close', () => this.h1Closed(c));
       conn = c;
     }
     conn.last = version;
     conn.started++;
     conn.busy++;
-    const c = conn;
-    res.once('close', () => void c.busy--);
+    (res as TrackedResponse)[kConn] = conn;
+    res.once('close', onResponseClose);
   }
 
   private h1Closed(c: H1Conn): void {
-    this.h1.delete(c.socket);
+    this.h1.delete(c);
     this.quiet.delete(c);
     this.settle(c);
   }
@@ -164,7 +175,7 @@ export class ConnectionDrainer {
       if (st === undefined) continue;
       choose(c, st, { close: () => c.session.close(), open: () => !c.session.closed && !c.session.destroyed });
     }
-    for (const c of this.h1.values()) {
+    for (const c of this.h1) {
       if (c.drainedFrom !== undefined || c.socket.destroyed || !pick(c.last)) continue;
       choose(c, c.last, { close: () => this.closeH1(c), open: () => !c.socket.destroyed });
     }

@@ -90,11 +90,12 @@ function payloadLength(h: Buffer): number {
 
 /** How long a tunnel that is going away waits for a frame in progress to finish and
  * for its peers to close, before its sockets are destroyed. */
-export const GOING_AWAY_MS = 2000;
+export const GOING_AWAY_MS = 5000;
 
-/** How long the upstream has to answer the gateway's close frame (flushing what it had
- * sent before it) before the client is sent its close frame anyway. */
-const CLOSE_REPLY_MS = 1000;
+/** How long the upstream has to answer the gateway's close frame (flushing the replies
+ * it had queued before it) before the client is sent its close frame anyway; a busy
+ * upstream gets time, a silent one does not hold the client. */
+export const CLOSE_REPLY_MS = 3000;
 
 /** One direction of a WebSocket tunnel. */
 interface Direction {
