@@ -27,8 +27,10 @@ client commands (SWITCHYARD_URL, default http://127.0.0.1:9090; SWITCHYARD_TOKEN
                      connections of the old version over that window, and --wait waits for them)
   switchyard rollout SERVICE --to green --steps 5,25,50,100 --interval 30s
                      [--max-error-rate 1%] [--max-p99 500ms] [--min-requests 20]
-                     [--no-traffic fail|continue] [--wait] [--timeout 10m] [--force] [--if-match REVISION]
+                     [--no-traffic fail|continue] [--approval 3] [--wait] [--timeout 10m] [--force] [--if-match REVISION]
                      [--drain-connections 30s]
+  switchyard rollout status SERVICE   each step's criteria: value, bound, verdict
+  switchyard approve SERVICE          enter the step a rollout awaits approval for
   switchyard pause|resume|promote|abort SERVICE
   switchyard rollback SERVICE [--if-match REVISION]
   switchyard events [--follow] [--since ID]
