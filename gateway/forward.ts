@@ -174,8 +174,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     let headers = clientResponseHeaders(rawHeaders, this.requestId, this.setCookie);
     // (HTTP/2 has no Connection header; its sessions get a GOAWAY at shutdown.)
     // (The same after a connection drain chose this connection: its last response. The
-    // request may have let go of its socket by now: a body read to the end.)
-    if ((this.host.closing || (this.req.socket as MarkedSocket | null)?.[kCloseAfterResponse] === true) && this.req.httpVersionMajor !== 2) headers = withConnectionClose(headers);
+    // request may have let go of its socket by now — a body read to the end — the
+    // response has not.)
+    if ((this.host.closing || ((this.res.socket ?? this.req.socket) as MarkedSocket | null)?.[kCloseAfterResponse] === true) && this.req.httpVersionMajor !== 2) headers = withConnectionClose(headers);
     try {
       res.writeHead(statusCode, headers);
     } catch (err) {

@@ -599,9 +599,11 @@ describe('connection drain on cutover: HTTP/2 and HTTP/1.1 keep-alive', () => {
       const idleClosed = new Promise<void>((r) => idle.once('close', () => r()));
       const slow = get('/slow');
       await waitFor(() => release.length === 1, { message: 'slow request at blue' });
-      const res = await api(g.controlUrl, 'POST', '/v1/services/shop/cutover', { body: { to: 'green', connections: { drain: '500ms' } } });
+      // A short window: both are due within 10 ms; the idle one closes only once seen
+      // idle at two sweeps 250 ms apart, so by then the busy one is marked too.
+      const res = await api(g.controlUrl, 'POST', '/v1/services/shop/cutover', { body: { to: 'green', connections: { drain: '10ms' } } });
       expect(res.status, res.text).toBe(200);
-      expect(res.json.connections).toEqual({ drain: '500ms', versions: ['blue'] });
+      expect(res.json.connections).toEqual({ drain: '10ms', versions: ['blue'] });
       await idleClosed;
       // The busy one's request is answered (not cut), and told the connection closes.
       release.shift()!();
