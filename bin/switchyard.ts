@@ -21,10 +21,14 @@ client commands (SWITCHYARD_URL, default http://127.0.0.1:9090; SWITCHYARD_TOKEN
   switchyard status [SERVICE]
   switchyard weights SERVICE blue=90 green=10 [--if-match REVISION]
   switchyard cutover SERVICE --to green [--wait] [--timeout 60s] [--force] [--if-match REVISION]
-                     (--wait exits 1 when requests of the old version were cut, not drained)
+                     [--drain-connections 30s]
+                     (--wait exits 1 when requests of the old version were cut, not drained;
+                     --drain-connections closes WebSockets, HTTP/2 sessions and keep-alive
+                     connections of the old version over that window, and --wait waits for them)
   switchyard rollout SERVICE --to green --steps 5,25,50,100 --interval 30s
                      [--max-error-rate 1%] [--max-p99 500ms] [--min-requests 20]
                      [--no-traffic fail|continue] [--approval 3] [--wait] [--timeout 10m] [--force] [--if-match REVISION]
+                     [--drain-connections 30s]
   switchyard rollout status SERVICE   each step's criteria: value, bound, verdict
   switchyard approve SERVICE          enter the step a rollout awaits approval for
   switchyard pause|resume|promote|abort SERVICE

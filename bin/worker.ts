@@ -44,6 +44,8 @@ function report(final = false): FromWorker {
   const windows: [string, SecondDelta[]][] = [];
   const inflight: [string, number][] = [];
   const cut: [string, number][] = [];
+  const closing: [string, number][] = [];
+  const drained: [string, number][] = [];
   const endpoints: [string, number][] = [];
   // Every version's, also of versions a reload removed; in-flight counts only when not
   // zero (absent = 0 to the primary), retiring endpoints included.
@@ -53,6 +55,8 @@ function report(final = false): FromWorker {
     if (d.length > 0) windows.push([k, d]);
     if (st.inflight > 0 && !final) inflight.push([k, st.inflight]);
     if (st.cut > 0) cut.push([k, st.cut]);
+    if (st.closing > 0 && !final) closing.push([k, st.closing]);
+    if (st.connectionsDrained > 0) drained.push([k, st.connectionsDrained]);
   }
   if (!final) for (const e of dp.endpointsWithRetiring()) if (e.inflight > 0) endpoints.push([e.key, e.inflight]);
   // Requests answered: every status class and the client aborts.
@@ -75,6 +79,8 @@ function report(final = false): FromWorker {
     inflight,
     cut,
     endpoints,
+    closing,
+    drained,
   };
 }
 
@@ -163,7 +169,11 @@ process.on('message', (msg: ToWorker) => {
       void send({ t: 'ack', seq: msg.seq });
       return;
     case 'idle':
-      void (dataplane?.whenVersionIdle(msg.service, msg.version) ?? Promise.resolve()).then(() => send({ t: 'idle', id: msg.id }));
+      // A report first: the primary has this worker's counts (connections a drain moved
+      // included) when it learns the version is idle here.
+      void (dataplane?.whenVersionIdle(msg.service, msg.version) ?? Promise.resolve())
+        .then(() => (dataplane === undefined ? undefined : send(report())))
+        .then(() => send({ t: 'idle', id: msg.id }));
       return;
     case 'shutdown':
       void shutdown(msg.graceMs);

@@ -84,6 +84,7 @@ export const defaults = {
     protocol: 'http1',
     // Every gRPC status but OK (0).
     grpcErrorStatuses: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
+    connections: { drain: '0s' },
   },
   dns: { interval: '5s', emptyGrace: '30s' },
   consul: {

@@ -164,6 +164,8 @@ export const descriptions: Record<string, KeyDoc> = {
   'services.NAME.protocol': d('How endpoints are spoken to: `http1` (HTTP/1.1), `h2c` (HTTP/2 with prior knowledge over TCP, `http://` endpoints) or `h2` (HTTP/2 over TLS, `https://` endpoints, the version\'s `tls` options). HTTP/2 runs a few sessions per endpoint, each multiplexing up to the peer\'s stream limit (at most `gateway.upstream.maxConnectionsPerEndpoint` sessions, and 4). Needed for gRPC: trailers and streaming pass both ways.', { default: 'http1', example: 'h2c' }),
   'services.NAME.grpc': d('gRPC answers (requests with `content-type: application/grpc*`).'),
   'services.NAME.grpc.errorStatuses': d('`grpc-status` codes counted as errors by rollout analysis and the error rate (HTTP 200 answers notwithstanding). 14 UNAVAILABLE also counts toward `outlierDetection.consecutive5xx`.', { default: 'every code but 0 (OK)', example: '[2, 4, 13, 14]' }),
+  'services.NAME.connections': d('Long-lived connections (WebSockets, HTTP/2 sessions, keep-alive connections) when a version loses weight.'),
+  'services.NAME.connections.drain': d('Default window over which a cutover, rollback or rollout step closes the long-lived connections pinned to versions that lost weight (WebSocket close 1001, HTTP/2 GOAWAY, idle HTTP/1.1 closed), spread so clients do not reconnect at once. `0s`: they stay until they close by themselves. A cutover or rollout\'s own `connections.drain` wins.', { example: '30s' }),
   'services.NAME.retries': d('Retries of requests that were never sent upstream.'),
   'services.NAME.retries.attempts': d('Retries (0–5).'),
   'services.NAME.timeouts': d('Upstream timeouts.'),

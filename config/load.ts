@@ -400,6 +400,7 @@ function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
       },
       protocol,
       grpc: { errorStatuses: [...(s.grpc?.errorStatuses ?? defaults.service.grpcErrorStatuses)].sort((a: number, b: number) => a - b) },
+      connections: { drainMs: parseDuration(s.connections?.drain ?? defaults.service.connections.drain) },
     });
   }
 

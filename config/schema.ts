@@ -154,6 +154,7 @@ const serviceSchema = obj({
   grpc: obj({
     errorStatuses: { type: 'array', uniqueItems: true, maxItems: 17, items: { type: 'integer', minimum: 0, maximum: 16 } },
   }),
+  connections: obj({ drain: duration }),
 }, ['routes', 'versions']);
 
 export const configSchema = obj({

@@ -68,6 +68,9 @@ export interface ServiceConfig {
   protocol: 'http1' | 'h2c' | 'h2';
   /** gRPC answers: which grpc-status codes count as errors (metrics, rollout analysis). */
   grpc: { errorStatuses: number[] };
+  /** Long-lived connections on cutover: the drain window a cutover or rollout uses when
+   * it names none (0 = connections stay where they are). */
+  connections: { drainMs: number };
 }
 
 /** discovery.consul, normalized. */

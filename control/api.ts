@@ -165,6 +165,30 @@ const wantsStream = (req: FastifyRequest): boolean => String(req.headers.accept 
 
 const name = { type: 'string', format: 'name' } as const;
 
+/** `"connections":{"drain":"30s"}` of a cutover or rollout. */
+const connectionsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['drain'],
+  properties: { drain: durationSchema },
+} as const;
+
+/** Longest connection drain window. */
+const MAX_CONNECTION_DRAIN_MS = 3_600_000;
+
+/** What a cutover answer says of the connections it moves. */
+function connectionsView(c: { drainMs: number; shares: Record<string, number> } | undefined): { connections?: { drain: string; versions: string[] } } {
+  return c === undefined ? {} : { connections: { drain: `${c.drainMs}ms`, versions: Object.keys(c.shares) } };
+}
+
+/** The drain window of a body's `connections`, checked; undefined without one. */
+function connectionsDrainOf(c: { drain: string } | undefined): number | undefined {
+  if (c === undefined) return undefined;
+  const ms = parseDuration(c.drain);
+  if (ms > MAX_CONNECTION_DRAIN_MS) throw new ControlError(400, 'INVALID_REQUEST', 'body.connections.drain: must be at most 1h');
+  return ms;
+}
+
 /** A built-in threshold's schema: the bound alone, or `{max, dryRun}`. */
 const threshold = <S extends object>(bound: S) =>
   ({ anyOf: [bound, { type: 'object', additionalProperties: false, required: ['max'], properties: { max: bound, dryRun: { type: 'boolean' } } }] }) as const;
@@ -180,7 +204,7 @@ const schemas = {
     type: 'object',
     additionalProperties: false,
     required: ['to'],
-    properties: { to: name, wait: { type: 'boolean' }, timeout: durationSchema, force: { type: 'boolean' } },
+    properties: { to: name, wait: { type: 'boolean' }, timeout: durationSchema, force: { type: 'boolean' }, connections: connectionsSchema },
   },
   rollout: {
     type: 'object',
@@ -191,6 +215,7 @@ const schemas = {
       steps: { type: 'array', minItems: 1, maxItems: 101, items: { type: 'integer', minimum: 0, maximum: 100 } },
       interval: durationSchema,
       force: { type: 'boolean' },
+      connections: connectionsSchema,
       approval: { type: 'array', maxItems: 101, uniqueItems: true, items: { type: 'integer', minimum: 0, maximum: 100 } },
       hooks: {
         type: 'array',
@@ -289,6 +314,7 @@ export function rolloutView(r: RolloutRecord | undefined): Record<string, unknow
     actor: r.actor,
     startedAt: r.startedAt,
     endedAt: r.endedAt ?? null,
+    connections: r.connectionsDrainMs === undefined ? null : { drain: `${r.connectionsDrainMs}ms` },
   };
 }
 
@@ -540,6 +566,8 @@ export class ControlApi {
       versions[v.name] = {
         weight: weights[v.name],
         inflight: dp.statsOf(name, v.name).inflight,
+        // Long-lived connections a connection drain is closing (not closed yet).
+        connectionsClosing: dp.statsOf(name, v.name).closing,
         endpoints: dp.endpointsOf(name, v.name).map((e) => ({ id: e.id, address: e.address.origin, state: e.state, inflight: e.inflight })),
       };
     }
@@ -608,15 +636,23 @@ export class ControlApi {
       },
     );
 
-    app.post<P & { Body: { to: string; wait?: boolean; timeout?: string; force?: boolean } }>(
+    app.post<P & { Body: { to: string; wait?: boolean; timeout?: string; force?: boolean; connections?: { drain: string } } }>(
       '/v1/services/:name/cutover',
       { config: { scope: 'deploy' }, schema: { params, body: schemas.cutover } },
       async (req, reply) => {
         const { name } = req.params;
         const timeoutMs = parseDuration(req.body.timeout ?? '60s');
-        const r = await c.cutover(req.actor, name, req.body.to, { force: req.body.force, ifMatch: ifMatchOf(req) });
+        const connectionsDrainMs = connectionsDrainOf(req.body.connections);
+        // A wait that must end before the connections it waits for are closed could only
+        // time out: refused, nothing changed.
+        if (req.body.wait === true && connectionsDrainMs !== undefined && connectionsDrainMs >= timeoutMs) {
+          throw new ControlError(400, 'INVALID_REQUEST', `body.connections.drain (${req.body.connections!.drain}) must be shorter than the wait's timeout (${req.body.timeout ?? '60s'})`);
+        }
+        const r = await c.cutover(req.actor, name, req.body.to, { force: req.body.force, ifMatch: ifMatchOf(req), connectionsDrainMs });
         const others = (c.dp.service(name)?.versions ?? []).map((v) => v.name).filter((v) => v !== req.body.to);
-        if (req.body.wait !== true) return { revision: r.revision, weights: r.weights, drained: others.every((v) => c.dp.statsOf(name, v).inflight === 0) };
+        if (req.body.wait !== true) {
+          return { revision: r.revision, weights: r.weights, drained: others.every((v) => c.dp.statsOf(name, v).inflight === 0 && c.dp.statsOf(name, v).closing === 0), ...connectionsView(r.connections) };
+        }
         // Every live replica must have applied the switch and finished the old version's requests.
         const answered = new Promise<void>((res) => reply.raw.once('close', () => res()));
         this.drainAnswers.add(answered);
@@ -634,12 +670,13 @@ export class ControlApi {
         }
         // The switch is made either way; requests cut by a shutdown or lost with a process
         // that died were not drained, and the answer says how many.
-        if (!d.drained) return { revision: r.revision, weights: r.weights, drained: false, cut: d.cut, replicas: d.replicas };
-        return { revision: r.revision, weights: r.weights, drained: true };
+        const conns = r.connections === undefined ? {} : { connections: { ...connectionsView(r.connections).connections, moved: d.connectionsMoved } };
+        if (!d.drained) return { revision: r.revision, weights: r.weights, drained: false, cut: d.cut, replicas: d.replicas, ...conns };
+        return { revision: r.revision, weights: r.weights, drained: true, ...conns };
       },
     );
 
-    app.post<P & { Body: { to: string; steps: number[]; interval: string; force?: boolean; analysis?: AnalysisBody; approval?: number[]; hooks?: HookBody[] } }>(
+    app.post<P & { Body: { to: string; steps: number[]; interval: string; force?: boolean; analysis?: AnalysisBody; approval?: number[]; hooks?: HookBody[]; connections?: { drain: string } } }>(
       '/v1/services/:name/rollout',
       { config: { scope: 'deploy' }, schema: { params, body: schemas.rollout } },
       async (req, reply) => {
@@ -647,7 +684,8 @@ export class ControlApi {
         const intervalMs = parseDuration(req.body.interval);
         if (intervalMs < 100) throw new ControlError(400, 'INVALID_REQUEST', 'body.interval: must be at least 100ms');
         const hooks = hooksOf(req.body.hooks);
-        const r = await c.startRollout(req.actor, req.params.name, { to: req.body.to, steps: req.body.steps, intervalMs, analysis, force: req.body.force, approval: req.body.approval, hooks, ifMatch: ifMatchOf(req) });
+        const connectionsDrainMs = connectionsDrainOf(req.body.connections);
+        const r = await c.startRollout(req.actor, req.params.name, { to: req.body.to, steps: req.body.steps, intervalMs, analysis, force: req.body.force, approval: req.body.approval, hooks, ifMatch: ifMatchOf(req), connectionsDrainMs });
         void reply.code(202);
         return rolloutView(r);
       },

@@ -134,7 +134,7 @@ interface ServiceView {
   name: string;
   revision: number;
   weights: Record<string, number>;
-  versions: Record<string, { weight: number; inflight: number; endpoints: { id: string; address: string; state: string; inflight: number }[] }>;
+  versions: Record<string, { weight: number; inflight: number; connectionsClosing?: number; endpoints: { id: string; address: string; state: string; inflight: number }[] }>;
   rollout: RolloutView | null;
 }
 
@@ -258,12 +258,14 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
       return EXIT.OK;
     }
     case 'cutover': {
-      const f = parseFlags(args, ['json', 'to', 'wait', 'timeout', 'force', 'if-match']);
+      const f = parseFlags(args, ['json', 'to', 'wait', 'timeout', 'force', 'if-match', 'drain-connections']);
       need(f, 1, 'SERVICE --to VERSION');
       const to = f.values.to;
       if (!to) throw new CliExit(EXIT.USAGE, 'cutover needs --to VERSION');
       const timeout = f.values.timeout ?? '60s';
       const timeoutMs = durationMs(timeout, 'timeout');
+      const drainConnections = f.values['drain-connections'];
+      if (drainConnections !== undefined) durationMs(drainConnections, 'drain-connections');
       const service = f.positional[0];
       const wait = f.bools.has('wait');
       let done = false;
@@ -275,8 +277,8 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
           const s = await c.call<ServiceView>('GET', svcPath(service)).catch(() => undefined);
           if (s === undefined || s.status !== 200) continue;
           const left = Object.entries(s.body.versions)
-            .filter(([v, d]) => v !== to && d.inflight > 0)
-            .map(([v, d]) => `${v} ${d.inflight} in flight`);
+            .filter(([v, d]) => v !== to && (d.inflight > 0 || (d.connectionsClosing ?? 0) > 0))
+            .map(([v, d]) => `${v} ${d.inflight} in flight${(d.connectionsClosing ?? 0) > 0 ? `, ${d.connectionsClosing} connection(s) closing` : ''}`);
           const line = left.length ? `draining: ${left.join(', ')}` : 'draining: nothing left in flight';
           if (line !== last && !done) out.stderr(`${line}\n`);
           last = line;
@@ -287,10 +289,10 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
         void progress();
       }
       try {
-        const r = await c.ok<{ revision: number; weights: Record<string, number>; drained: boolean; cut?: number }>(
+        const r = await c.ok<{ revision: number; weights: Record<string, number>; drained: boolean; cut?: number; connections?: { moved?: number } }>(
           'POST',
           `${svcPath(service)}/cutover`,
-          { to, wait, timeout, ...(f.bools.has('force') ? { force: true } : {}) },
+          { to, wait, timeout, ...(f.bools.has('force') ? { force: true } : {}), ...(drainConnections === undefined ? {} : { connections: { drain: drainConnections } }) },
           { timeoutMs: timeoutMs + 15_000, headers: ifMatchHeader(f) },
         );
         // The switch happened, but requests of the old version were cut (a shutdown or
@@ -300,7 +302,8 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
           out.stderr(`drain failed: ${r.cut ?? 0} request(s) of the old version were cut by a shutdown or a process that died\n`);
           return EXIT.FAILED;
         }
-        print(f, r, () => `${service}: ${fmtWeights(r.weights)} (revision ${r.revision})${wait ? '; old version drained' : ''}\n`);
+        const moved = r.connections?.moved === undefined ? '' : `; ${r.connections.moved} connection(s) moved`;
+        print(f, r, () => `${service}: ${fmtWeights(r.weights)} (revision ${r.revision})${wait ? '; old version drained' : ''}${moved}\n`);
         return EXIT.OK;
       } finally {
         done = true;
@@ -314,7 +317,7 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
         print(f, r, () => fmtRolloutStatus(f.positional[0], r));
         return EXIT.OK;
       }
-      const f = parseFlags(args, ['json', 'to', 'steps', 'interval', 'max-error-rate', 'max-p99', 'min-requests', 'no-traffic', 'approval', 'wait', 'timeout', 'force', 'if-match']);
+      const f = parseFlags(args, ['json', 'to', 'steps', 'interval', 'max-error-rate', 'max-p99', 'min-requests', 'no-traffic', 'approval', 'wait', 'timeout', 'force', 'if-match', 'drain-connections']);
       need(f, 1, 'SERVICE --to VERSION --steps 5,25,50,100 --interval 30s');
       const service = f.positional[0];
       const { to, steps, interval } = f.values;
@@ -355,6 +358,7 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
         ...(Object.keys(analysis).length ? { analysis } : {}),
         ...(f.bools.has('force') ? { force: true } : {}),
         ...(approval !== undefined ? { approval } : {}),
+        ...(f.values['drain-connections'] === undefined ? {} : { connections: { drain: f.values['drain-connections'] } }),
       }, { headers: ifMatchHeader(f) });
       out.stderr(`rollout ${service} → ${to} started: step 1/${r.steps.length} (${r.percent}%)\n`);
       if (!f.bools.has('wait')) {

@@ -35,6 +35,8 @@ import { analyze, combine } from './rollout/analysis.js';
 import { evaluatePrometheus } from './rollout/prometheus.js';
 import { HookRunner, hookPayload, hooksFor } from './rollout/hooks.js';
 import { drainWait, drainWaitLocal, type DrainAnswer, type LocalDrain } from './drain.js';
+import type { ConnectionDrainOrder } from '../gateway/conndrain.js';
+import { GOING_AWAY_MS } from '../gateway/tunnel.js';
 
 export interface ControllerOptions {
   dataplane: Dataplane;
@@ -55,9 +57,62 @@ export interface RolloutRequest {
   hooks?: HookConfig[];
   /** If-Match: the service revision the caller last saw. */
   ifMatch?: number;
+  /** `connections.drain` (see ConnectionDrainDetail). */
+  connectionsDrainMs?: number;
 }
 
-type Change = { service: string | null; action: string; detail: Record<string, unknown> };
+/** What a weight-changing event carries when it moves long-lived connections: every
+ * replica (and every worker) that applies the event closes `shares[version]` of the
+ * connections pinned to each version over `drainMs`. */
+export interface ConnectionDrainDetail {
+  id: string;
+  drainMs: number;
+  shares: Record<string, number>;
+}
+
+/**
+ * The share of each version's connections that its lost weight represents: a version
+ * whose share of the weights fell from `b` to `a` gives up (b − a) / b of its
+ * connections — all of them when it falls to 0. Versions that kept or gained share
+ * keep theirs. Reconnecting clients are placed by the new weights.
+ */
+export function drainShares(before: Weights, after: Weights): Record<string, number> {
+  const total = (w: Weights): number => Object.values(w).reduce((n, x) => n + x, 0);
+  const tb = total(before);
+  const ta = total(after);
+  const out: Record<string, number> = {};
+  if (tb <= 0 || ta <= 0) return out;
+  for (const [v, w] of Object.entries(before)) {
+    const b = w / tb;
+    const a = (after[v] ?? 0) / ta;
+    if (b > 0 && a < b) out[v] = a === 0 ? 1 : (b - a) / b;
+  }
+  return out;
+}
+
+/** The `connections` detail of an event that changes weights from `before` to `after`,
+ * when a drain was asked for and some version lost share. */
+function connectionsDetail(drainMs: number | undefined, before: Weights, after: Weights): { connections?: ConnectionDrainDetail } {
+  if (drainMs === undefined) return {};
+  const shares = drainShares(before, after);
+  if (Object.keys(shares).length === 0) return {};
+  return { connections: { id: randomUUID(), drainMs, shares } };
+}
+
+/** How often a connection drain's progress is looked at (for its event). */
+const CONNECTION_DRAIN_POLL_MS = 200;
+
+/** Extra time, past its window, that a connection drain's closes are given. */
+const CONNECTION_DRAIN_GRACE_MS = GOING_AWAY_MS + 3000;
+
+type Change = {
+  service: string | null;
+  action: string;
+  detail: Record<string, unknown>;
+  /** This change moves long-lived connections off the versions that lose weight, over
+   * this window (a rollout's changes use the rollout's `connectionsDrainMs`). */
+  connectionsDrainMs?: number;
+};
 
 const clone = <T>(v: T): T => structuredClone(v);
 
@@ -285,6 +340,35 @@ export class Controller extends EventEmitter {
     if (e.action === 'endpoint.drained' && e.service !== null && typeof e.detail.endpoint === 'string') {
       this.dp.drainEndpoint(e.service, e.detail.endpoint);
     }
+    this.applyConnectionDrain(e);
+  }
+
+  /**
+   * An event that moves long-lived connections (its `connections` detail): the data
+   * plane closes them over the window; when they are closed (or the window and its
+   * grace are over), this replica records how many it moved (`connections.drained`).
+   */
+  private applyConnectionDrain(e: ControlEvent): void {
+    const d = e.detail.connections as ConnectionDrainDetail | undefined;
+    if (e.service === null || d === undefined || typeof d !== 'object' || typeof d.id !== 'string' || this.dp.service(e.service) === undefined) return;
+    const service = e.service;
+    const versions = Object.keys(d.shares).filter((v) => this.dp.service(service)!.versions.some((x) => x.name === v));
+    const sum = (m: Record<string, Record<string, number>>): number => versions.reduce((n, v) => n + (m[service]?.[v] ?? 0), 0);
+    const base = sum(this.dp.connectionsDrainedByService());
+    const order: ConnectionDrainOrder = { id: d.id, service, shares: d.shares, windowMs: d.drainMs };
+    this.dp.drainConnections(order);
+    const deadline = Date.now() + d.drainMs + CONNECTION_DRAIN_GRACE_MS;
+    const watch = async (): Promise<void> => {
+      // (with gateway.workers the counts come with their reports: wait one first)
+      await new Promise((r) => setTimeout(r, CONNECTION_DRAIN_POLL_MS));
+      while (!this.closed && sum(this.dp.closingByService()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, CONNECTION_DRAIN_POLL_MS));
+      if (this.closed) return;
+      const moved = sum(this.dp.connectionsDrainedByService()) - base;
+      const open = sum(this.dp.closingByService());
+      if (moved === 0 && open === 0) return;
+      await this.record('connection-drain', 'connections.drained', { service, versions, drain: d.id, replica: this.fleet.id, moved, stillOpen: open, trigger: e.action, triggerEvent: e.id });
+    };
+    watch().catch((err: Error) => this.log.warn({ service, err: err.message }, 'connection drain: could not record how many connections were moved'));
   }
 
   get revision(): number {
@@ -370,6 +454,11 @@ export class Controller extends EventEmitter {
       const prev = this.state;
       const next = clone(prev);
       const change = fn(next);
+      if (change.service !== null) {
+        // Weights that changed under a connection drain: the event carries the order.
+        const moved = connectionsDetail(this.drainOfChange(prev, next, change), prev.services[change.service]?.weights ?? this.dp.getWeights(change.service), next.services[change.service]?.weights ?? {});
+        if (moved.connections !== undefined) change.detail = { ...change.detail, ...moved };
+      }
       next.revision = prev.revision + 1;
       if (change.service !== null) this.svc(next, change.service).revision = next.revision;
       const event: ControlEvent = {
@@ -395,6 +484,7 @@ export class Controller extends EventEmitter {
       if (change.service !== null) {
         const w = next.services[change.service]?.weights;
         if (w !== undefined) this.applyWeights(change.service, w);
+        this.applyConnectionDrain(event);
       }
       this.log.info({ actor, service: change.service, action: change.action, revision: next.revision, detail: change.detail }, 'control change');
       this.emit('event', event);
@@ -454,7 +544,12 @@ export class Controller extends EventEmitter {
     }
   }
 
-  async cutover(actor: string, service: string, to: string, opts: { force?: boolean; ifMatch?: number }): Promise<{ revision: number; weights: Weights; from: string[] }> {
+  async cutover(
+    actor: string,
+    service: string,
+    to: string,
+    opts: { force?: boolean; ifMatch?: number; connectionsDrainMs?: number },
+  ): Promise<{ revision: number; weights: Weights; from: string[]; connections?: { drainMs: number; shares: Record<string, number> } }> {
     this.requireService(service);
     this.requireVersion(service, to);
     await this.catchUp(service, opts.ifMatch);
@@ -470,9 +565,10 @@ export class Controller extends EventEmitter {
       const s = this.svc(next, service);
       s.previousWeights = before;
       s.weights = weights;
-      return { service, action: 'cutover', detail: { to, from: before, weights, force: opts.force === true } };
+      return { service, action: 'cutover', detail: { to, from: before, weights, force: opts.force === true }, connectionsDrainMs: this.drainMsOf(service, opts.connectionsDrainMs) };
     });
-    return { revision: r.revision, weights: this.dp.getWeights(service), from };
+    const d = r.event.detail.connections as ConnectionDrainDetail | undefined;
+    return { revision: r.revision, weights: this.dp.getWeights(service), from, ...(d === undefined ? {} : { connections: { drainMs: d.drainMs, shares: d.shares } }) };
   }
 
   /**
@@ -484,6 +580,8 @@ export class Controller extends EventEmitter {
       waitIdle: (ms) => this.waitDrained(service, versions, ms),
       cut: () => this.dp.cutByService(),
       inflight: () => this.dp.inflightByService(),
+      closing: () => this.dp.closingByService(),
+      drained: () => this.dp.connectionsDrainedByService(),
     };
     if (!this.fleet.shared) return drainWaitLocal(local, service, versions, timeoutMs);
     return drainWait(this.fleet, local, service, versions, revision, timeoutMs);
@@ -508,6 +606,25 @@ export class Controller extends EventEmitter {
     return ok;
   }
 
+  /** The connection drain of a change: its own, else that of the rollout it starts or
+   * is a step of (its first and last steps, promote, abort and roll-back included). */
+  private drainOfChange(prev: DesiredState, next: DesiredState, change: Change): number | undefined {
+    if (change.connectionsDrainMs !== undefined || change.service === null) return change.connectionsDrainMs;
+    const ro = next.services[change.service]?.rollout;
+    const was = prev.services[change.service]?.rollout;
+    // (a rollout that had already ended drains nothing more)
+    if (ro?.connectionsDrainMs === undefined || (was?.id === ro.id && isTerminal(was.state))) return undefined;
+    return ro.connectionsDrainMs;
+  }
+
+  /** The drain window asked for, else the service's `connections.drain` (undefined:
+   * connections stay where they are). */
+  private drainMsOf(service: string, asked: number | undefined): number | undefined {
+    if (asked !== undefined) return asked > 0 ? asked : undefined;
+    const d = this.dp.service(service)?.connections?.drainMs;
+    return d === undefined || d <= 0 ? undefined : d;
+  }
+
   async rollback(actor: string, service: string, ifMatch?: number): Promise<{ revision: number; weights: Weights }> {
     this.requireService(service);
     await this.catchUp(service, ifMatch);
@@ -524,7 +641,7 @@ export class Controller extends EventEmitter {
       const before = this.dp.getWeights(service);
       s.weights = { ...before, ...s.previousWeights };
       s.previousWeights = before;
-      return { service, action: 'rollback', detail: { from: before, to: s.weights } };
+      return { service, action: 'rollback', detail: { from: before, to: s.weights }, connectionsDrainMs: this.drainMsOf(service, undefined) };
     });
     return { revision: r.revision, weights: this.dp.getWeights(service) };
   }
@@ -571,6 +688,8 @@ export class Controller extends EventEmitter {
       if (req.approval !== undefined && req.approval.length > 0) rollout.approval = [...new Set(req.approval)].sort((a, b) => a - b);
       if (req.hooks !== undefined && req.hooks.length > 0) rollout.hooks = req.hooks;
       rollout.preRolloutDone = hooksFor(rollout, 'pre-rollout').length === 0;
+      const drainMs = this.drainMsOf(service, req.connectionsDrainMs);
+      if (drainMs !== undefined) rollout.connectionsDrainMs = drainMs;
       const s = this.svc(next, service);
       s.previousWeights = from;
       s.weights = { ...from };

@@ -15,6 +15,11 @@
 //   count was cut with it. Any cut during the wait makes the answer `drained: false`
 //   with the count.
 
+//
+// With a connection drain (`connections.drain`), the long-lived connections it chose
+// count like requests in flight: a replica is drained when neither is left, and the
+// answer says how many connections were moved.
+
 import type { Fleet, ReplicaInfo } from './fleet.js';
 
 export interface DrainAnswer {
@@ -26,7 +31,9 @@ export interface DrainAnswer {
   cut: number;
   /** Per replica: its old-version requests in flight and cut during the wait, and how
    * it left the wait. */
-  replicas: Record<string, { inflight: number; cut: number; state: 'drained' | 'draining' | 'gone' | 'dead' }>;
+  replicas: Record<string, { inflight: number; cut: number; connections: number; state: 'drained' | 'draining' | 'gone' | 'dead' }>;
+  /** Long-lived connections a connection drain closed during the wait, fleet-wide. */
+  connectionsMoved: number;
 }
 
 export interface LocalDrain {
@@ -37,6 +44,10 @@ export interface LocalDrain {
   cut(): Record<string, Record<string, number>>;
   /** This replica's in-flight counts now. */
   inflight(): Record<string, Record<string, number>>;
+  /** Connections a drain chose that are still open, now. */
+  closing(): Record<string, Record<string, number>>;
+  /** Connections drains closed so far (only grows). */
+  drained(): Record<string, Record<string, number>>;
 }
 
 const POLL_MS = 50;
@@ -51,28 +62,32 @@ export async function drainWait(
 ): Promise<DrainAnswer> {
   const deadline = Date.now() + timeoutMs;
   const sum = (m: Record<string, Record<string, number>> | undefined): number => versions.reduce((n, v) => n + (m?.[service]?.[v] ?? 0), 0);
-  const tracked = new Map<string, { base: number; last: ReplicaInfo; end?: 'gone' | 'dead' }>();
+  const tracked = new Map<string, { base: number; movedBase: number; last: ReplicaInfo; end?: 'gone' | 'dead' }>();
   const track = (r: ReplicaInfo): void => {
-    if (!tracked.has(r.id)) tracked.set(r.id, { base: sum(r.cut), last: r });
+    if (!tracked.has(r.id)) tracked.set(r.id, { base: sum(r.cut), movedBase: sum(r.connectionsDrained), last: r });
   };
   // The replicas known before this scan (their counts as last seen are the baseline),
   // so one that closes right now is still waited for, from its last record.
   for (const r of fleet.known()) track(r);
   const selfBase = sum(local.cut());
   tracked.get(fleet.id)!.base = selfBase;
+  tracked.get(fleet.id)!.movedBase = sum(local.drained());
 
   const answer = (timedOut: boolean): DrainAnswer => {
     const replicas: DrainAnswer['replicas'] = {};
     let cut = 0;
+    let moved = 0;
     for (const [id, t] of tracked) {
       const self = id === fleet.id;
       const inflight = sum(self ? local.inflight() : t.last.inflight);
+      const connections = t.end === 'dead' ? 0 : sum(self ? local.closing() : t.last.closing);
       // A replica that died took its requests in flight with it.
       const c = (self ? sum(local.cut()) : sum(t.last.cut)) - t.base + (t.end === 'dead' ? inflight : 0);
       cut += c;
-      replicas[id] = { inflight: t.end === 'dead' ? 0 : inflight, cut: c, state: t.end ?? (inflight === 0 ? 'drained' : 'draining') };
+      moved += Math.max(0, (self ? sum(local.drained()) : sum(t.last.connectionsDrained)) - t.movedBase);
+      replicas[id] = { inflight: t.end === 'dead' ? 0 : inflight, cut: c, connections, state: t.end ?? (inflight === 0 && connections === 0 ? 'drained' : 'draining') };
     }
-    return { drained: !timedOut && cut === 0, timedOut, cut, replicas };
+    return { drained: !timedOut && cut === 0, timedOut, cut, replicas, connectionsMoved: moved };
   };
 
   for (;;) {
@@ -88,7 +103,7 @@ export async function drainWait(
         if (r !== undefined) {
           t.last = r;
           if (r.gone === true) t.end = 'gone';
-          else if (!(r.revision >= revision && sum(r.inflight) === 0)) settled = false;
+          else if (!(r.revision >= revision && sum(r.inflight) === 0 && sum(r.closing) === 0)) settled = false;
         } else if (fleet.provenDead(id)) t.end = 'dead';
         else settled = false; // missing now, maybe re-registering: not an answer
       }
@@ -108,8 +123,16 @@ export async function drainWait(
 export async function drainWaitLocal(local: LocalDrain, service: string, versions: string[], timeoutMs: number): Promise<DrainAnswer> {
   const sum = (m: Record<string, Record<string, number>>): number => versions.reduce((n, v) => n + (m[service]?.[v] ?? 0), 0);
   const base = sum(local.cut());
+  const movedBase = sum(local.drained());
   const idle = await local.waitIdle(timeoutMs);
   const cut = sum(local.cut()) - base;
   const inflight = sum(local.inflight());
-  return { drained: idle && cut === 0, timedOut: !idle, cut, replicas: { local: { inflight, cut, state: inflight === 0 ? 'drained' : 'draining' } } };
+  const connections = sum(local.closing());
+  return {
+    drained: idle && cut === 0,
+    timedOut: !idle,
+    cut,
+    replicas: { local: { inflight, cut, connections, state: inflight === 0 && connections === 0 ? 'drained' : 'draining' } },
+    connectionsMoved: sum(local.drained()) - movedBase,
+  };
 }

@@ -36,6 +36,11 @@ export interface ReplicaInfo {
   /** service → version → requests cut (not finished) on this replica so far; only grows.
    * (Optional: replicas of an older release do not send it.) */
   cut?: Record<string, Record<string, number>>;
+  /** service → version → connections a connection drain chose on this replica that are
+   * still open (a drain wait waits for them as for requests in flight). */
+  closing?: Record<string, Record<string, number>>;
+  /** service → version → connections closed by drains on this replica so far. */
+  connectionsDrained?: Record<string, Record<string, number>>;
   /** The newest epoch second whose traffic counts this replica has published. */
   published?: number;
   /** Its last record, written as it closed: it serves nothing more. */
@@ -170,6 +175,8 @@ export class RedisFleet implements Fleet {
       ...this.o.self(),
       inflight: dp.inflightByService(),
       cut: dp.cutByService(),
+      closing: dp.closingByService(),
+      connectionsDrained: dp.connectionsDrainedByService(),
       published: this.flushedUpTo,
       startedAt: this.startedAt,
       at: Date.now(),

@@ -142,6 +142,9 @@ export interface RolloutRecord {
   actor: string;
   startedAt: string;
   endedAt?: string;
+  /** `connections.drain`: each weight change of the rollout closes the long-lived
+   * connections its lost share represents, over this window. */
+  connectionsDrainMs?: number;
 }
 
 export interface ServiceState {

@@ -9,6 +9,7 @@ import type { Config, EndpointAddress, ServiceConfig } from '../config/types.js'
 import { Endpoint, VersionStats, tlsKey, upstreamTlsOptions, type PoolOptions } from './endpoint.js';
 import { buildSnapshot, SnapshotHolder, type Snapshot } from './snapshot.js';
 import { vkey, type EndpointSet } from '../discovery/provider.js';
+import type { ConnectionDrainOrder } from './conndrain.js';
 
 export class WeightsError extends Error {
   constructor(readonly code: 'UNKNOWN_SERVICE' | 'UNKNOWN_VERSION' | 'INVALID_WEIGHTS', message: string) {
@@ -38,7 +39,12 @@ export interface ReplicatedEndpoint {
 export interface ReplicatedState {
   weights: [string, Weights][];
   versions: { service: string; version: string; endpoints: ReplicatedEndpoint[] }[];
+  /** Recent connection drain orders (each worker applies an order once). */
+  drains?: ConnectionDrainOrder[];
 }
+
+/** How long an order is kept (and sent to workers) after its window ended. */
+const DRAIN_ORDER_KEEP_MS = 60_000;
 
 export class Dataplane {
   readonly holder: SnapshotHolder;
@@ -55,6 +61,10 @@ export class Dataplane {
   private closed = false;
   private readonly log: Logger;
   private readonly listeners: ((snap: Snapshot) => void)[] = [];
+  /** Connection drain orders applied here, newest last, with when each expires. */
+  private drains: { order: ConnectionDrainOrder; until: number }[] = [];
+  private readonly drainSeen = new Set<string>();
+  private readonly drainListeners: ((order: ConnectionDrainOrder) => void)[] = [];
   /** Set once the first discovery snapshot is in: endpoints added after that wait for
    * a passing probe (when probes are on) before they take traffic. */
   private started = false;
@@ -287,6 +297,48 @@ export class Dataplane {
     return this.remoteIdle?.(service, version) ?? this.statsOf(service, version).whenIdle();
   }
 
+  /**
+   * Closes the long-lived connections pinned to versions that lost weight (see
+   * gateway/conndrain.ts): the listeners (the gateway server, or the worker pool that
+   * sends it to its workers) apply the order. An order already applied is ignored.
+   */
+  drainConnections(order: ConnectionDrainOrder): void {
+    if (this.drainSeen.has(order.id)) return;
+    const now = Date.now();
+    this.drains = this.drains.filter((d) => d.until > now);
+    for (const id of [...this.drainSeen]) if (!this.drains.some((d) => d.order.id === id)) this.drainSeen.delete(id);
+    this.drainSeen.add(order.id);
+    this.drains.push({ order, until: now + order.windowMs + DRAIN_ORDER_KEEP_MS });
+    for (const fn of this.drainListeners) fn(order);
+  }
+
+  /** Calls fn with every connection drain order applied from now on. */
+  onConnectionDrain(fn: (order: ConnectionDrainOrder) => void): void {
+    this.drainListeners.push(fn);
+  }
+
+  /** Connections chosen by a drain and not closed yet, per service and version. */
+  closingByService(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const s of this.services) {
+      const o: Record<string, number> = {};
+      for (const v of s.versions) o[v.name] = this.statsOf(s.name, v.name).closing;
+      out[s.name] = o;
+    }
+    return out;
+  }
+
+  /** Connections closed by drains so far, per service and version (only grows). */
+  connectionsDrainedByService(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const s of this.services) {
+      const o: Record<string, number> = {};
+      for (const v of s.versions) o[v.name] = this.statsOf(s.name, v.name).connectionsDrained;
+      out[s.name] = o;
+    }
+    return out;
+  }
+
   /** Set by the primary of `gateway.workers`: asks every worker (after the state sent
    * before it) and resolves when none has a request of the version in flight. */
   remoteIdle: ((service: string, version: string) => Promise<void>) | undefined;
@@ -312,7 +364,8 @@ export class Dataplane {
         });
       }
     }
-    return { weights: [...this.weights], versions };
+    const now = Date.now();
+    return { weights: [...this.weights], versions, drains: this.drains.filter((d) => d.until > now).map((d) => d.order) };
   }
 
   /** A worker applies the primary's state (and its config when it changed): the same
@@ -339,6 +392,8 @@ export class Dataplane {
       }
     }
     this.rebuild();
+    // After the weights: a client that reconnects at once lands on the new version.
+    for (const order of state.drains ?? []) this.drainConnections(order);
   }
 
   /** Every endpoint of a version (listed ones; not the retiring). */

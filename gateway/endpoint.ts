@@ -89,6 +89,12 @@ export class VersionStats {
    * shutdown's grace ran out, or on a data-plane worker that died. Only ever grows;
    * `cutover --wait` compares it before and after (a cut request is not drained). */
   cut = 0;
+  /** Long-lived connections of this version (WebSocket tunnels, HTTP/2 sessions,
+   * keep-alive connections) that a connection drain has chosen and that have not closed
+   * yet. `cutover --wait` waits for them as for requests in flight. */
+  closing = 0;
+  /** Connections a drain closed (moved off this version) so far; only ever grows. */
+  connectionsDrained = 0;
   metrics: VersionMetricsSink | undefined;
   /** Requests, errors and latency per second (rollout analysis, dashboard). */
   readonly window = new WindowCounters();
@@ -99,14 +105,22 @@ export class VersionStats {
 
   dec(): void {
     this.inflight--;
-    if (this.inflight === 0 && this.idleWaiters.length) this.wake();
+    if (this.inflight === 0 && this.closing === 0 && this.idleWaiters.length) this.wake();
   }
 
   /** The count as data-plane workers report it (the primary of `gateway.workers`
    * serves no traffic itself). */
-  setInflight(n: number): void {
+  setInflight(n: number, closing = this.closing): void {
     this.inflight = n;
-    if (n === 0 && this.idleWaiters.length) this.wake();
+    this.closing = closing;
+    if (n === 0 && closing === 0 && this.idleWaiters.length) this.wake();
+  }
+
+  /** A connection chosen by a drain closed. */
+  connectionClosed(): void {
+    this.closing--;
+    this.connectionsDrained++;
+    if (this.inflight === 0 && this.closing === 0 && this.idleWaiters.length) this.wake();
   }
 
   private wake(): void {
@@ -115,9 +129,10 @@ export class VersionStats {
     for (const fn of w) fn();
   }
 
-  /** Resolves when nothing of this version is in flight (at once when idle). */
+  /** Resolves when nothing of this version is in flight and no connection a drain
+   * chose is still open (at once when idle). */
   whenIdle(): Promise<void> {
-    if (this.inflight === 0) return Promise.resolve();
+    if (this.inflight === 0 && this.closing === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 }

@@ -10,6 +10,7 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
+import { kCloseAfterResponse, type MarkedSocket } from './conndrain.js';
 import type { Endpoint } from './endpoint.js';
 import { GatewayError, toGatewayError, type UpstreamFailure } from './errors.js';
 import { clientResponseHeaders, upstreamRequestHeaders, withHostHeader } from './headers.js';
@@ -199,7 +200,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const res = this.res;
     let headers = clientResponseHeaders(rawHeaders, this.requestId, this.setCookie);
     // (HTTP/2 has no Connection header; its sessions get a GOAWAY at shutdown.)
-    if (this.host.closing && this.req.httpVersionMajor !== 2) headers = withConnectionClose(headers);
+    // (The same after a connection drain chose this connection: its last response. The
+    // request may have let go of its socket by now — a body read to the end — the
+    // response has not.)
+    if ((this.host.closing || ((this.res.socket ?? this.req.socket) as MarkedSocket | null)?.[kCloseAfterResponse] === true) && this.req.httpVersionMajor !== 2) headers = withConnectionClose(headers);
     if (this.grpc && this.req.httpVersionMajor === 2) headers = this.holdGrpcStatus(headers);
     try {
       res.writeHead(statusCode, headers);

@@ -103,6 +103,27 @@ export class Metrics {
         for (const { service, version } of versions()) this.set({ service, version }, dp.statsOf(service, version).inflight);
       },
     });
+    // Connection drains (gateway/conndrain.ts): closed so far, and chosen but still open.
+    new Counter({
+      name: 'switchyard_connections_drained_total',
+      help: 'Long-lived connections (WebSocket, HTTP/2, keep-alive) closed by a connection drain, by the version they were pinned to.',
+      labelNames: ['service', 'version'],
+      registers,
+      collect() {
+        this.reset();
+        for (const { service, version } of versions()) this.inc({ service, version }, dp.statsOf(service, version).connectionsDrained);
+      },
+    });
+    new Gauge({
+      name: 'switchyard_connections_closing',
+      help: 'Long-lived connections a connection drain has chosen and that have not closed yet.',
+      labelNames: ['service', 'version'],
+      registers,
+      collect() {
+        this.reset();
+        for (const { service, version } of versions()) this.set({ service, version }, dp.statsOf(service, version).closing);
+      },
+    });
     new Gauge({
       name: 'switchyard_version_weight',
       help: 'Desired weight of each version.',

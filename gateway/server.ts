@@ -2,7 +2,7 @@
 // an endpoint, and hands it to an Exchange. Also answers the gateway's own errors,
 // proxies WebSocket upgrades, and runs the shutdown sequence.
 
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import http2, { type Http2SecureServer, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from 'node:http2';
@@ -21,6 +21,8 @@ import { matchRoute, type ServiceSnapshot, type VersionSnapshot } from './snapsh
 import { TlsCertificates } from './tls.js';
 import { grpcStatusOfHttp, isGrpc, sendGrpcError } from './grpc.js';
 import { acceptPriorKnowledge } from './h2c.js';
+import { ConnectionDrainer, kCloseAfterResponse, type MarkedSocket } from './conndrain.js';
+import { Tunnel } from './tunnel.js';
 
 /** What the server reports; metrics and outlier detection implement it. */
 export interface Observer {
@@ -43,14 +45,6 @@ interface Selection {
   setCookie: string | undefined;
   /** Chosen by the override header. */
   pinned: boolean;
-}
-
-// A WebSocket close frame with status 1001 "going away", server → client (unmasked).
-const WS_GOING_AWAY = Buffer.from([0x88, 0x02, 0x03, 0xe9]);
-
-function maskedGoingAway(): Buffer {
-  const mask = randomBytes(4);
-  return Buffer.from([0x88, 0x82, mask[0], mask[1], mask[2], mask[3], 0x03 ^ mask[0], 0xe9 ^ mask[1]]);
 }
 
 export class GatewayServer implements ExchangeHost {
@@ -77,7 +71,9 @@ export class GatewayServer implements ExchangeHost {
   private readonly log: Logger;
   private readonly observer: Observer;
   private cfg: Config['gateway'];
-  private readonly tunnels = new Set<{ client: Duplex; upstream: Socket }>();
+  private readonly tunnels = new Set<Tunnel>();
+  /** Long-lived connections by the version they are pinned to, for connection drains. */
+  readonly drainer: ConnectionDrainer;
   /** Upgrade requests sent upstream and not yet answered (count toward maxTunnels). */
   private pendingUpgrades = 0;
   private closed = false;
@@ -87,6 +83,9 @@ export class GatewayServer implements ExchangeHost {
     this.log = opts.log;
     this.observer = opts.observer ?? noopObserver;
     this.cfg = opts.config;
+    this.drainer = new ConnectionDrainer(() => this.tunnels, opts.log);
+    const dp = opts.dataplane;
+    dp.onConnectionDrain((order) => this.drainer.drain(order, (v) => dp.statsOf(order.service, v)));
     const t = opts.config.timeouts;
     const cfg = opts.config;
     const onRequest = (req: IncomingMessage, res: ServerResponse): void => this.onRequest(req, res);
@@ -290,6 +289,11 @@ export class GatewayServer implements ExchangeHost {
     }
     const sel = this.select(req, res, url, requestId);
     if (sel === undefined) return;
+    // Which version this connection now carries (what a connection drain matches on).
+    if (req.httpVersionMajor === 2) {
+      const session = (req as unknown as Http2ServerRequest).stream?.session;
+      if (session !== undefined) this.drainer.h2Request(session, sel.version.stats);
+    } else this.drainer.h1Request(req, res, sel.version.stats);
     const x = new Exchange(this, req, res, sel.service, sel.version, sel.endpoint, requestId, sel.setCookie, sel.pinned);
     // Content-Length bodies are checked up front; a chunked (or HTTP/2) body is counted as it streams.
     if (cl === undefined && (req.headers['transfer-encoding'] !== undefined || req.httpVersionMajor === 2)) x.bodyLimit = this.cfg.maxBodySize;
@@ -367,7 +371,7 @@ export class GatewayServer implements ExchangeHost {
     // An unread request body (an early 413, an upstream that failed mid-upload) would
     // otherwise have to be read to the end to keep the connection: close it instead.
     // (HTTP/2 has no Connection header: the stream ends, the session stays.)
-    if ((this.closing || !req.complete) && req.httpVersionMajor !== 2) headers.push('connection', 'close');
+    if ((this.closing || !req.complete || (req.socket as MarkedSocket | null)?.[kCloseAfterResponse] === true) && req.httpVersionMajor !== 2) headers.push('connection', 'close');
     res.writeHead(err.statusCode, headers);
     res.end(body);
   }
@@ -553,7 +557,10 @@ export class GatewayServer implements ExchangeHost {
       socket.write(lines.join('\r\n'));
       if (uhead.length) socket.write(uhead);
       if (head.length) usocket.write(head);
-      const tunnel = { client: socket, upstream: usocket };
+      const tunnel = new Tunnel(socket, usocket, protocol === 'websocket', sel.version.stats, (t) => {
+        this.tunnels.delete(t);
+        this.drainer.tunnelClosed(t);
+      });
       this.tunnels.add(tunnel);
       // A tunnel with no byte either way for gateway.upgrades.idleTimeout is closed
       // (a WebSocket with 1001 "going away" on both sides first).
@@ -566,7 +573,7 @@ export class GatewayServer implements ExchangeHost {
           // when both have been silent.
           if (now - idleSince < idleMs - 1) return;
           this.log.debug({ reqId: requestId, idleMs }, 'tunnel closed: idle (gateway.upgrades.idleTimeout)');
-          goAway(tunnel, protocol === 'websocket');
+          tunnel.goAway();
         };
         const active = (): void => {
           idleSince = performance.now();
@@ -577,23 +584,7 @@ export class GatewayServer implements ExchangeHost {
         (socket as Socket).setTimeout?.(idleMs, onIdle);
         usocket.setTimeout(idleMs, onIdle);
       }
-      // Either side closing closes the other.
-      const teardown = (): void => {
-        if (!this.tunnels.delete(tunnel)) return;
-        socket.destroy();
-        usocket.destroy();
-      };
-      socket.once('close', teardown);
-      usocket.once('close', teardown);
-      // A side that ends its writing ends the tunnel once the other side has flushed
-      // (a WebSocket has no half-close; the client socket is half-open by default and a
-      // vanished client would otherwise hold its tunnel until the idle timeout).
-      socket.once('end', () => usocket.end(teardown));
-      usocket.once('end', () => socket.end(teardown));
-      socket.on('error', teardown);
-      usocket.on('error', teardown);
-      socket.pipe(usocket);
-      usocket.pipe(socket);
+      tunnel.start();
     });
     socket.on('error', () => up.destroy());
     // A client that leaves before the upstream's 101 must not leave the upstream socket
@@ -662,7 +653,7 @@ export class GatewayServer implements ExchangeHost {
 
   /** Closes proxied WebSockets with 1001 "going away" on both sides. */
   closeTunnels(): void {
-    for (const t of this.tunnels) goAway(t, true);
+    for (const t of this.tunnels) t.goAway();
   }
 
   get openTunnels(): number {
@@ -675,37 +666,19 @@ export class GatewayServer implements ExchangeHost {
     this.closed = true;
     this.closing = true;
     this.tls?.close();
+    this.drainer.close();
     clearInterval(this.quietSweep);
     if (this.server.listening) net.Server.prototype.close.call(this.server);
     http.Server.prototype.closeAllConnections.call(this.server);
     for (const s of this.sessions) s.destroy();
     if (this.redirect?.listening === true) net.Server.prototype.close.call(this.redirect);
     this.redirect?.closeAllConnections();
-    for (const t of this.tunnels) {
-      t.client.destroy();
-      t.upstream.destroy();
-    }
+    for (const t of this.tunnels) t.destroy();
   }
 }
 
 /** How long an HTTP/1.1 connection must stay idle during shutdown before it is closed. */
 const QUIET_MS = 250;
-
-/** Closes a tunnel: a WebSocket with 1001 "going away" on both sides, then the sockets
- * (at once, or a second later when the close frames were sent). */
-function goAway(t: { client: Duplex; upstream: Socket }, websocket: boolean): void {
-  if (!websocket) {
-    t.client.destroy();
-    t.upstream.destroy();
-    return;
-  }
-  if (t.client.writable) t.client.end(WS_GOING_AWAY);
-  if (t.upstream.writable) t.upstream.end(maskedGoingAway());
-  setTimeout(() => {
-    t.client.destroy();
-    t.upstream.destroy();
-  }, 1000).unref();
-}
 
 // Node's record of a server's HTTP/1.1 connections (the one closeIdleConnections reads).
 type ConnectionsList = { idle(): { socket: Duplex & { _httpMessage?: ServerResponse | null } }[] };

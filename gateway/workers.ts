@@ -62,6 +62,10 @@ export type FromWorker =
       cut: [string, number][];
       /** By endpoint key (Endpoint.key). */
       endpoints: [string, number][];
+      /** By version key: connections a drain chose that are still open. */
+      closing?: [string, number][];
+      /** By version key: connections drains closed so far (only ever grows). */
+      drained?: [string, number][];
     };
 
 interface Member {
@@ -76,8 +80,11 @@ interface Member {
   reportedAt: number;
   served: number;
   inflight: [string, number][];
+  closing: [string, number][];
   /** Its cut counts as last reported (the primary adds what grew). */
   cut: Map<string, number>;
+  /** Its drained-connection counts as last reported (the primary adds what grew). */
+  drained: Map<string, number>;
   endpoints: [string, number][];
 }
 
@@ -138,6 +145,8 @@ export class WorkerPool {
     o.dataplane.remoteIdle = (service, version) => this.idle(service, version);
     // Every snapshot rebuild means the state may have changed: one message per tick.
     o.dataplane.subscribe(() => this.changed());
+    // A connection drain order goes to the workers with the state (each drains its own).
+    o.dataplane.onConnectionDrain(() => this.changed());
   }
 
   get stateSeq(): number {
@@ -155,7 +164,7 @@ export class WorkerPool {
 
   private fork(): Promise<{ gateway: AddressInfo; redirect?: AddressInfo }> {
     const worker = cluster.fork();
-    const m: Member = { worker, joined: false, listening: undefined, acked: 0, reportedAt: 0, served: 0, inflight: [], cut: new Map(), endpoints: [] };
+    const m: Member = { worker, joined: false, listening: undefined, acked: 0, reportedAt: 0, served: 0, inflight: [], closing: [], cut: new Map(), drained: new Map(), endpoints: [] };
     this.members.set(worker.id, m);
     return new Promise((resolve, reject) => {
       let settled = false;
@@ -181,6 +190,8 @@ export class WorkerPool {
           if (st !== undefined) st.cut += n;
         }
         m.inflight = [];
+        // Its connections closed with it.
+        m.closing = [];
         this.members.delete(worker.id);
         for (const [id, q] of this.queries) {
           q.waiting.delete(worker.id);
@@ -304,6 +315,13 @@ export class WorkerPool {
       if (grew > 0 && st !== undefined) st.cut += grew;
       m.cut.set(k, n);
     }
+    m.closing = msg.closing ?? [];
+    for (const [k, n] of msg.drained ?? []) {
+      const grew = n - (m.drained.get(k) ?? 0);
+      const st = dp.existingStats(k);
+      if (grew > 0 && st !== undefined) st.connectionsDrained += grew;
+      m.drained.set(k, n);
+    }
     m.endpoints = msg.endpoints;
     // The channel is ordered: the acks sent before this report are in.
     m.reportedAt = Math.max(m.reportedAt, m.acked);
@@ -315,14 +333,19 @@ export class WorkerPool {
   private sumInflight(): void {
     const dp = this.o.dataplane;
     const byVersion = new Map<string, number>();
+    const closing = new Map<string, number>();
     const byEndpoint = new Map<string, number>();
     for (const m of this.members.values()) {
       for (const [k, n] of m.inflight) byVersion.set(k, (byVersion.get(k) ?? 0) + n);
+      for (const [k, n] of m.closing) closing.set(k, (closing.get(k) ?? 0) + n);
       for (const [k, n] of m.endpoints) byEndpoint.set(k, (byEndpoint.get(k) ?? 0) + n);
     }
     // (the snapshot keeps counters for every version of the config, and they stay after
     // a reload removes one; reports carry only non-zero counts)
-    for (const st of dp.allStats()) st.setInflight(byVersion.get(vkey(st.service, st.version)) ?? 0);
+    for (const st of dp.allStats()) {
+      const k = vkey(st.service, st.version);
+      st.setInflight(byVersion.get(k) ?? 0, closing.get(k) ?? 0);
+    }
     for (const e of dp.endpointsWithRetiring()) e.setInflight(byEndpoint.get(e.key) ?? 0);
   }
 

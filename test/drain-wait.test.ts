@@ -6,12 +6,14 @@ import { describe, expect, it } from 'vitest';
 import { drainWait, type LocalDrain } from '../control/drain.js';
 import type { Fleet, ReplicaInfo } from '../control/fleet.js';
 
-const rec = (id: string, o: { revision?: number; blue?: number; cut?: number; gone?: boolean } = {}): ReplicaInfo => ({
+const rec = (id: string, o: { revision?: number; blue?: number; cut?: number; gone?: boolean; closing?: number; moved?: number } = {}): ReplicaInfo => ({
   id,
   addresses: {},
   revision: o.revision ?? 2,
   inflight: { shop: { blue: o.blue ?? 0, green: 0 } },
   cut: { shop: { blue: o.cut ?? 0, green: 0 } },
+  closing: { shop: { blue: o.closing ?? 0, green: 0 } },
+  connectionsDrained: { shop: { blue: o.moved ?? 0, green: 0 } },
   startedAt: '',
   at: 0,
   ...(o.gone ? { gone: true } : {}),
@@ -53,7 +55,8 @@ function scripted(scans: (ReplicaInfo[] | Error)[], known: ReplicaInfo[], dead: 
   return f;
 }
 
-const idleLocal: LocalDrain = { waitIdle: async () => true, cut: () => ({ shop: { blue: 0 } }), inflight: () => ({ shop: { blue: 0 } }) };
+const zero = (): Record<string, Record<string, number>> => ({ shop: { blue: 0 } });
+const idleLocal: LocalDrain = { waitIdle: async () => true, cut: zero, inflight: zero, closing: zero, drained: zero };
 
 describe('drain wait rules', () => {
   it('an empty registry (Redis restarted empty) is no answer: it waits until the known replica is back and idle', async () => {
@@ -97,10 +100,22 @@ describe('drain wait rules', () => {
         return true;
       },
       cut: () => ({ shop: { blue: cut } }),
-      inflight: () => ({ shop: { blue: 0 } }),
+      inflight: zero,
+      closing: zero,
+      drained: zero,
     };
     const a = await drainWait(scripted([[]], []), local, 'shop', ['blue'], 2, 5000);
     expect(a).toMatchObject({ drained: false, cut: 2, replicas: { self: { cut: 2 } } });
+  });
+
+  it('a replica with no request in flight but connections a drain is still closing is not drained yet; the answer counts the connections moved', async () => {
+    const f = scripted(
+      [[rec('b', { closing: 3, moved: 5 })], [rec('b', { closing: 1, moved: 7 })], [rec('b', { closing: 0, moved: 8 })]],
+      [rec('b', { closing: 3, moved: 5 })],
+    );
+    const a = await drainWait(f, idleLocal, 'shop', ['blue'], 2, 5000);
+    expect(f.scans).toBe(3);
+    expect(a).toMatchObject({ drained: true, connectionsMoved: 3, replicas: { b: { state: 'drained', connections: 0 } } });
   });
 
   it('the deadline with a replica still busy: timed out, not drained', async () => {
