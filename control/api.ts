@@ -18,9 +18,11 @@ import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ErrorObject } from 'ajv';
 import type { Logger } from 'pino';
-import { ajv, describeErrors, isLoopbackHost, parseDuration, splitHostPort } from '../config/load.js';
-import { durationSchema, weightsSchema } from '../config/schema.js';
-import type { Config } from '../config/types.js';
+import { ajv, describeErrors, isLoopbackHost, mirrorBody, normalizeMirror, parseDuration, splitHostPort, type MirrorBody } from '../config/load.js';
+import { durationSchema, mirrorSchema, shadowMirrorSchema, weightsSchema } from '../config/schema.js';
+import type { Config, MirrorConfig } from '../config/types.js';
+import { Controller as ControllerClass } from './controller.js';
+import { MIRROR_RESULTS, SAMPLE_RING, type MirrorResult, type MirrorSample } from '../gateway/mirror.js';
 import type { Controller } from './controller.js';
 import { ControlError } from './errors.js';
 import type { AnalysisConfig, RolloutRecord } from './state.js';
@@ -59,6 +61,7 @@ interface AnalysisBody {
   minRequests?: number;
   noTrafficPolicy?: 'fail' | 'continue';
   noTrafficIntervals?: number;
+  maxMirrorDiffRate?: number;
 }
 
 /** The analysis settings of a rollout: the body's, over the defaults. Without any
@@ -75,6 +78,7 @@ function analysisOf(a: AnalysisBody): AnalysisConfig {
   if (a.maxP99 !== undefined) out.maxP99Ms = parseDuration(a.maxP99);
   if (a.maxErrorRateOverBaseline !== undefined) out.maxErrorRateOverBaseline = a.maxErrorRateOverBaseline;
   if (a.maxP99OverBaseline !== undefined) out.maxP99OverBaselineMs = parseDuration(a.maxP99OverBaseline);
+  if (a.maxMirrorDiffRate !== undefined) out.maxMirrorDiffRate = a.maxMirrorDiffRate;
   return out;
 }
 
@@ -113,9 +117,11 @@ const schemas = {
     required: ['to', 'steps', 'interval'],
     properties: {
       to: name,
-      steps: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'integer', minimum: 1, maximum: 100 } },
+      // A first step of 0 is a shadow step (checked by the controller).
+      steps: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'integer', minimum: 0, maximum: 100 } },
       interval: durationSchema,
       force: { type: 'boolean' },
+      mirror: shadowMirrorSchema,
       analysis: {
         type: 'object',
         additionalProperties: false,
@@ -127,10 +133,12 @@ const schemas = {
           minRequests: { type: 'integer', minimum: 0 },
           noTrafficPolicy: { enum: ['fail', 'continue'] },
           noTrafficIntervals: { type: 'integer', minimum: 1, maximum: 1000 },
+          maxMirrorDiffRate: { type: 'number', minimum: 0, maximum: 1 },
         },
       },
     },
   },
+  mirror: mirrorSchema,
   serviceParams: { type: 'object', properties: { name }, required: ['name'] },
   events: {
     type: 'object',
@@ -158,6 +166,7 @@ export function rolloutView(r: RolloutRecord | undefined): Record<string, unknow
     weights: r.weights,
     fromWeights: r.fromWeights,
     analysis: { ...r.analysis, last: r.lastAnalysis ?? null },
+    ...(r.shadow === undefined ? {} : { mirror: mirrorBody(r.shadow) }),
     reason: r.reason ?? null,
     history: r.history,
     actor: r.actor,
@@ -420,6 +429,41 @@ export class ControlApi {
     return { name, revision: c.serviceRevision(name), weights, versions, rollout: rolloutView(c.rollout(name)) };
   }
 
+  /** GET …/mirror: the mirror in force, where it comes from, its counts by result
+   * (of the current target; of every target once stopped) and the last differing samples. */
+  mirrorView(name: string, sampleCount = SAMPLE_RING): Record<string, unknown> {
+    const c = this.opts.controller;
+    const dp = c.dp;
+    const sc = dp.service(name);
+    if (sc === undefined) throw new ControlError(404, 'UNKNOWN_SERVICE', `unknown service ${name}`);
+    const st = c.serviceState(name);
+    const eff = dp.mirrorOf(name);
+    const ro = st?.rollout;
+    const source =
+      eff === undefined ? null : ro !== undefined && ControllerClass.effectiveMirror(st) === ro.shadow && ro.shadow !== undefined ? 'rollout' : st?.mirror !== undefined ? 'api' : 'config';
+    const all = dp.allMirrorStats().filter((m) => m.service === name && (eff === undefined || m.version === eff.to));
+    const counts = Object.fromEntries(MIRROR_RESULTS.map((r) => [r, 0])) as Record<MirrorResult, number>;
+    let latency = 0;
+    const samples: MirrorSample[] = [];
+    for (const m of all) {
+      for (const [r, n] of Object.entries(m.countsByResult())) counts[r as MirrorResult] += n;
+      latency += m.latencyDeltaSumMs;
+      samples.push(...m.samples);
+    }
+    samples.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
+    const compared = counts.match + counts.status_diff + counts.body_diff + counts.error;
+    return {
+      service: name,
+      mirror: eff === undefined ? null : mirrorBody(eff),
+      source,
+      counts,
+      compared,
+      diffRate: compared === 0 ? 0 : (compared - counts.match) / compared,
+      avgLatencyDeltaMs: compared === 0 ? 0 : Math.round((latency / compared) * 1000) / 1000,
+      samples: samples.slice(-sampleCount),
+    };
+  }
+
   /** What the dashboard shows: per version the weight, in flight, requests/s, error
    * rate and p99 over the last 5 complete seconds, and the endpoints with their state. */
   liveView(): Record<string, unknown> {
@@ -446,7 +490,15 @@ export class ControlApi {
             endpoints: dp.endpointsOf(sc.name, v.name).map((e) => ({ id: e.id, state: e.state, inflight: e.inflight })),
           };
         }
-        return { name: sc.name, revision: c.serviceRevision(sc.name), weights, versions, rollout: rolloutView(c.rollout(sc.name)) };
+        const mirror = this.mirrorView(sc.name, 5);
+        return {
+          name: sc.name,
+          revision: c.serviceRevision(sc.name),
+          weights,
+          versions,
+          rollout: rolloutView(c.rollout(sc.name)),
+          ...(mirror.mirror === null && (mirror.compared as number) === 0 ? {} : { mirror }),
+        };
       }),
     };
   }
@@ -470,6 +522,23 @@ export class ControlApi {
       const view = this.serviceView(req.params.name);
       void reply.header('etag', `"${view.revision}"`);
       return view;
+    });
+
+    app.get<P>('/v1/services/:name/mirror', { config: { scope: 'read' }, schema: { params } }, async (req) => this.mirrorView(req.params.name));
+
+    app.put<P & { Body: MirrorBody }>('/v1/services/:name/mirror', { config: { scope: 'deploy' }, schema: { params, body: schemas.mirror } }, async (req) => {
+      const sc = c.dp.service(req.params.name);
+      if (sc === undefined) throw new ControlError(404, 'UNKNOWN_SERVICE', `unknown service ${req.params.name}`);
+      const problems: string[] = [];
+      const m: MirrorConfig = normalizeMirror(req.body, sc.versions.map((v) => v.name), 'body', problems);
+      if (problems.length > 0) throw new ControlError(400, 'INVALID_MIRROR', problems.join('; '));
+      const r = await c.setMirror(req.actor, req.params.name, m);
+      return { revision: r.revision, ...this.mirrorView(req.params.name) };
+    });
+
+    app.delete<P>('/v1/services/:name/mirror', { config: { scope: 'deploy' }, schema: { params } }, async (req) => {
+      const r = await c.setMirror(req.actor, req.params.name, null);
+      return { revision: r.revision, ...this.mirrorView(req.params.name) };
     });
 
     app.put<P & { Body: { weights: Record<string, number> } }>(
@@ -513,14 +582,23 @@ export class ControlApi {
       },
     );
 
-    app.post<P & { Body: { to: string; steps: number[]; interval: string; force?: boolean; analysis?: AnalysisBody } }>(
+    app.post<P & { Body: { to: string; steps: number[]; interval: string; force?: boolean; analysis?: AnalysisBody; mirror?: Omit<MirrorBody, 'to'> } }>(
       '/v1/services/:name/rollout',
       { config: { scope: 'deploy' }, schema: { params, body: schemas.rollout } },
       async (req, reply) => {
         const analysis = analysisOf(req.body.analysis ?? {});
         const intervalMs = parseDuration(req.body.interval);
         if (intervalMs < 100) throw new ControlError(400, 'INVALID_REQUEST', 'body.interval: must be at least 100ms');
-        const r = await c.startRollout(req.actor, req.params.name, { to: req.body.to, steps: req.body.steps, intervalMs, analysis, force: req.body.force, ifMatch: ifMatchOf(req) });
+        let shadow: MirrorConfig | undefined;
+        if (req.body.mirror !== undefined) {
+          const sc = c.dp.service(req.params.name);
+          if (sc === undefined) throw new ControlError(404, 'UNKNOWN_SERVICE', `unknown service ${req.params.name}`);
+          if (req.body.steps[0] !== 0) throw new ControlError(400, 'INVALID_ROLLOUT', 'mirror applies to a shadow step: the first step must be 0');
+          const problems: string[] = [];
+          shadow = normalizeMirror({ ...req.body.mirror, to: req.body.to }, sc.versions.map((v) => v.name), 'mirror', problems);
+          if (problems.length > 0) throw new ControlError(400, 'INVALID_ROLLOUT', problems.join('; '));
+        }
+        const r = await c.startRollout(req.actor, req.params.name, { to: req.body.to, steps: req.body.steps, intervalMs, analysis, force: req.body.force, ifMatch: ifMatchOf(req), shadow });
         void reply.code(202);
         return rolloutView(r);
       },

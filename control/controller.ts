@@ -28,7 +28,8 @@ import { RevisionConflictError, StoreUnavailableError, type Store, type WriteOpt
 import { LeaseLostError } from './store/redis.js';
 import { LocalFleet, type Fleet, type ReplicaInfo } from './fleet.js';
 import { baselineOf, stepWeights } from './rollout/plan.js';
-import { analyze } from './rollout/analysis.js';
+import { analyze, analyzeShadow } from './rollout/analysis.js';
+import type { MirrorConfig } from '../config/types.js';
 import { drainWait, drainWaitLocal, type DrainAnswer, type LocalDrain } from './drain.js';
 
 export interface ControllerOptions {
@@ -47,6 +48,8 @@ export interface RolloutRequest {
   force?: boolean;
   /** If-Match: the service revision the caller last saw. */
   ifMatch?: number;
+  /** The mirror to the target during 0% (shadow) steps (its `to` is the target). */
+  shadow?: MirrorConfig;
 }
 
 type Change = { service: string | null; action: string; detail: Record<string, unknown> };
@@ -205,7 +208,25 @@ export class Controller extends EventEmitter {
 
   /** After a config reload: stored weights win for the versions that still exist. */
   applyStoredWeights(): void {
-    for (const [name, s] of Object.entries(this.state.services)) this.applyWeights(name, s.weights);
+    for (const [name, s] of Object.entries(this.state.services)) {
+      this.applyWeights(name, s.weights);
+      this.applyMirror(name, s);
+    }
+  }
+
+  /**
+   * The mirror in force for a service: a rollout's shadow mirror while it is at a 0%
+   * step, else the one set through the API (null: stopped), else the config's.
+   */
+  static effectiveMirror(s: ServiceState | undefined): MirrorConfig | null | undefined {
+    const ro = s?.rollout;
+    if (ro !== undefined && !isTerminal(ro.state) && ro.steps[ro.step] === 0 && ro.shadow !== undefined) return ro.shadow;
+    return s?.mirror;
+  }
+
+  private applyMirror(name: string, s: ServiceState | undefined): void {
+    if (this.dp.service(name) === undefined) return;
+    this.dp.setMirror(name, Controller.effectiveMirror(s));
   }
 
   /** Applies stored weights to the data plane for the versions the config has now
@@ -337,6 +358,7 @@ export class Controller extends EventEmitter {
       if (change.service !== null) {
         const w = next.services[change.service]?.weights;
         if (w !== undefined) this.applyWeights(change.service, w);
+        this.applyMirror(change.service, next.services[change.service]);
       }
       this.log.info({ actor, service: change.service, action: change.action, revision: next.revision, detail: change.detail }, 'control change');
       this.emit('event', event);
@@ -386,6 +408,19 @@ export class Controller extends EventEmitter {
       return { service, action: 'weights', detail: { from: before, to: s.weights } };
     });
     return { revision: r.revision, weights: this.dp.getWeights(service) };
+  }
+
+  /** Starts or replaces a service's mirror (`null` stops it, whatever the config says). */
+  async setMirror(actor: string, service: string, mirror: MirrorConfig | null): Promise<{ revision: number }> {
+    this.requireService(service);
+    if (mirror !== null) this.requireVersion(service, mirror.to);
+    const r = await this.mutate(actor, (next) => {
+      const s = this.svc(next, service);
+      const before = Controller.effectiveMirror(s) ?? this.dp.service(service)?.mirror ?? null;
+      s.mirror = mirror;
+      return { service, action: mirror === null ? 'mirror.stopped' : 'mirror.set', detail: { from: before, to: mirror } };
+    });
+    return { revision: r.revision };
   }
 
   /** Preflight for cutover and rollout: the target must have a healthy endpoint. */
@@ -475,9 +510,11 @@ export class Controller extends EventEmitter {
     this.requireService(service);
     this.requireVersion(service, req.to);
     const steps = req.steps;
-    if (steps.length === 0 || steps.some((s, i) => !Number.isInteger(s) || s < 1 || s > 100 || (i > 0 && s <= steps[i - 1]))) {
-      throw new ControlError(400, 'INVALID_STEPS', 'steps must be integers from 1 to 100, strictly increasing');
+    // A first step of 0 is a shadow step: the target serves nothing and gets mirror copies.
+    if (steps.length === 0 || steps.some((s, i) => !Number.isInteger(s) || s < (i === 0 ? 0 : 1) || s > 100 || (i > 0 && s <= steps[i - 1]))) {
+      throw new ControlError(400, 'INVALID_STEPS', 'steps must be integers from 1 to 100, strictly increasing (the first may be 0: a shadow step)');
     }
+    if (req.shadow !== undefined && req.shadow.to !== req.to) throw new ControlError(400, 'INVALID_ROLLOUT', 'the shadow mirror goes to the rollout target');
     if (steps[steps.length - 1] !== 100) throw new ControlError(400, 'INVALID_STEPS', 'the last step must be 100');
     if (this.dp.service(service)!.versions.length < 2) throw new ControlError(400, 'INVALID_ROLLOUT', `service ${service} has only one version`);
     await this.catchUp(service, req.ifMatch);
@@ -497,6 +534,7 @@ export class Controller extends EventEmitter {
         step: 0,
         intervalMs: req.intervalMs,
         analysis: req.analysis,
+        ...(steps[0] === 0 ? { shadow: req.shadow ?? this.shadowFor(service, req.to) } : {}),
         state: 'running',
         fromWeights: from,
         weights,
@@ -514,6 +552,14 @@ export class Controller extends EventEmitter {
     });
     await this.reconcileDrivers();
     return r.result!;
+  }
+
+  /** The shadow mirror of a rollout that gave none: the service's mirror settings (its
+   * ignores, headers…) pointed at the target, copying every eligible request. */
+  private shadowFor(service: string, to: string): MirrorConfig {
+    const base = this.state.services[service]?.mirror ?? this.dp.service(service)?.mirror;
+    const defaults: MirrorConfig = { to, percent: 100, methods: ['GET', 'HEAD'], compare: true, ignore: [], headers: [], maxBodyBytes: 1024 * 1024, maxInflight: 100, timeoutMs: 5000 };
+    return { ...defaults, ...(base ?? {}), to };
   }
 
   private requireRollout(next: DesiredState, service: string): RolloutRecord {
@@ -632,12 +678,17 @@ export class Controller extends EventEmitter {
       to = through * 1000 + 999;
     }
     const window = (v: string) => this.fleet.summary(service, v, from, to);
-    const result = analyze(
-      cur.analysis,
-      cur.step,
-      { version: cur.to, w: await window(cur.to) },
-      cur.baseline !== null ? { version: cur.baseline, w: await window(cur.baseline) } : undefined,
-    );
+    // A shadow step is judged on this process's mirror counters (the copies its data
+    // plane, or its workers, sent and compared).
+    const result =
+      cur.steps[cur.step] === 0
+        ? analyzeShadow(cur.analysis, cur.step, cur.to, this.dp.mirrorStatsOf(service, cur.to).window.summary(from, to))
+        : analyze(
+            cur.analysis,
+            cur.step,
+            { version: cur.to, w: await window(cur.to) },
+            cur.baseline !== null ? { version: cur.baseline, w: await window(cur.baseline) } : undefined,
+          );
     // Said, not hidden: the window lacks the share of replicas that died unpublished.
     if (missing.length > 0) result.missingReplicas = missing;
     const applied = this.mutate('rollout', (next) => {

@@ -157,8 +157,18 @@ export class Endpoint {
     return (this.poolInstance ??= this.createPool());
   }
 
-  /** Closes the pool if one was ever created (destroy cuts open requests). */
+  /** Mirror copies (gateway/mirror.ts) go on connections of their own: a hung mirror
+   * target holds none of the connections served requests use. Created on first use. */
+  private mirrorPoolInstance: Pool | undefined;
+  get mirrorPool(): Pool {
+    return (this.mirrorPoolInstance ??= this.createPool());
+  }
+
+  /** Closes the pools if any was ever created (destroy cuts open requests). */
   async closePool(force = false): Promise<void> {
+    // Copies are never waited for: they are cut at once.
+    const m = this.mirrorPoolInstance;
+    if (m !== undefined) await m.destroy().catch(() => {});
     const p = this.poolInstance;
     if (p === undefined) return;
     await (force ? p.destroy() : p.close()).catch(() => {});

@@ -13,6 +13,7 @@ import type { Dispatcher } from 'undici';
 import type { Endpoint } from './endpoint.js';
 import { GatewayError, toGatewayError, type UpstreamFailure } from './errors.js';
 import { clientResponseHeaders, upstreamRequestHeaders, withHostHeader } from './headers.js';
+import type { MirrorCopy } from './mirror.js';
 import { pickEndpoint } from './select.js';
 import type { ServiceSnapshot, VersionSnapshot } from './snapshot.js';
 
@@ -86,8 +87,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private cutStatus = 499;
   private sendTimer: NodeJS.Timeout | undefined;
   private requestTimer: NodeJS.Timeout | undefined;
-  private readonly hasBody: boolean;
-  private readonly headers: string[];
+  readonly hasBody: boolean;
+  readonly headers: string[];
+  /** The copy of this request for the service's mirror (gateway/mirror.ts), if any: fed
+   * the request body as undici reads it and the response as it streams to the client. */
+  mirror: MirrorCopy | undefined;
 
   constructor(
     readonly host: ExchangeHost,
@@ -143,7 +147,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
         // (undici takes any async iterable as a body; its typings name only Readable.)
         // An HTTP/2 body always goes through it too: a reset stream ends like a complete
         // one, and CheckedBody fails the upload instead of finishing it.
-        body: this.hasBody ? (this.bodyLimit === Infinity && this.req.httpVersionMajor !== 2 ? this.req : (new CheckedBody(this.req, this.bodyLimit) as unknown as IncomingMessage)) : null,
+        // A mirrored upload goes through it as well: it tees each chunk to the copy.
+        body: this.hasBody
+          ? this.bodyLimit === Infinity && this.req.httpVersionMajor !== 2 && this.mirror?.wantsRequestBody !== true
+            ? this.req
+            : (new CheckedBody(this.req, this.bodyLimit, this.mirror) as unknown as IncomingMessage)
+          : null,
         headersTimeout: timeout,
         bodyTimeout: timeout,
         // We retry ourselves, on another endpoint, only when that is safe.
@@ -182,6 +191,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       return false;
     }
     this.statusCode = statusCode;
+    this.mirror?.servedResponse(statusCode, rawHeaders);
     return true;
   }
 
@@ -197,6 +207,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onData(chunk: Buffer): boolean {
     const ok = this.res.write(chunk);
+    // After the client's write: the copy never delays it.
+    if (this.mirror !== undefined) this.mirror.servedData(chunk);
     if (!ok) {
       this.res.once('drain', onClientDrain);
       // undici is paused (its body timer too) until the client drains: our own timer
@@ -209,6 +221,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onComplete(): void {
     this.res.end();
+    this.mirror?.servedComplete();
     this.endAttempt(this.statusCode, undefined);
     this.finish(this.statusCode);
   }
@@ -380,6 +393,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private finish(status: number): void {
     if (this.done) return;
     this.done = true;
+    // (after a complete answer this does nothing: the copy is being compared)
+    this.mirror?.servedFailed();
     if (this.sendTimer !== undefined) clearTimeout(this.sendTimer);
     if (this.requestTimer !== undefined) clearTimeout(this.requestTimer);
     this.host.exchangeDone(this, status);
@@ -403,6 +418,8 @@ class CheckedBody implements AsyncIterableIterator<Buffer> {
   constructor(
     private readonly req: IncomingMessage,
     private readonly limit: number,
+    /** A mirror copy that gets each chunk read, and the end. */
+    private readonly tee?: MirrorCopy,
   ) {
     const cl = req.headers['content-length'];
     this.declared = cl === undefined ? -1 : Number(cl);
@@ -435,10 +452,12 @@ class CheckedBody implements AsyncIterableIterator<Buffer> {
         // the upstream's HTTP/1.1 message, so it waits for END_STREAM; a stream reset
         // after its last byte but before END_STREAM is no request.
         if (this.bytes === this.declared && req.httpVersionMajor === 2) await this.streamEnd();
+        this.tee?.requestChunk(chunk);
         return { value: chunk, done: false };
       }
       if (req.readableEnded) {
         if (!bodyComplete(req)) throw new GatewayError('CLIENT_CLOSED', 'the client reset the request before its body was complete');
+        this.tee?.requestEnded();
         return { value: undefined, done: true };
       }
       if (req.destroyed) throw new GatewayError('CLIENT_CLOSED', 'client closed the connection');

@@ -52,3 +52,27 @@ export function analyze(
   }
   return result;
 }
+
+/**
+ * A shadow (0%) step: the target serves nothing, so it is judged on the mirror copies of
+ * the baseline's requests sent to it — `wait` below minRequests copies compared, `fail`
+ * when more than maxMirrorDiffRate of them differed from the served answer or failed.
+ * `mirror.requests` counts compared copies, `mirror.errors` the differing ones.
+ */
+export function analyzeShadow(cfg: AnalysisConfig, step: number, target: string, mirror: WindowSummary): AnalysisResult {
+  const diffRate = mirror.requests === 0 ? 0 : mirror.errors / mirror.requests;
+  const result: AnalysisResult = {
+    step,
+    at: new Date().toISOString(),
+    verdict: 'pass',
+    target: { version: target, requests: 0, errorRate: 0, p99Ms: 0 },
+    mirror: { version: target, compared: mirror.requests, differing: mirror.errors, diffRate },
+  };
+  if (mirror.requests < cfg.minRequests) {
+    return { ...result, verdict: 'wait', reason: `${mirror.requests} mirror copies to ${target} compared, fewer than minRequests ${cfg.minRequests}` };
+  }
+  if (cfg.maxMirrorDiffRate !== undefined && diffRate > cfg.maxMirrorDiffRate) {
+    return { ...result, verdict: 'fail', reason: `mirror diff rate of ${target} ${pct(diffRate)} > max ${pct(cfg.maxMirrorDiffRate)} (${mirror.errors} of ${mirror.requests} copies differed)` };
+  }
+  return result;
+}
