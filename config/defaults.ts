@@ -81,7 +81,7 @@ export const defaults = {
     slowStart: '0s',
     retries: { attempts: 1 },
     timeouts: { connect: '2s', request: '30s' },
-    mirror: { percent: 100, methods: ['GET', 'HEAD'], compare: true, ignore: [], headers: [], maxBodyBytes: '1mb', maxInflight: 100, timeout: '5s' },
+    mirror: { percent: 100, methods: ['GET', 'HEAD'], compare: true, ignore: [], headers: [], maxBodyBytes: '256kb', maxInflight: 100, timeout: '5s' },
   },
   dns: { interval: '5s', emptyGrace: '30s' },
   consul: {

@@ -170,7 +170,7 @@ export const descriptions: Record<string, KeyDoc> = {
   'services.NAME.mirror.compare': d('`false`: only the statuses are compared, not headers or bodies (the served body is then not copied).'),
   'services.NAME.mirror.ignore': d('JSON paths left out when JSON bodies are compared (`$.a.b`, `$.items[*].id`, `$.list[0]`).', { example: "['$.timestamp', '$.requestId']" }),
   'services.NAME.mirror.headers': d('Response headers whose values must match.', { example: '[content-type]' }),
-  'services.NAME.mirror.maxBodyBytes': d('Bodies are compared whole up to this size (past it by digest, and the offset is the first byte past it); a copied request body over it is not copied (counted as dropped).'),
+  'services.NAME.mirror.maxBodyBytes': d('Bodies are compared whole up to this size (past it by digest, and the offset is the first byte past it); a copied request body over it is not copied (counted as dropped). Memory held by copies is at most about 3 × maxBodyBytes × maxInflight per process.'),
   'services.NAME.mirror.maxInflight': d('Copies in flight at once per gateway process; a request that would exceed it is not copied (counted as dropped).'),
   'services.NAME.mirror.timeout': d('Longest a copy may take, connect to last byte; past it the copy counts as an error. The client never waits for it.'),
 

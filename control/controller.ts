@@ -30,6 +30,7 @@ import { LocalFleet, type Fleet, type ReplicaInfo } from './fleet.js';
 import { baselineOf, stepWeights } from './rollout/plan.js';
 import { analyze, analyzeShadow } from './rollout/analysis.js';
 import type { MirrorConfig } from '../config/types.js';
+import { normalizeMirror } from '../config/load.js';
 import { drainWait, drainWaitLocal, type DrainAnswer, type LocalDrain } from './drain.js';
 
 export interface ControllerOptions {
@@ -558,8 +559,7 @@ export class Controller extends EventEmitter {
    * ignores, headers…) pointed at the target, copying every eligible request. */
   private shadowFor(service: string, to: string): MirrorConfig {
     const base = this.state.services[service]?.mirror ?? this.dp.service(service)?.mirror;
-    const defaults: MirrorConfig = { to, percent: 100, methods: ['GET', 'HEAD'], compare: true, ignore: [], headers: [], maxBodyBytes: 1024 * 1024, maxInflight: 100, timeoutMs: 5000 };
-    return { ...defaults, ...(base ?? {}), to };
+    return { ...normalizeMirror({ to }, [to], 'mirror', []), ...(base ?? {}), to };
   }
 
   private requireRollout(next: DesiredState, service: string): RolloutRecord {
