@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
+import { chromium } from 'playwright-core';
 import { load, shopConfig, startProcess, startUpstream, waitFor, httpGet, type GatewayProcess, type Upstream } from './helpers.js';
 import { api, controlTop, rollout, TOKENS } from './control-helpers.js';
 
@@ -341,6 +342,40 @@ describe('mirror: bad bodies', () => {
       await expect(startProcess(cfg)).rejects.toThrow(/mirror\.to: the service has no version green/);
     } finally {
       await blue.close();
+    }
+  });
+});
+
+describe('mirror: dashboard', () => {
+  it('shows the mirror panel: target, counts by result and the differing samples with their JSON path', async () => {
+    const { gw } = await setup({ to: 'green', ignore: ['$.timestamp', '$.requestId'] });
+    for (const p of ['/same', '/diff', '/time', '/diff']) expect((await get(gw, p)).status).toBe(200);
+    await waitFor(async () => (await mirrorState(gw)).compared === 4);
+    const browser = await chromium.launch({
+      executablePath: process.env.SWITCHYARD_CHROMIUM ?? '/usr/bin/chromium',
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
+    });
+    try {
+      const page = await browser.newPage();
+      page.setDefaultTimeout(15_000);
+      const problems: string[] = [];
+      page.on('pageerror', (e) => problems.push(e.message));
+      await page.goto(`${gw.controlUrl}/ui`);
+      await page.fill('#token', TOKENS.read);
+      await page.click('#connect');
+      const panel = page.locator('section.card[data-service="shop"] .mirror');
+      await panel.waitFor({ state: 'visible' });
+      await waitFor(async () => (await panel.locator('.m-line').textContent())?.includes('to green (config)'));
+      expect(await panel.locator('.m-line').textContent()).toContain('diff rate 50.00% of 4 compared');
+      expect(await panel.locator('.chip[data-result="match"]').textContent()).toBe('match 2');
+      expect(await panel.locator('.chip[data-result="body_diff"]').textContent()).toBe('body diff 2');
+      const rows = panel.locator('tr[data-path="/diff"]');
+      expect(await rows.count()).toBe(2);
+      expect(await rows.first().locator('.m-where').textContent()).toBe('$.user.plan.tier');
+      expect(await rows.first().locator('.m-req').textContent()).toBe('GET /diff');
+      expect(problems).toEqual([]);
+    } finally {
+      await browser.close();
     }
   });
 });
