@@ -24,7 +24,10 @@ client commands (SWITCHYARD_URL, default http://127.0.0.1:9090; SWITCHYARD_TOKEN
                      (--wait exits 1 when requests of the old version were cut, not drained)
   switchyard rollout SERVICE --to green --steps 5,25,50,100 --interval 30s
                      [--max-error-rate 1%] [--max-p99 500ms] [--min-requests 20]
-                     [--no-traffic fail|continue] [--wait] [--timeout 10m] [--force] [--if-match REVISION]
+                     [--no-traffic fail|continue] [--max-mirror-diff-rate 1%] [--wait] [--timeout 10m]
+                     [--force] [--if-match REVISION]   (--steps 0,…: a first 0% shadow step, judged on mirror copies)
+  switchyard mirror SERVICE [--to green [--percent 10] [--methods GET,HEAD] [--ignore '$.timestamp,$.id']
+                     [--headers content-type] [--max-body 256kb] [--timeout 5s] | --stop]
   switchyard pause|resume|promote|abort SERVICE
   switchyard rollback SERVICE [--if-match REVISION]
   switchyard events [--follow] [--since ID]

@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { chromium } from 'playwright-core';
 import { load, shopConfig, startProcess, startUpstream, waitFor, httpGet, type GatewayProcess, type Upstream } from './helpers.js';
-import { api, controlTop, rollout, TOKENS } from './control-helpers.js';
+import { api, controlTop, rollout, runCli, TOKENS } from './control-helpers.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -343,6 +343,28 @@ describe('mirror: bad bodies', () => {
     } finally {
       await blue.close();
     }
+  });
+});
+
+describe('mirror: CLI', () => {
+  it('switchyard mirror sets, shows and stops a mirror; a bad one exits 2 with nothing changed', async () => {
+    const { gw } = await setup();
+    const env = { url: gw.controlUrl };
+    const set = await runCli(['mirror', 'shop', '--to', 'green', '--percent', '100', '--ignore', '$.timestamp,$.requestId'], env);
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout).toContain('shop: mirror 100% of GET,HEAD to green (api)');
+    await get(gw, '/diff');
+    await waitFor(async () => (await mirrorState(gw)).compared === 1);
+    const show = await runCli(['mirror', 'shop'], env);
+    expect(show.code).toBe(0);
+    expect(show.stdout).toMatch(/GET \/diff\s+body_diff\s+200→200\s+\$\.user\.plan\.tier/);
+    const bad = await runCli(['mirror', 'shop', '--to', 'purple'], env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('no version purple');
+    expect((await mirrorState(gw)).mirror.to).toBe('green');
+    const stop = await runCli(['mirror', 'shop', '--stop', '--json'], env);
+    expect(stop.code).toBe(0);
+    expect(JSON.parse(stop.stdout).mirror).toBeNull();
   });
 });
 
