@@ -315,25 +315,38 @@ describe('mirror: shadow step of a rollout', () => {
 });
 
 describe('mirror: bad bodies', () => {
-  it.each([
-    ['an unknown version', { to: 'purple' }, /no version purple/],
-    ['no target', { percent: 10 }, /to/],
-    ['percent over 100', { to: 'green', percent: 101 }, /percent/],
-    ['an ignore that is no JSON path', { to: 'green', ignore: ['timestamp'] }, /ignore/],
-    ['no methods', { to: 'green', methods: [] }, /methods/],
-    ['an unknown key', { to: 'green', mirrorAll: true }, /mirrorAll|additional/],
-    ['a bad size', { to: 'green', maxBodyBytes: 'lots' }, /maxBodyBytes/],
-  ])('%s → 400, nothing changed', async (_name, body, message) => {
+  it('each bad mirror body → 400 with the key named, nothing changed', async () => {
     const { gw } = await setup({ to: 'green', percent: 50 });
     const before = await api(gw.controlUrl, 'GET', '/v1/services/shop', { token: TOKENS.read });
-    const r = await api(gw.controlUrl, 'PUT', '/v1/services/shop/mirror', { body });
-    expect(r.status).toBe(400);
-    expect(r.json.error.message).toMatch(message);
+    const cases: [string, unknown, RegExp][] = [
+      ['an unknown version', { to: 'purple' }, /no version purple/],
+      ['no target', { percent: 10 }, /to/],
+      ['percent over 100', { to: 'green', percent: 101 }, /percent/],
+      ['an ignore that is no JSON path', { to: 'green', ignore: ['timestamp'] }, /ignore/],
+      ['no methods', { to: 'green', methods: [] }, /methods/],
+      ['an unknown key', { to: 'green', mirrorAll: true }, /mirrorAll|additional/],
+      ['a bad size', { to: 'green', maxBodyBytes: 'lots' }, /maxBodyBytes/],
+      ['a bad timeout', { to: 'green', timeout: 'soon' }, /timeout/],
+      ['not an object', [], /object/],
+    ];
+    for (const [name, body, message] of cases) {
+      const r = await api(gw.controlUrl, 'PUT', '/v1/services/shop/mirror', { body });
+      expect(r.status, name).toBe(400);
+      expect(r.json.error.message, name).toMatch(message);
+    }
+    // A rollout's shadow mirror is checked the same way, and needs a 0% first step.
+    const ro = await api(gw.controlUrl, 'POST', '/v1/services/shop/rollout', { body: { to: 'green', steps: [10, 100], interval: '1s', mirror: { percent: 10 } } });
+    expect(ro.status).toBe(400);
+    expect(ro.json.error.code).toBe('INVALID_ROLLOUT');
+    const ro0 = await api(gw.controlUrl, 'POST', '/v1/services/shop/rollout', { body: { to: 'green', steps: [0, 0, 100], interval: '1s' } });
+    expect(ro0.status).toBe(400);
+    expect(ro0.json.error.code).toBe('INVALID_STEPS');
     const m = await mirrorState(gw);
     expect(m.mirror).toMatchObject({ to: 'green', percent: 50 });
     expect(m.source).toBe('config');
     const after = await api(gw.controlUrl, 'GET', '/v1/services/shop', { token: TOKENS.read });
     expect(after.json.revision).toBe(before.json.revision);
+    expect(after.json.rollout).toBeNull();
   });
 
   it('a config whose mirror names no version is refused', async () => {
