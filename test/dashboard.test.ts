@@ -14,6 +14,14 @@ import { request } from 'undici';
 import { api as controlApi, type ApiResult } from './control-helpers.js';
 import { ROOT, load, shopConfig, startProcess, startUpstream, type GatewayProcess, type LoadResult, type Upstream } from './helpers.js';
 
+// The page's globals, as the functions handed to page.evaluate() see them in Chromium
+// (this program is typechecked without the DOM library).
+declare const sessionStorage: { getItem(key: string): string | null };
+declare const localStorage: Record<string, string>;
+interface HTMLElement {
+  style: { width: string };
+}
+
 const DEPLOY = 'dash-deploy-token-0123456789abcdef';
 const READ = 'dash-read-token-0123456789abcdefgh';
 const CHROMIUM = process.env.SWITCHYARD_CHROMIUM ?? '/usr/bin/chromium';

@@ -558,7 +558,7 @@ describe('forwarding', () => {
         const seen = closed(second.ws);
         serverSockets[1].close(4001, 'server bye');
         expect(await seen).toEqual({ code: 4001, reason: 'server bye' });
-        await waitFor(() => g.gw.gateway.openTunnels === 0, { timeout: 5000, message: 'tunnels closed' });
+        await waitFor(() => g.gw.gateway!.openTunnels === 0, { timeout: 5000, message: 'tunnels closed' });
       } finally {
         await g.close();
       }
@@ -811,7 +811,7 @@ describe('forwarding', () => {
     }
   });
   it('a client that leaves before the upstream answers its upgrade leaves no tunnel or upstream socket behind', async () => {
-    const upstreamSockets = new Set<import('node:net').Socket>();
+    const upstreamSockets = new Set<import('node:stream').Duplex>();
     const clients: import('node:net').Socket[] = [];
     let seen = 0;
     const be = http.createServer();
@@ -841,10 +841,10 @@ describe('forwarding', () => {
       }
       await waitFor(() => seen === 20, { timeout: 5000, message: 'every upgrade reached the upstream' });
       // Every tunnel and upstream socket goes away (the 101s come after the clients left).
-      await waitFor(() => g.gw.gateway.openTunnels === 0 && upstreamSockets.size === 0, { timeout: 5000, message: 'no tunnel or upstream socket left' });
+      await waitFor(() => g.gw.gateway!.openTunnels === 0 && upstreamSockets.size === 0, { timeout: 5000, message: 'no tunnel or upstream socket left' });
       // And none comes back once the upstreams' late 101s are all in.
       await new Promise((r) => setTimeout(r, 400));
-      expect(g.gw.gateway.openTunnels).toBe(0);
+      expect(g.gw.gateway!.openTunnels).toBe(0);
       expect(upstreamSockets.size).toBe(0);
     } finally {
       for (const c of clients) c.destroy();

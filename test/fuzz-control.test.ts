@@ -6,6 +6,7 @@
 //  - the 64 KB body limit (413);
 //  - the failed-authentication rate limit per client address (429 with retry-after).
 
+import { Readable } from 'node:stream';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
@@ -274,9 +275,9 @@ describe('control API: hostile input', () => {
     expect(big.status).toBe(413);
     expect(big.json.error.code).toBe('BODY_TOO_LARGE');
     // Chunked: no Content-Length to refuse up front; counted as it arrives.
-    const chunks = (async function* () {
+    const chunks = Readable.from((async function* () {
       for (let i = 0; i < 70; i++) yield Buffer.alloc(1024, 0x20);
-    })();
+    })());
     const res = await request(`${g.controlUrl}/v1/services/shop/weights`, { method: 'PUT', headers: { authorization: `Bearer ${TOKENS.deploy}`, 'content-type': 'application/json' }, body: chunks });
     expect(res.statusCode).toBe(413);
     expect(((await res.body.json()) as { error: { code: string } }).error.code).toBe('BODY_TOO_LARGE');

@@ -215,13 +215,16 @@ export async function startProcess(config: object | string, file?: string): Prom
   return gp;
 }
 
-export async function waitFor<T>(cond: () => T | Promise<T>, opts: { timeout?: number; interval?: number; message?: string } = {}): Promise<T> {
+/** What `waitFor` hands back: its condition's value once truthy. */
+export type Truthy<T> = Exclude<T, false | 0 | '' | null | undefined>;
+
+export async function waitFor<T>(cond: () => T | Promise<T>, opts: { timeout?: number; interval?: number; message?: string } = {}): Promise<Truthy<T>> {
   const deadline = Date.now() + (opts.timeout ?? 10_000);
   let last: unknown;
   for (;;) {
     try {
       const v = await cond();
-      if (v) return v;
+      if (v) return v as Truthy<T>;
     } catch (err) {
       last = err;
     }

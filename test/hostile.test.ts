@@ -376,7 +376,7 @@ describe('hostile clients', () => {
     try {
       // Three kept-alive connections from 127.0.0.1.
       expect(await Promise.all([ask(), ask(), ask()])).toEqual([200, 200, 200]);
-      await waitFor(() => lim.gw.gateway.connectionsOf('127.0.0.1') === 3);
+      await waitFor(() => lim.gw.gateway!.connectionsOf('127.0.0.1') === 3);
       up.seen.length = 0;
       // The fourth: closed without a response, its request never read.
       const x = await exchange({ port }, ['GET /fourth HTTP/1.1\r\nHost: shop.test\r\n\r\n']);
@@ -387,7 +387,7 @@ describe('hostile clients', () => {
       expect(await ask('127.0.0.2')).toBe(200);
       // Once one of the three closes, a new connection is accepted again.
       agent.destroy();
-      await waitFor(() => lim.gw.gateway.connectionsOf('127.0.0.1') === 0);
+      await waitFor(() => lim.gw.gateway!.connectionsOf('127.0.0.1') === 0);
       const y = await exchange({ port }, ['GET /again HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n']);
       expect(y.responses[0]?.status).toBe(200);
     } finally {

@@ -173,7 +173,7 @@ describe('hostile clients, second round (real gateway process)', () => {
   });
 
   async function endpointState(p: GatewayProcess): Promise<string> {
-    const r = await (await fetch(`${p.controlUrl}/v1/services/shop`)).json();
+    const r = (await (await fetch(`${p.controlUrl}/v1/services/shop`)).json()) as { versions: { blue: { endpoints: { state: string }[] } } };
     return r.versions.blue.endpoints[0].state;
   }
 
@@ -505,7 +505,7 @@ describe('hostile clients, second round (real gateway process)', () => {
         });
         expect(start.status).toBe(202);
         const done = await waitFor(async () => {
-          const r = await (await fetch(`${p.controlUrl}/v1/services/shop/rollout`)).json();
+          const r = (await (await fetch(`${p.controlUrl}/v1/services/shop/rollout`)).json()) as { state: string; reason?: string };
           return r.state === 'running' ? undefined : r;
         }, { timeout: 20_000, message: 'the rollout ends' });
         stop = true;

@@ -55,7 +55,7 @@ interface Seen {
   url: string;
   host: string | undefined;
   xfh: string | undefined;
-  sni: string | false | undefined;
+  sni: string | false | null | undefined;
   encrypted: boolean;
   ua: string | undefined;
 }
@@ -341,7 +341,7 @@ describe('https upstreams', () => {
     const up = await httpsUpstream('ext');
     const wss = new WebSocketServer({ server: up.server });
     let upgradeHost: string | undefined;
-    let upgradeSni: string | false | undefined;
+    let upgradeSni: string | false | null | undefined;
     wss.on('connection', (ws, req) => {
       upgradeHost = req.headers.host;
       upgradeSni = (req.socket as TLSSocket).servername;

@@ -326,7 +326,7 @@ describe('graceful shutdown (real process)', () => {
       cleanups.push(() => up.close());
       const p = await startProcess(shopConfig({ blue: { weight: 1, endpoints: [up.address] } }, {}, { gateway: { workers }, shutdown: { drainDelay: '0s', grace: '10s' } }));
       cleanups.push(() => p.stop('SIGKILL'));
-      if (workers > 1) await waitFor(async () => (await (await fetch(`${p.controlUrl}/v1/status`)).json()).workers?.processes?.filter((w: { applied: boolean }) => w.applied).length === workers, { message: 'workers up' });
+      if (workers > 1) await waitFor(async () => ((await (await fetch(`${p.controlUrl}/v1/status`)).json()) as { workers?: { processes?: { applied: boolean }[] } }).workers?.processes?.filter((w: { applied: boolean }) => w.applied).length === workers, { message: 'workers up' });
       const url = new URL(p.url);
       let sent = 0;
       let answered = 0;

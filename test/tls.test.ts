@@ -37,8 +37,8 @@ function echo(req: http.IncomingMessage, res: http.ServerResponse, up: Upstream)
     const u = new URL(req.url ?? '/', 'http://x');
     const body = JSON.stringify({
       name: up.name,
-      method: req.method,
-      url: req.url,
+      method: req.method ?? '',
+      url: req.url ?? '',
       headers: req.headers,
       rawNames: req.rawHeaders.filter((_, i) => i % 2 === 0),
       bytes,
@@ -309,7 +309,7 @@ describe('TLS termination', () => {
       shopConfig({ blue: { weight: 100, endpoints: [wsUp] } }, {}, { gateway: { tls: { certificates: [{ cert: certA.cert, key: certA.key }] } } }),
     );
     try {
-      const ws = new WebSocket(`wss://127.0.0.1:${gw.gw.addresses.gateway.port}/ws`, { ca: ca.ca, servername: 'shop.test', headers: { host: 'shop.test' } });
+      const ws = new WebSocket(`wss://127.0.0.1:${gw.gw.addresses.gateway.port}/ws`, { ca: ca.ca, servername: 'shop.test', headers: { host: 'shop.test' } } as WebSocket.ClientOptions);
       await new Promise((r, j) => {
         ws.once('open', r);
         ws.once('error', j);
@@ -390,12 +390,12 @@ describe('TLS termination', () => {
       expect(r3.socket).toBe(sock);
       expect(sock.getPeerCertificate().fingerprint256).toBe(first.fingerprint);
       // A key that does not fit the certificate: refused, the running one keeps serving.
-      const failures = gw.gw.gateway.tls!.failures;
+      const failures = gw.gw.gateway!.tls!.failures;
       copyFileSync(first.key, live.key);
-      await waitFor(() => gw.gw.gateway.tls!.failures > failures, { timeout: 5000, message: 'the bad pair was refused' });
+      await waitFor(() => gw.gw.gateway!.tls!.failures > failures, { timeout: 5000, message: 'the bad pair was refused' });
       expect((await peer(gport, ca.ca, 'shop.test')).fingerprint).toBe(second.fingerprint);
       writeFileSync(live.cert, 'not a certificate\n');
-      await waitFor(() => gw.gw.gateway.tls!.failures > failures + 1, { timeout: 5000, message: 'the garbage file was refused' });
+      await waitFor(() => gw.gw.gateway!.tls!.failures > failures + 1, { timeout: 5000, message: 'the garbage file was refused' });
       expect((await peer(gport, ca.ca, 'shop.test')).fingerprint).toBe(second.fingerprint);
       const r4 = await get({ port: gport, path: '/', servername: 'shop.test', ca: ca.ca, agent: false, headers: { host: 'shop.test' } });
       expect(r4.status).toBe(200);
