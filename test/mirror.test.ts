@@ -8,6 +8,7 @@
 
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { chromium } from 'playwright-core';
@@ -210,7 +211,7 @@ describe('mirror: writes', () => {
       const res = await request(`${gw.url}/echo`, {
         method: 'POST',
         // A chunked upload (no content-length) is teed as it streams.
-        body: chunked ? (async function* () { yield b.subarray(0, 1000); yield b.subarray(1000); })() : b,
+        body: chunked ? Readable.from([b.subarray(0, 1000), b.subarray(1000)]) : b,
         headers: { 'content-type': 'application/octet-stream' },
       });
       const j = (await res.body.json()) as { sha: string };
