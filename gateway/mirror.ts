@@ -456,14 +456,21 @@ export class MirrorCopy implements Dispatcher.DispatchHandler {
 
   timedOut(): void {
     this.timer = undefined;
-    this.abortFn?.(new GatewayError('UPSTREAM_TIMEOUT', `the copy took longer than ${this.plan.config.timeoutMs} ms`, { reason: 'timeout' }));
+    const err = new GatewayError('UPSTREAM_TIMEOUT', `the copy took longer than ${this.plan.config.timeoutMs} ms`, { reason: 'timeout' });
+    this.expired = true;
+    if (this.abortFn !== null) this.abortFn(err);
+    // Not even connected yet: the copy is over now (onConnect aborts it when it comes).
+    else this.onError(err);
   }
+
+  /** The copy's deadline passed. */
+  private expired = false;
 
   // ---- undici handler of the copy ----
 
   onConnect(abort: (err?: Error) => void): void {
     this.abortFn = abort;
-    if (this.ended) abort(new GatewayError('CLIENT_CLOSED', 'the served request ended without an answer'));
+    if (this.ended || this.expired) abort(new GatewayError('CLIENT_CLOSED', 'the copy is over'));
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
@@ -482,6 +489,8 @@ export class MirrorCopy implements Dispatcher.DispatchHandler {
 
   onComplete(): void {
     this.clearTimer();
+    this.abortFn = null;
+    if (this.expired) return;
     if (this.copyHeaders === undefined) {
       this.copyError = 'the copy got no response';
     } else {
@@ -492,7 +501,8 @@ export class MirrorCopy implements Dispatcher.DispatchHandler {
 
   onError(err: Error): void {
     this.clearTimer();
-    if (this.ended) return;
+    this.abortFn = null;
+    if (this.ended || this.copyError !== undefined) return;
     const code = (err as { code?: string }).code;
     this.copyError = code === undefined ? err.message : `${code}: ${err.message}`;
     this.maybeCompare();
