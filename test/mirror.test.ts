@@ -14,6 +14,7 @@ import { request } from 'undici';
 import { chromium } from 'playwright-core';
 import { load, shopConfig, startProcess, startUpstream, waitFor, httpGet, type GatewayProcess, type Upstream } from './helpers.js';
 import { api, controlTop, rollout, runCli, TOKENS } from './control-helpers.js';
+import { startRedis } from './redis-server.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -266,6 +267,47 @@ describe('mirror: gateway.workers', () => {
     expect(green.bodies.filter((b) => b.path === '/diff' && b.mirror)).toHaveLength(100);
     const status = await httpGet(`${gw.adminUrl}/metrics`);
     expect(status.body).toMatch(/^switchyard_mirror_requests_total\{service="shop",version="green",result="body_diff"\} 100$/m);
+  });
+});
+
+describe('mirror: a fleet on redis', () => {
+  it('a mirror set on one replica is stored like the weights: the other replica applies it and copies too; DELETE stops both', async () => {
+    const redis = await startRedis();
+    try {
+      const blue = await backend('blue');
+      const green = await backend('green');
+      backends.push(blue, green);
+      const cfg = shopConfig(
+        { blue: { weight: 100, endpoints: [blue.up.address] }, green: { weight: 0, endpoints: [green.up.address] } },
+        {},
+        controlTop({}, { state: { store: 'redis', redis: { url: redis.url, prefix: 'mirror' } } }),
+      );
+      const a = await startProcess(cfg);
+      procs.push(a);
+      const b = await startProcess(cfg);
+      procs.push(b);
+      const put = await api(a.controlUrl, 'PUT', '/v1/services/shop/mirror', { body: { to: 'green', ignore: ['$.timestamp'] } });
+      expect(put.status).toBe(200);
+      await waitFor(async () => (await mirrorState(b)).source === 'api');
+      expect((await mirrorState(b)).mirror).toMatchObject({ to: 'green', ignore: ['$.timestamp'] });
+      expect((await get(b, '/diff')).status).toBe(200);
+      const m = await waitFor(async () => {
+        const s = await mirrorState(b);
+        return s.compared === 1 ? s : undefined;
+      });
+      expect(m.samples[0].where).toBe('$.user.plan.tier');
+      // (counts are per replica: a copied nothing)
+      expect((await mirrorState(a)).compared).toBe(0);
+      expect((await api(b.controlUrl, 'DELETE', '/v1/services/shop/mirror')).status).toBe(200);
+      await waitFor(async () => (await mirrorState(a)).mirror === null);
+      await get(a, '/diff');
+      await get(b, '/diff');
+      expect(green.bodies).toHaveLength(1);
+    } finally {
+      for (const p of procs) await p.stop();
+      procs = [];
+      await redis.stop();
+    }
   });
 });
 
