@@ -265,17 +265,12 @@
     // Mirror (shadow traffic): shown while a mirror runs or has counted something.
     const mirror = el('div', 'mirror');
     mirror.hidden = true;
-    mirror.append(el('h3', '', 'Mirror'));
     const mline = el('div', 'm-line');
-    const mcounts = el('div', 'm-counts');
-    const mtable = el('table', 'm-samples');
-    const mhr = el('tr');
-    for (const h of ['Time', 'Request', 'Result', 'Statuses', 'First difference', 'Latency Δ']) mhr.append(el('th', '', h));
-    const mthead = el('thead');
-    mthead.append(mhr);
+    const mcounts = el('div');
     const mbody = el('tbody');
-    mtable.append(mthead, mbody);
-    mirror.append(mline, mcounts, mtable);
+    const mtable = el('table');
+    mtable.append(mbody);
+    mirror.append(el('h3', '', 'Mirror'), mline, mcounts, mtable);
     root.append(head, stack, table, eps, mirror, ro);
     const c = { name, root, rev, stack, tbody, eps, fields, buttons, err, busy: false, rollout: null, mirror: { root: mirror, line: mline, counts: mcounts, body: mbody } };
     return c;
@@ -339,37 +334,22 @@
     updateMirror(c, s.mirror || null);
   }
 
-  const M_RESULTS = ['match', 'status_diff', 'body_diff', 'error', 'dropped'];
-
   function updateMirror(c, m) {
     const v = c.mirror;
     v.root.hidden = !m;
     if (!m) return;
     const cfg = m.mirror;
-    v.root.dataset.active = cfg ? 'yes' : 'no';
-    v.line.textContent = cfg
-      ? num(cfg.percent) + '% of ' + (Array.isArray(cfg.methods) ? cfg.methods.join(', ') : '') + ' to ' + cfg.to + ' (' + (m.source || '') + ') · diff rate ' + pct(m.diffRate) + ' of ' + num(m.compared) + ' compared · latency Δ ' + ms(m.avgLatencyDeltaMs)
-      : 'stopped · diff rate ' + pct(m.diffRate) + ' of ' + num(m.compared) + ' compared';
-    const counts = m.counts || {};
-    v.counts.replaceChildren(...M_RESULTS.map((r) => {
-      const chip = el('span', 'chip m-' + r, r.replace('_', ' ') + ' ' + num(counts[r]));
+    v.line.textContent = (cfg ? num(cfg.percent) + '% of ' + String(cfg.methods) + ' to ' + cfg.to + ' (' + m.source + ')' : 'stopped') + ' · diff rate ' + pct(m.diffRate) + ' of ' + num(m.compared) + ' compared · latency Δ ' + ms(m.avgLatencyDeltaMs);
+    v.counts.replaceChildren(...['match', 'status_diff', 'body_diff', 'error', 'dropped'].map((r) => {
+      const chip = el('span', 'chip m-' + r, r.replace('_', ' ') + ' ' + num((m.counts || {})[r]));
       chip.dataset.result = r;
       return chip;
     }));
     v.body.replaceChildren();
-    const samples = Array.isArray(m.samples) ? m.samples.slice().reverse() : [];
-    for (const x of samples) {
+    for (const x of (Array.isArray(m.samples) ? m.samples : []).slice().reverse()) {
       const tr = el('tr');
       tr.dataset.path = String(x.path);
-      const st = (x.served ? num(x.served.status) : 0) + ' → ' + (x.mirror ? num(x.mirror.status) : 0);
-      tr.append(el('td', '', time(x.at)), el('td', 'm-req', x.method + ' ' + x.path), el('td', 'm-result', String(x.result).replace('_', ' ')), el('td', '', st), el('td', 'm-where', x.where), el('td', '', ms(x.latencyDeltaMs)));
-      v.body.append(tr);
-    }
-    if (!samples.length) {
-      const tr = el('tr');
-      const td = el('td', 'm-none', 'no differences');
-      td.colSpan = 6;
-      tr.append(td);
+      tr.append(el('td', '', time(x.at)), el('td', 'm-req', x.method + ' ' + x.path), el('td', '', String(x.result).replace('_', ' ')), el('td', '', num(x.served && x.served.status) + ' → ' + num(x.mirror && x.mirror.status)), el('td', 'm-where', x.where), el('td', '', 'Δ ' + ms(x.latencyDeltaMs)));
       v.body.append(tr);
     }
   }
