@@ -312,8 +312,8 @@ describe('mirror: a fleet on redis', () => {
 });
 
 describe('mirror: shadow step of a rollout', () => {
-  it('rolls back at the 0% step when more copies differ than maxMirrorDiffRate; green never served a client', async () => {
-    const { gw, green } = await setup();
+  it.each([1, 2])('gateway.workers: %i — rolls back at the shadow (0 percent) step when more copies differ than maxMirrorDiffRate; green never served a client', async (workers) => {
+    const { gw, green } = await setup(undefined, workers > 1 ? { workers } : {});
     const stop = { v: false };
     const traffic = load(`${gw.url}/diff`, { concurrency: 2, until: () => stop.v, ratePerWorker: 50 });
     const start = await api(gw.controlUrl, 'POST', '/v1/services/shop/rollout', {
