@@ -233,6 +233,7 @@ export const configSchema = obj({
         url: { type: 'string', pattern: '^https?://' },
         events: { type: 'array', items: { type: 'string' } },
         secret: { type: 'string', minLength: 1 },
+        format: { enum: ['json', 'slack'] },
       }, ['url']),
     },
   }),

@@ -155,7 +155,7 @@ export interface Config {
     /** Time to receive a request's headers, and the whole request (body included): 408. */
     timeouts: { headersMs: number; requestMs: number };
     tokens: { name: string; token: string; scopes: ('read' | 'deploy' | 'admin')[] }[];
-    webhooks: { url: string; events?: string[]; secret?: string }[];
+    webhooks: { url: string; events?: string[]; secret?: string; format?: 'json' | 'slack' }[];
   };
   state: { store: 'memory' | 'file' | 'redis'; file: string; redis: { url: string; prefix: string } };
   discovery: { consul?: ConsulConfig };

@@ -25,7 +25,8 @@ import { Controller as ControllerClass } from './controller.js';
 import { MIRROR_RESULTS, SAMPLE_RING, type MirrorResult, type MirrorSample } from '../gateway/mirror.js';
 import type { Controller } from './controller.js';
 import { ControlError } from './errors.js';
-import type { AnalysisConfig, RolloutRecord } from './state.js';
+import type { AnalysisConfig, HookConfig, HookPhase, InconclusivePolicy, PrometheusConfig, RolloutRecord } from './state.js';
+import { criterionNames } from './rollout/analysis.js';
 import { registerUi } from './ui.js';
 import { registerOpenApi } from './openapi.js';
 import { AuthLimiter } from './authlimit.js';
@@ -53,20 +54,53 @@ export const ANALYSIS_DEFAULTS: AnalysisConfig = {
 };
 
 /** The rollout body's `analysis`, as the schema below admits it. */
+/** A built-in threshold: its bound, or `{max, dryRun}` to try it without it failing. */
+type Threshold<T> = T | { max: T; dryRun?: boolean };
+
 interface AnalysisBody {
-  maxErrorRate?: number;
-  maxP99?: string;
-  maxErrorRateOverBaseline?: number;
-  maxP99OverBaseline?: string;
+  maxErrorRate?: Threshold<number>;
+  maxP99?: Threshold<string>;
+  maxErrorRateOverBaseline?: Threshold<number>;
+  maxP99OverBaseline?: Threshold<string>;
   minRequests?: number;
   noTrafficPolicy?: 'fail' | 'continue';
   noTrafficIntervals?: number;
   maxMirrorDiffRate?: number;
+  dryRun?: string[];
+  prometheus?: PrometheusConfig;
+  inconclusivePolicy?: InconclusivePolicy;
 }
+
+interface HookBody {
+  name: string;
+  url: string;
+  on: HookPhase;
+  timeout?: string;
+  secret?: string;
+  steps?: number[];
+}
+
+/** The default time a gate hook has to answer. */
+const HOOK_TIMEOUT_MS = 10_000;
 
 /** The analysis settings of a rollout: the body's, over the defaults. Without any
  * threshold the error-rate default applies; given only maxP99, only latency is judged. */
-function analysisOf(a: AnalysisBody): AnalysisConfig {
+function analysisOf(body: AnalysisBody): AnalysisConfig {
+  // The object form of a threshold is its bound plus a dry-run mark (kept in dryRun).
+  const dryRun = [...(body.dryRun ?? [])];
+  const bound = <T extends number | string>(name: string, t: Threshold<T> | undefined): T | undefined => {
+    if (t === undefined || typeof t !== 'object') return t;
+    if (t.dryRun === true) dryRun.push(name);
+    return t.max;
+  };
+  const a = {
+    ...body,
+    maxErrorRate: bound('maxErrorRate', body.maxErrorRate),
+    maxP99: bound('maxP99', body.maxP99),
+    maxErrorRateOverBaseline: bound('maxErrorRateOverBaseline', body.maxErrorRateOverBaseline),
+    maxP99OverBaseline: bound('maxP99OverBaseline', body.maxP99OverBaseline),
+    dryRun: body.dryRun === undefined && dryRun.length === 0 ? undefined : dryRun,
+  };
   const out: AnalysisConfig = {
     minRequests: a.minRequests ?? ANALYSIS_DEFAULTS.minRequests,
     noTrafficPolicy: a.noTrafficPolicy ?? ANALYSIS_DEFAULTS.noTrafficPolicy,
@@ -79,7 +113,44 @@ function analysisOf(a: AnalysisBody): AnalysisConfig {
   if (a.maxErrorRateOverBaseline !== undefined) out.maxErrorRateOverBaseline = a.maxErrorRateOverBaseline;
   if (a.maxP99OverBaseline !== undefined) out.maxP99OverBaselineMs = parseDuration(a.maxP99OverBaseline);
   if (a.maxMirrorDiffRate !== undefined) out.maxMirrorDiffRate = a.maxMirrorDiffRate;
+  if (a.prometheus !== undefined) {
+    const names = new Set<string>();
+    const builtins = new Set(criterionNames({ ...out, prometheus: undefined }));
+    for (const q of a.prometheus.queries) {
+      if ((q.max === undefined) === (q.min === undefined)) throw new ControlError(400, 'INVALID_ROLLOUT', `analysis.prometheus.queries ${q.name}: give exactly one of max or min`);
+      if (names.has(q.name) || builtins.has(q.name)) throw new ControlError(400, 'INVALID_ROLLOUT', `analysis.prometheus.queries: the name ${q.name} is taken (query names are unique and differ from the built-in criteria)`);
+      names.add(q.name);
+    }
+    out.prometheus = a.prometheus;
+  }
+  // Without any threshold the error-rate default applies — unless Prometheus judges.
+  if (a.maxErrorRate === undefined && a.maxP99 === undefined && a.prometheus !== undefined) delete out.maxErrorRate;
+  if (a.inconclusivePolicy !== undefined) out.inconclusivePolicy = a.inconclusivePolicy;
+  if (a.dryRun !== undefined) {
+    const known = criterionNames(out);
+    const unknown = a.dryRun.filter((n) => !known.includes(n));
+    if (unknown.length > 0) throw new ControlError(400, 'INVALID_ROLLOUT', `analysis.dryRun: unknown criterion ${unknown.join(', ')} (known: ${known.join(', ')})`);
+    if (a.dryRun.length > 0) out.dryRun = [...new Set(a.dryRun)];
+  }
   return out;
+}
+
+function hooksOf(hooks: HookBody[] | undefined): HookConfig[] | undefined {
+  if (hooks === undefined) return undefined;
+  const names = new Set<string>();
+  return hooks.map((h) => {
+    if (names.has(h.name)) throw new ControlError(400, 'INVALID_ROLLOUT', `hooks: the name ${h.name} is used twice`);
+    names.add(h.name);
+    const timeoutMs = h.timeout === undefined ? HOOK_TIMEOUT_MS : parseDuration(h.timeout);
+    if (timeoutMs < 100 || timeoutMs > 600_000) throw new ControlError(400, 'INVALID_ROLLOUT', `hooks ${h.name}: timeout must be from 100ms to 10m`);
+    if (h.steps !== undefined && (h.on === 'pre-rollout' || h.on === 'post-rollout' || h.on === 'rolled-back')) {
+      throw new ControlError(400, 'INVALID_ROLLOUT', `hooks ${h.name}: steps applies to pre-step and post-step hooks only`);
+    }
+    const out: HookConfig = { name: h.name, url: h.url, on: h.on, timeoutMs };
+    if (h.secret !== undefined) out.secret = h.secret;
+    if (h.steps !== undefined) out.steps = h.steps;
+    return out;
+  });
 }
 
 /** How long a closing control API waits for `cutover --wait` calls to answer. */
@@ -97,6 +168,10 @@ function ifMatchOf(req: FastifyRequest): number | undefined {
 const wantsStream = (req: FastifyRequest): boolean => String(req.headers.accept ?? '').includes('text/event-stream');
 
 const name = { type: 'string', format: 'name' } as const;
+
+/** A built-in threshold's schema: the bound alone, or `{max, dryRun}`. */
+const threshold = <S extends object>(bound: S) =>
+  ({ anyOf: [bound, { type: 'object', additionalProperties: false, required: ['max'], properties: { max: bound, dryRun: { type: 'boolean' } } }] }) as const;
 
 const schemas = {
   weights: {
@@ -117,23 +192,68 @@ const schemas = {
     required: ['to', 'steps', 'interval'],
     properties: {
       to: name,
-      // A first step of 0 is a shadow step (checked by the controller).
-      steps: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'integer', minimum: 0, maximum: 100 } },
+      steps: { type: 'array', minItems: 1, maxItems: 101, items: { type: 'integer', minimum: 0, maximum: 100 } },
       interval: durationSchema,
       force: { type: 'boolean' },
+      // With a first step of 0: the mirror to the target during that (shadow) step.
       mirror: shadowMirrorSchema,
+      approval: { type: 'array', maxItems: 101, uniqueItems: true, items: { type: 'integer', minimum: 0, maximum: 100 } },
+      hooks: {
+        type: 'array',
+        maxItems: 20,
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name', 'url', 'on'],
+          properties: {
+            name,
+            url: { type: 'string', pattern: '^https?://[^\\s]+$', maxLength: 2000 },
+            on: { enum: ['pre-rollout', 'pre-step', 'post-step', 'post-rollout', 'rolled-back'] },
+            timeout: durationSchema,
+            secret: { type: 'string', minLength: 1, maxLength: 1000 },
+            steps: { type: 'array', minItems: 1, maxItems: 101, uniqueItems: true, items: { type: 'integer', minimum: 0, maximum: 100 } },
+          },
+        },
+      },
       analysis: {
         type: 'object',
         additionalProperties: false,
         properties: {
-          maxErrorRate: { type: 'number', minimum: 0, maximum: 1 },
-          maxP99: durationSchema,
-          maxErrorRateOverBaseline: { type: 'number', minimum: 0, maximum: 1 },
-          maxP99OverBaseline: durationSchema,
+          maxErrorRate: threshold({ type: 'number', minimum: 0, maximum: 1 }),
+          maxP99: threshold(durationSchema),
+          maxErrorRateOverBaseline: threshold({ type: 'number', minimum: 0, maximum: 1 }),
+          maxP99OverBaseline: threshold(durationSchema),
           minRequests: { type: 'integer', minimum: 0 },
           noTrafficPolicy: { enum: ['fail', 'continue'] },
           noTrafficIntervals: { type: 'integer', minimum: 1, maximum: 1000 },
           maxMirrorDiffRate: { type: 'number', minimum: 0, maximum: 1 },
+          dryRun: { type: 'array', maxItems: 100, items: { type: 'string', minLength: 1, maxLength: 100 } },
+          inconclusivePolicy: { enum: ['pause', 'rollback', 'continue'] },
+          prometheus: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['url', 'queries'],
+            properties: {
+              url: { type: 'string', pattern: '^https?://[^\\s]+$', maxLength: 2000 },
+              queries: {
+                type: 'array',
+                minItems: 1,
+                maxItems: 50,
+                items: {
+                  type: 'object',
+                  additionalProperties: false,
+                  required: ['name', 'query'],
+                  properties: {
+                    name,
+                    query: { type: 'string', minLength: 1, maxLength: 8000 },
+                    max: { type: 'number' },
+                    min: { type: 'number' },
+                    dryRun: { type: 'boolean' },
+                  },
+                },
+              },
+            },
+          },
         },
       },
     },
@@ -165,7 +285,13 @@ export function rolloutView(r: RolloutRecord | undefined): Record<string, unknow
     interval: `${r.intervalMs}ms`,
     weights: r.weights,
     fromWeights: r.fromWeights,
-    analysis: { ...r.analysis, last: r.lastAnalysis ?? null },
+    analysis: { ...r.analysis, last: r.lastAnalysis ?? null, steps: r.stepAnalyses ?? {} },
+    approval: r.approval ?? [],
+    approved: r.approved ?? [],
+    awaitingApproval: r.state === 'awaiting_approval' ? r.step : null,
+    pending: r.pending === true,
+    // A hook's secret is never shown; that it has one is.
+    hooks: (r.hooks ?? []).map(({ secret, timeoutMs, ...h }) => ({ ...h, timeout: `${timeoutMs}ms`, signed: secret !== undefined })),
     ...(r.shadow === undefined ? {} : { mirror: mirrorBody(r.shadow) }),
     reason: r.reason ?? null,
     history: r.history,
@@ -582,7 +708,7 @@ export class ControlApi {
       },
     );
 
-    app.post<P & { Body: { to: string; steps: number[]; interval: string; force?: boolean; analysis?: AnalysisBody; mirror?: Omit<MirrorBody, 'to'> } }>(
+    app.post<P & { Body: { to: string; steps: number[]; interval: string; force?: boolean; analysis?: AnalysisBody; approval?: number[]; hooks?: HookBody[]; mirror?: Omit<MirrorBody, 'to'> } }>(
       '/v1/services/:name/rollout',
       { config: { scope: 'deploy' }, schema: { params, body: schemas.rollout } },
       async (req, reply) => {
@@ -598,7 +724,8 @@ export class ControlApi {
           shadow = normalizeMirror({ ...req.body.mirror, to: req.body.to }, sc.versions.map((v) => v.name), 'mirror', problems);
           if (problems.length > 0) throw new ControlError(400, 'INVALID_ROLLOUT', problems.join('; '));
         }
-        const r = await c.startRollout(req.actor, req.params.name, { to: req.body.to, steps: req.body.steps, intervalMs, analysis, force: req.body.force, ifMatch: ifMatchOf(req), shadow });
+        const hooks = hooksOf(req.body.hooks);
+        const r = await c.startRollout(req.actor, req.params.name, { to: req.body.to, steps: req.body.steps, intervalMs, analysis, force: req.body.force, approval: req.body.approval, hooks, ifMatch: ifMatchOf(req), shadow });
         void reply.code(202);
         return rolloutView(r);
       },
@@ -616,6 +743,8 @@ export class ControlApi {
         rolloutView(await c.steer(req.actor, req.params.name, action)),
       );
     }
+
+    app.post<P>('/v1/services/:name/rollout/approve', { config: { scope: 'deploy' }, schema: { params } }, async (req) => rolloutView(await c.approve(req.actor, req.params.name)));
 
     app.post<P>('/v1/services/:name/rollback', { config: { scope: 'deploy' }, schema: { params } }, async (req) => c.rollback(req.actor, req.params.name, ifMatchOf(req)));
 

@@ -146,7 +146,62 @@ interface RolloutView {
   steps: number[];
   weights: Record<string, number>;
   reason: string | null;
-  analysis: { last: { verdict: string; reason?: string; target: { requests: number; errorRate: number; p99Ms: number } } | null };
+  analysis: { last: AnalysisView | null; steps?: Record<string, AnalysisView> };
+  history?: { step: number; percent: number; at: string }[];
+  approval?: number[];
+  awaitingApproval?: number | null;
+}
+
+interface CriterionView {
+  name: string;
+  value: number | null;
+  bound: number;
+  op: 'max' | 'min';
+  unit: string;
+  verdict: string;
+  dryRun?: boolean;
+  reason?: string;
+}
+
+interface AnalysisView {
+  step: number;
+  at: string;
+  verdict: string;
+  reason?: string;
+  criteria?: CriterionView[];
+  target: { requests: number; errorRate: number; p99Ms: number };
+}
+
+/** A criterion's value or bound as it reads: 1.25% for a ratio, 120ms, a plain number. */
+function fmtMeasure(v: number | null, unit: string): string {
+  if (v === null) return '-';
+  if (unit === 'ratio') return `${(v * 100).toFixed(2)}%`;
+  if (unit === 'ms') return `${v}ms`;
+  return String(Math.round(v * 1e6) / 1e6);
+}
+
+/** `rollout status`: per step entered, its weights and its last analysis, one row per criterion. */
+function fmtRolloutStatus(service: string, r: RolloutView): string {
+  const parts = [`${service}: rollout ${fmtRollout(r)}\nweights ${fmtWeights(r.weights)}\n`];
+  if (r.state === 'awaiting_approval') parts.push(`awaiting approval to enter step ${r.step + 1}/${r.steps.length} (${r.percent}%): switchyard approve ${service}\n`);
+  const steps = r.analysis.steps ?? {};
+  for (let i = 0; i < r.steps.length; i++) {
+    const a = steps[String(i)];
+    const entered = r.history?.some((h) => h.step === i) ?? false;
+    if (a === undefined && !entered) continue;
+    const gate = (r.approval ?? []).includes(i) ? ' [approval]' : '';
+    if (a === undefined) {
+      parts.push(`\nstep ${i + 1}/${r.steps.length} (${r.steps[i]}%)${gate}: ${r.steps[i] === 0 ? 'tester lane, not analysed' : 'no analysis yet'}\n`);
+      continue;
+    }
+    parts.push(`\nstep ${i + 1}/${r.steps.length} (${r.steps[i]}%)${gate}: ${a.verdict.toUpperCase()} at ${a.at}${a.reason ? ` — ${a.reason}` : ''}\n`);
+    const rows = [['CRITERION', 'VALUE', 'BOUND', 'VERDICT', 'NOTE']];
+    for (const c of a.criteria ?? []) {
+      rows.push([c.name, fmtMeasure(c.value, c.unit), `${c.op} ${fmtMeasure(c.bound, c.unit)}`, c.dryRun ? `${c.verdict} (dry run)` : c.verdict, c.reason ?? '']);
+    }
+    parts.push(table(rows));
+  }
+  return parts.join('');
 }
 
 function fmtWeights(w: Record<string, number>): string {
@@ -287,7 +342,14 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
       }
     }
     case 'rollout': {
-      const f = parseFlags(args, ['json', 'to', 'steps', 'interval', 'max-error-rate', 'max-p99', 'min-requests', 'no-traffic', 'max-mirror-diff-rate', 'wait', 'timeout', 'force', 'if-match']);
+      if (args[0] === 'status') {
+        const f = parseFlags(args.slice(1), ['json']);
+        need(f, 1, 'status SERVICE');
+        const r = await c.ok<RolloutView>('GET', `${svcPath(f.positional[0])}/rollout`);
+        print(f, r, () => fmtRolloutStatus(f.positional[0], r));
+        return EXIT.OK;
+      }
+      const f = parseFlags(args, ['json', 'to', 'steps', 'interval', 'max-error-rate', 'max-p99', 'min-requests', 'no-traffic', 'approval', 'max-mirror-diff-rate', 'wait', 'timeout', 'force', 'if-match']);
       need(f, 1, 'SERVICE --to VERSION --steps 5,25,50,100 --interval 30s');
       const service = f.positional[0];
       const { to, steps, interval } = f.values;
@@ -316,6 +378,11 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
         if (!['fail', 'continue'].includes(f.values['no-traffic'])) throw new CliExit(EXIT.USAGE, '--no-traffic must be fail or continue');
         analysis.noTrafficPolicy = f.values['no-traffic'];
       }
+      let approval: number[] | undefined;
+      if (f.values.approval !== undefined) {
+        approval = f.values.approval.split(',').map((s) => (/^\d+$/.test(s.trim()) ? Number(s.trim()) : NaN));
+        if (approval.some(Number.isNaN)) throw new CliExit(EXIT.USAGE, '--approval must be a comma-separated list of step indexes (0 = the first step) such as 3');
+      }
       const timeoutMs = durationMs(f.values.timeout ?? '10m', 'timeout');
       const started = Date.now();
       let r = await c.ok<RolloutView>('POST', `${svcPath(service)}/rollout`, {
@@ -324,6 +391,7 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
         interval,
         ...(Object.keys(analysis).length ? { analysis } : {}),
         ...(f.bools.has('force') ? { force: true } : {}),
+        ...(approval !== undefined ? { approval } : {}),
       }, { headers: ifMatchHeader(f) });
       out.stderr(`rollout ${service} → ${to} started: step 1/${r.steps.length} (${r.percent}%)\n`);
       if (!f.bools.has('wait')) {
@@ -332,7 +400,7 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
       }
       let seen = `${r.state}/${r.step}`;
       let lastVerdict = '';
-      while (r.state === 'running' || r.state === 'paused') {
+      while (r.state === 'running' || r.state === 'paused' || r.state === 'awaiting_approval') {
         if (Date.now() - started > timeoutMs) {
           print(f, r, () => `${service}: rollout still ${r.state} at step ${r.step + 1}/${r.steps.length} after --timeout ${f.values.timeout ?? '10m'}\n`);
           out.stderr(`timeout: the rollout keeps running on the gateway; steer it with pause/promote/abort ${service}\n`);
@@ -343,7 +411,8 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
         const key = `${r.state}/${r.step}`;
         const v = r.analysis.last;
         const verdict = v ? `${v.verdict}:${v.reason ?? ''}:${v.target.requests}` : '';
-        if (key !== seen) out.stderr(`rollout ${service}: ${r.state} step ${r.step + 1}/${r.steps.length} (${r.percent}%) weights ${fmtWeights(r.weights)}\n`);
+        if (key !== seen && r.state === 'awaiting_approval') out.stderr(`rollout ${service}: awaiting approval to enter step ${r.step + 1}/${r.steps.length} (${r.percent}%): switchyard approve ${service}\n`);
+        else if (key !== seen) out.stderr(`rollout ${service}: ${r.state} step ${r.step + 1}/${r.steps.length} (${r.percent}%) weights ${fmtWeights(r.weights)}\n`);
         else if (verdict !== lastVerdict && v !== null && v.verdict === 'wait') out.stderr(`rollout ${service}: waiting: ${v.reason}\n`);
         seen = key;
         lastVerdict = verdict;
@@ -380,6 +449,7 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
       print(f, r, () => fmtMirror(service, r));
       return EXIT.OK;
     }
+    case 'approve':
     case 'pause':
     case 'resume':
     case 'promote':
@@ -428,4 +498,4 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
   }
 }
 
-export const CLIENT_COMMANDS = ['status', 'weights', 'cutover', 'rollout', 'mirror', 'pause', 'resume', 'promote', 'abort', 'rollback', 'events'];
+export const CLIENT_COMMANDS = ['status', 'weights', 'cutover', 'rollout', 'approve', 'mirror', 'pause', 'resume', 'promote', 'abort', 'rollback', 'events'];

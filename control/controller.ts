@@ -18,7 +18,10 @@ import {
   isTerminal,
   MAX_EVENTS,
   type AnalysisConfig,
+  type AnalysisResult,
   type ControlEvent,
+  type HookConfig,
+  type HookPhase,
   type DesiredState,
   type RolloutRecord,
   type ServiceState,
@@ -28,7 +31,9 @@ import { RevisionConflictError, StoreUnavailableError, type Store, type WriteOpt
 import { LeaseLostError } from './store/redis.js';
 import { LocalFleet, type Fleet, type ReplicaInfo } from './fleet.js';
 import { baselineOf, stepWeights } from './rollout/plan.js';
-import { analyze, analyzeShadow } from './rollout/analysis.js';
+import { analyze, analyzeShadow, combine } from './rollout/analysis.js';
+import { evaluatePrometheus } from './rollout/prometheus.js';
+import { HookRunner, hookPayload, hooksFor } from './rollout/hooks.js';
 import type { MirrorConfig } from '../config/types.js';
 import { normalizeMirror } from '../config/load.js';
 import { drainWait, drainWaitLocal, type DrainAnswer, type LocalDrain } from './drain.js';
@@ -47,6 +52,9 @@ export interface RolloutRequest {
   intervalMs: number;
   analysis: AnalysisConfig;
   force?: boolean;
+  /** Step indexes that wait for POST …/rollout/approve before they are entered. */
+  approval?: number[];
+  hooks?: HookConfig[];
   /** If-Match: the service revision the caller last saw. */
   ifMatch?: number;
   /** The mirror to the target during 0% (shadow) steps (its `to` is the target). */
@@ -58,6 +66,54 @@ type Change = { service: string | null; action: string; detail: Record<string, u
 const clone = <T>(v: T): T => structuredClone(v);
 
 class StaleTick extends Error {}
+
+/** A notification hook to send once the change that triggered it is written. */
+type Note = { on: HookPhase; step: number; extra?: Record<string, unknown> };
+
+/** Whether the rollout's current step has gates to pass before it is entered. */
+function gated(ro: RolloutRecord): boolean {
+  return needsApproval(ro) || hooksFor(ro, 'pre-step').length > 0 || (!ro.preRolloutDone && hooksFor(ro, 'pre-rollout').length > 0);
+}
+
+function needsApproval(ro: RolloutRecord): boolean {
+  return (ro.approval ?? []).includes(ro.step) && !(ro.approved ?? []).includes(ro.step);
+}
+
+/** Enters the rollout's current step: its weights apply and its analysis window starts. */
+function enterStep(ro: RolloutRecord, s: ServiceState, now: number): void {
+  delete ro.pending;
+  ro.preRolloutDone = true;
+  ro.weights = stepWeights(ro.fromWeights, ro.to, ro.steps[ro.step]);
+  ro.history.push({ step: ro.step, percent: ro.steps[ro.step], at: new Date(now).toISOString() });
+  ro.stepStartedAt = now;
+  ro.idleIntervals = 0;
+  s.weights = ro.weights;
+}
+
+/**
+ * Moves the rollout to its current step (already set): waits for an approval, or
+ * leaves the step pending for its pre-step hooks (the driver runs them at once), or
+ * enters it. A step of 0% is applied even while gated: no user reaches the target,
+ * only override-header traffic (the tester lane its hooks test through).
+ */
+function gateOrEnter(ro: RolloutRecord, s: ServiceState, now: number): 'awaiting_approval' | 'gated' | 'entered' {
+  if (!gated(ro)) {
+    enterStep(ro, s, now);
+    return 'entered';
+  }
+  ro.pending = true;
+  ro.stepStartedAt = now;
+  ro.idleIntervals = 0;
+  if (ro.steps[ro.step] === 0) {
+    ro.weights = stepWeights(ro.fromWeights, ro.to, 0);
+    s.weights = ro.weights;
+  }
+  if (needsApproval(ro)) {
+    ro.state = 'awaiting_approval';
+    return 'awaiting_approval';
+  }
+  return 'gated';
+}
 
 /** How soon a fleet rollout tick looks again when no second is complete yet. */
 const COMPLETE_RETRY_MS = 200;
@@ -86,6 +142,7 @@ export class Controller extends EventEmitter {
   /** Services whose tick is running now (analysis and write are async). */
   private readonly ticking = new Set<string>();
   private reconcileAgain = false;
+  private readonly hookRunner: HookRunner;
 
   constructor(opts: ControllerOptions) {
     super();
@@ -93,6 +150,7 @@ export class Controller extends EventEmitter {
     this.dp = opts.dataplane;
     this.store = opts.store;
     this.log = opts.log;
+    this.hookRunner = new HookRunner(opts.log);
     this.fleet = opts.fleet ?? new LocalFleet(opts.dataplane, () => this.localReplica());
   }
 
@@ -511,12 +569,15 @@ export class Controller extends EventEmitter {
     this.requireService(service);
     this.requireVersion(service, req.to);
     const steps = req.steps;
-    // A first step of 0 is a shadow step: the target serves nothing and gets mirror copies.
-    if (steps.length === 0 || steps.some((s, i) => !Number.isInteger(s) || s < (i === 0 ? 0 : 1) || s > 100 || (i > 0 && s <= steps[i - 1]))) {
-      throw new ControlError(400, 'INVALID_STEPS', 'steps must be integers from 1 to 100, strictly increasing (the first may be 0: a shadow step)');
+    if (steps.length === 0 || steps.some((s, i) => !Number.isInteger(s) || s < 0 || s > 100 || (i > 0 && s <= steps[i - 1]))) {
+      throw new ControlError(400, 'INVALID_STEPS', 'steps must be integers from 0 to 100, strictly increasing (only the first may be 0: the tester lane)');
     }
     if (req.shadow !== undefined && req.shadow.to !== req.to) throw new ControlError(400, 'INVALID_ROLLOUT', 'the shadow mirror goes to the rollout target');
     if (steps[steps.length - 1] !== 100) throw new ControlError(400, 'INVALID_STEPS', 'the last step must be 100');
+    for (const [what, list] of [['approval', req.approval], ...(req.hooks ?? []).map((h) => [`hook ${h.name} steps`, h.steps] as const)] as const) {
+      const bad = (list ?? []).find((i) => !Number.isInteger(i) || i < 0 || i >= steps.length);
+      if (bad !== undefined) throw new ControlError(400, 'INVALID_ROLLOUT', `${what}: ${bad} is not a step index (0 to ${steps.length - 1})`);
+    }
     if (this.dp.service(service)!.versions.length < 2) throw new ControlError(400, 'INVALID_ROLLOUT', `service ${service} has only one version`);
     await this.catchUp(service, req.ifMatch);
     const r = await this.mutate(actor, (next) => {
@@ -524,7 +585,7 @@ export class Controller extends EventEmitter {
       this.refuseDuringRollout(service, 'start a rollout');
       this.preflight(service, req.to, req.force);
       const from = this.dp.getWeights(service);
-      const weights = stepWeights(from, req.to, steps[0]);
+      const weights = { ...from };
       const now = Date.now();
       const rollout: RolloutRecord = {
         id: randomUUID(),
@@ -535,21 +596,27 @@ export class Controller extends EventEmitter {
         step: 0,
         intervalMs: req.intervalMs,
         analysis: req.analysis,
-        ...(steps[0] === 0 ? { shadow: req.shadow ?? this.shadowFor(service, req.to) } : {}),
+        ...(steps[0] === 0 && (req.shadow !== undefined || req.analysis.maxMirrorDiffRate !== undefined) ? { shadow: req.shadow ?? this.shadowFor(service, req.to) } : {}),
         state: 'running',
         fromWeights: from,
         weights,
         stepStartedAt: now,
         idleIntervals: 0,
-        history: [{ step: 0, percent: steps[0], at: new Date(now).toISOString() }],
+        history: [],
         actor,
         startedAt: new Date(now).toISOString(),
       };
+      if (req.approval !== undefined && req.approval.length > 0) rollout.approval = [...new Set(req.approval)].sort((a, b) => a - b);
+      if (req.hooks !== undefined && req.hooks.length > 0) rollout.hooks = req.hooks;
+      rollout.preRolloutDone = hooksFor(rollout, 'pre-rollout').length === 0;
       const s = this.svc(next, service);
       s.previousWeights = from;
-      s.weights = weights;
+      s.weights = { ...from };
       s.rollout = rollout;
-      return { service, action: 'rollout.started', detail: { rollout: rollout.id, to: req.to, steps, intervalMs: req.intervalMs, weights }, result: rollout };
+      const gate = gateOrEnter(rollout, s, now);
+      const detail: Record<string, unknown> = { rollout: rollout.id, to: req.to, steps, intervalMs: req.intervalMs, weights: rollout.weights };
+      if (gate !== 'entered') detail.gate = gate === 'awaiting_approval' ? 'approval' : 'hooks';
+      return { service, action: 'rollout.started', detail, result: rollout };
     });
     await this.reconcileDrivers();
     return r.result!;
@@ -583,6 +650,7 @@ export class Controller extends EventEmitter {
           break;
         case 'resume':
           ro.state = 'running';
+          delete ro.reason;
           ro.stepStartedAt = now.getTime();
           ro.idleIntervals = 0;
           // Analysis begins anew after a pause (the operator held the step on purpose).
@@ -590,6 +658,7 @@ export class Controller extends EventEmitter {
           delete ro.waitedThrough;
           break;
         case 'promote':
+          delete ro.pending;
           ro.state = 'succeeded';
           ro.step = ro.steps.length - 1;
           ro.weights = stepWeights(ro.fromWeights, ro.to, 100);
@@ -599,6 +668,7 @@ export class Controller extends EventEmitter {
           s.weights = ro.weights;
           break;
         case 'abort':
+          delete ro.pending;
           ro.state = 'aborted';
           ro.weights = { ...ro.fromWeights };
           ro.endedAt = now.toISOString();
@@ -609,8 +679,41 @@ export class Controller extends EventEmitter {
       return { service, action: `rollout.${action === 'abort' ? 'aborted' : action === 'promote' ? 'promoted' : action === 'pause' ? 'paused' : 'resumed'}`, detail: { rollout: ro.id, step: ro.step, weights: ro.weights }, result: ro };
     });
     this.clearTimer(service);
+    if (action === 'promote') this.notify(r.result!, [{ on: 'post-rollout', step: r.result!.step }]);
+    if (action === 'abort') this.notify(r.result!, [{ on: 'rolled-back', step: r.result!.step }]);
     await this.reconcileDrivers();
     return r.result!;
+  }
+
+  /** Approves the step a rollout waits at: it is entered (after its pre-step hooks). */
+  async approve(actor: string, service: string): Promise<RolloutRecord> {
+    this.requireService(service);
+    const r = await this.mutate(actor, (next) => {
+      const ro = this.requireRollout(next, service);
+      if (ro.state !== 'awaiting_approval') {
+        throw new ControlError(409, 'NOT_AWAITING_APPROVAL', `the rollout of ${service} is ${ro.state}, not awaiting an approval`, { state: ro.state });
+      }
+      const s = next.services[service];
+      ro.approved = [...(ro.approved ?? []), ro.step];
+      ro.state = 'running';
+      const gate = gateOrEnter(ro, s, Date.now());
+      // The wait for the approval is not part of the step's window.
+      delete ro.judgedThrough;
+      delete ro.waitedThrough;
+      return { service, action: 'rollout.approved', detail: { rollout: ro.id, step: ro.step, percent: ro.steps[ro.step], weights: ro.weights, entered: gate === 'entered' }, result: ro };
+    });
+    await this.reconcileDrivers();
+    return r.result!;
+  }
+
+  /** Sends the notification hooks of changes just written (in the background). */
+  private notify(ro: RolloutRecord, notes: Note[]): void {
+    for (const n of notes) {
+      const hooks = hooksFor(ro, n.on, n.step);
+      if (hooks.length === 0) continue;
+      const payload = hookPayload(ro, n.on, { step: n.step, percent: ro.steps[n.step], reason: ro.reason ?? null, ...n.extra });
+      this.hookRunner.notify(hooks, payload);
+    }
   }
 
   private clearTimer(service: string): void {
@@ -625,7 +728,12 @@ export class Controller extends EventEmitter {
     if (ro === undefined || ro.state !== 'running' || this.closed || !this.fences.has(service)) return;
     // A step waiting for minRequests keeps its window (stepStartedAt) growing; its next
     // check is one interval after the previous one, not at once.
-    const wait = Math.max(0, ro.stepStartedAt + ro.intervalMs * (ro.idleIntervals + 1) - Date.now());
+    // A pending step's gates (its pre-step hooks) run at once. Analysis intervals count
+    // from the step's window, which begins at the first whole second after the step did
+    // (see tick): an interval shorter than a second must not end before its window began
+    // and be counted as one without traffic.
+    const windowStart = Math.ceil(ro.stepStartedAt / 1000) * 1000;
+    const wait = ro.pending === true ? 0 : Math.max(0, windowStart + ro.intervalMs * (ro.idleIntervals + 1) - Date.now());
     this.timers.set(service, setTimeout(() => this.runTick(service), wait));
   }
 
@@ -647,13 +755,19 @@ export class Controller extends EventEmitter {
       .finally(() => this.ticking.delete(service));
   }
 
-  /** One analysis interval of a running rollout. */
+  /** One analysis interval of a running rollout (or, for a pending step, its gates). */
   private async tick(service: string): Promise<void> {
     const cur = this.activeRollout(service);
     if (cur === undefined || cur.state !== 'running') return;
     const fence = this.fences.get(service);
     if (fence === undefined) return;
+    if (cur.pending === true) return this.runGates(service, cur, fence);
     const now = Date.now();
+    // A 0% step (the tester lane) has no user traffic to judge: once its interval is
+    // over (and its gates passed) the rollout moves on.
+    const judged = cur.steps[cur.step] > 0;
+    // …unless it mirrors traffic to the target (a shadow step): then it is judged on the copies.
+    const shadow = cur.steps[cur.step] === 0 && cur.shadow !== undefined;
     // Counters are kept per whole second: the window starts at the first second that
     // began after the step did, so nothing from before the step (an earlier rollout's
     // errors in the same second) is judged.
@@ -661,7 +775,7 @@ export class Controller extends EventEmitter {
     let to = now;
     let through: number | undefined;
     let missing: string[] = [];
-    if (this.fleet.shared) {
+    if (this.fleet.shared && judged) {
       // The fleet's counters: only seconds every replica has published (a second read
       // before that would miss the others' share), and none skipped: after a step passed,
       // the next window starts right after the last second judged, not at the clock.
@@ -677,56 +791,89 @@ export class Controller extends EventEmitter {
       from = first * 1000;
       to = through * 1000 + 999;
     }
-    const window = (v: string) => this.fleet.summary(service, v, from, to);
-    // A shadow step is judged on this process's mirror counters (the copies its data
-    // plane, or its workers, sent and compared).
-    const result =
-      cur.steps[cur.step] === 0
-        ? analyzeShadow(cur.analysis, cur.step, cur.to, this.dp.mirrorStatsOf(service, cur.to).window.summary(from, to))
-        : analyze(
-            cur.analysis,
-            cur.step,
-            { version: cur.to, w: await window(cur.to) },
-            cur.baseline !== null ? { version: cur.baseline, w: await window(cur.baseline) } : undefined,
-          );
-    // Said, not hidden: the window lacks the share of replicas that died unpublished.
-    if (missing.length > 0) result.missingReplicas = missing;
+    let result: AnalysisResult | undefined;
+    if (shadow) {
+      // A shadow step is judged on this process's mirror counters (the copies its data
+      // plane, or its workers, sent and compared).
+      result = analyzeShadow(cur.analysis, cur.step, cur.to, this.dp.mirrorStatsOf(service, cur.to).window.summary(from, to));
+    } else if (judged) {
+      const window = (v: string) => this.fleet.summary(service, v, from, to);
+      const prom = cur.analysis.prometheus;
+      // Prometheus is asked at the same time as the counters are read.
+      const extra =
+        prom === undefined
+          ? []
+          : await evaluatePrometheus(prom, { service, version: cur.to, baseline: cur.baseline }, Math.max(1000, Math.min(cur.intervalMs, 10_000)));
+      result = analyze(
+        cur.analysis,
+        cur.step,
+        { version: cur.to, w: await window(cur.to) },
+        cur.baseline !== null ? { version: cur.baseline, w: await window(cur.baseline) } : undefined,
+        extra,
+      );
+      // Said, not hidden: the window lacks the share of replicas that died unpublished.
+      if (missing.length > 0) result.missingReplicas = missing;
+    }
+    let notes: Note[] = [];
     const applied = this.mutate('rollout', (next) => {
+      notes = [];
       const ro = this.requireRollout(next, service);
       // Steered (paused, promoted, aborted) while this interval was being analysed.
-      if (ro.id !== cur.id || ro.state !== 'running' || ro.step !== cur.step || ro.stepStartedAt !== cur.stepStartedAt || ro.idleIntervals !== cur.idleIntervals) {
+      if (ro.id !== cur.id || ro.state !== 'running' || ro.pending === true || ro.step !== cur.step || ro.stepStartedAt !== cur.stepStartedAt || ro.idleIntervals !== cur.idleIntervals) {
         throw new StaleTick();
       }
       const s = next.services[service];
       const at = new Date(now).toISOString();
-      ro.lastAnalysis = result;
+      const stepName = `step ${ro.step} (${ro.steps[ro.step]}%)`;
+      if (result !== undefined) {
+        ro.lastAnalysis = result;
+        ro.stepAnalyses = { ...ro.stepAnalyses, [String(ro.step)]: result };
+      }
+      const analysis = result ?? null;
       const rollBack = (reason: string): Change => {
         ro.state = 'rolled_back';
         ro.reason = reason;
         ro.weights = { ...ro.fromWeights };
         ro.endedAt = at;
         s.weights = ro.weights;
-        return { service, action: 'rollout.rolled_back', detail: { rollout: ro.id, step: ro.step, reason, analysis: result, weights: ro.weights } };
+        notes.push({ on: 'rolled-back', step: ro.step, extra: { analysis } });
+        return { service, action: 'rollout.rolled_back', detail: { rollout: ro.id, step: ro.step, percent: ro.steps[ro.step], reason, analysis, weights: ro.weights } };
       };
       const advance = (): Change => {
         ro.idleIntervals = 0;
         ro.stepStartedAt = now;
         if (through !== undefined) ro.judgedThrough = through;
         delete ro.waitedThrough;
+        notes.push({ on: 'post-step', step: ro.step, extra: { analysis } });
         if (ro.step === ro.steps.length - 1) {
           ro.state = 'succeeded';
           ro.endedAt = at;
           ro.reason = `every step passed analysis; ${ro.to} carries 100%`;
-          return { service, action: 'rollout.succeeded', detail: { rollout: ro.id, analysis: result, weights: ro.weights } };
+          notes.push({ on: 'post-rollout', step: ro.step });
+          return { service, action: 'rollout.succeeded', detail: { rollout: ro.id, analysis, weights: ro.weights } };
         }
         ro.step++;
-        ro.weights = stepWeights(ro.fromWeights, ro.to, ro.steps[ro.step]);
-        ro.history.push({ step: ro.step, percent: ro.steps[ro.step], at });
-        s.weights = ro.weights;
-        return { service, action: 'rollout.step', detail: { rollout: ro.id, step: ro.step, percent: ro.steps[ro.step], analysis: result, weights: ro.weights } };
+        const gate = gateOrEnter(ro, s, now);
+        if (gate === 'entered') return { service, action: 'rollout.step', detail: { rollout: ro.id, step: ro.step, percent: ro.steps[ro.step], analysis, weights: ro.weights } };
+        // The step passed; the next one waits for its gates with the weights as they are.
+        const action = gate === 'awaiting_approval' ? 'rollout.awaiting_approval' : 'rollout.gated';
+        return { service, action, detail: { rollout: ro.id, step: ro.step, percent: ro.steps[ro.step], analysis, weights: ro.weights } };
       };
-      if (result.verdict === 'fail') return rollBack(`analysis failed at step ${ro.step} (${ro.steps[ro.step]}%): ${result.reason}`);
-      if (result.verdict === 'pass') return advance();
+      if (result === undefined) return advance();
+      let verdict = result.verdict;
+      if (verdict === 'fail') return rollBack(`analysis failed at ${stepName}: ${result.reason}`);
+      if (verdict === 'inconclusive') {
+        const policy = ro.analysis.inconclusivePolicy ?? 'pause';
+        if (policy === 'rollback') return rollBack(`analysis inconclusive at ${stepName} (inconclusivePolicy rollback): ${result.reason}`);
+        if (policy === 'pause') {
+          ro.state = 'paused';
+          ro.reason = `paused: analysis inconclusive at ${stepName} (inconclusivePolicy pause): ${result.reason}; resume, promote or abort`;
+          return { service, action: 'rollout.paused', detail: { rollout: ro.id, step: ro.step, reason: ro.reason, analysis, weights: ro.weights } };
+        }
+        // continue: the step is judged on the criteria that could be evaluated.
+        verdict = combine(result.criteria.filter((c) => c.verdict !== 'inconclusive')).verdict;
+      }
+      if (verdict === 'pass') return advance();
       ro.idleIntervals++;
       if (through !== undefined) ro.waitedThrough = through;
       if (ro.idleIntervals >= ro.analysis.noTrafficIntervals) {
@@ -734,23 +881,82 @@ export class Controller extends EventEmitter {
         return rollBack(`no traffic: ${result.reason} for ${ro.idleIntervals} interval(s)`);
       }
       // Keep the window growing: the step waits for enough requests.
-      return { service, action: 'rollout.waiting', detail: { rollout: ro.id, step: ro.step, analysis: result, idleIntervals: ro.idleIntervals } };
+      return { service, action: 'rollout.waiting', detail: { rollout: ro.id, step: ro.step, analysis, idleIntervals: ro.idleIntervals } };
     }, fence.key === '' ? {} : { fence });
+    if (!(await this.written(service, applied))) return;
+    const ro = this.state.services[service]?.rollout;
+    if (ro !== undefined) this.notify(ro, notes);
+    this.schedule(service);
+  }
+
+  /** Awaits a driver's write; false when it was stale or the lease is gone (handled). */
+  private async written(service: string, applied: Promise<unknown>): Promise<boolean> {
     try {
       await applied;
+      return true;
     } catch (err) {
       if (err instanceof StaleTick) {
         this.schedule(service);
-        return;
+        return false;
       }
       if (err instanceof LeaseLostError) {
         this.log.warn({ service }, 'rollout lease lost before the step was written; another replica drives it');
         this.fences.delete(service);
         this.clearTimer(service);
-        return;
+        return false;
       }
       throw err;
     }
+  }
+
+  /**
+   * The gates of a pending step: the pre-rollout hooks (before the first step) and the
+   * step's pre-step hooks, one after the other. All answered 2xx → the step is entered;
+   * the first that did not → the rollout is rolled back, its reason naming the hook
+   * and its answer.
+   */
+  private async runGates(service: string, cur: RolloutRecord, fence: { key: string; token: string }): Promise<void> {
+    const hooks = [...(cur.preRolloutDone === true ? [] : hooksFor(cur, 'pre-rollout')), ...hooksFor(cur, 'pre-step')];
+    const outcomes: { hook: string; on: HookPhase; ok: boolean; status?: number; ms: number; answer: string }[] = [];
+    const nextWeights = stepWeights(cur.fromWeights, cur.to, cur.steps[cur.step]);
+    for (const h of hooks) {
+      if (needsApproval(cur)) break;
+      const o = await this.hookRunner.gate(h, hookPayload(cur, h.on, { nextWeights }));
+      outcomes.push({ ...o, on: h.on });
+      if (!o.ok || this.closed) break;
+    }
+    const failed = outcomes.find((o) => !o.ok);
+    let notes: Note[] = [];
+    const applied = this.mutate('rollout', (next) => {
+      notes = [];
+      const ro = this.requireRollout(next, service);
+      if (ro.id !== cur.id || ro.state !== 'running' || ro.pending !== true || ro.step !== cur.step) throw new StaleTick();
+      const s = next.services[service];
+      const now = Date.now();
+      if (needsApproval(ro)) {
+        ro.state = 'awaiting_approval';
+        return { service, action: 'rollout.awaiting_approval', detail: { rollout: ro.id, step: ro.step, percent: ro.steps[ro.step], weights: ro.weights } };
+      }
+      if (failed !== undefined) {
+        const reason = `${failed.on} hook ${failed.hook} ${failed.answer} (before step ${ro.step}, ${ro.steps[ro.step]}%)`;
+        delete ro.pending;
+        ro.state = 'rolled_back';
+        ro.reason = reason;
+        ro.weights = { ...ro.fromWeights };
+        ro.endedAt = new Date(now).toISOString();
+        s.weights = ro.weights;
+        notes.push({ on: 'rolled-back', step: ro.step });
+        return { service, action: 'rollout.rolled_back', detail: { rollout: ro.id, step: ro.step, percent: ro.steps[ro.step], reason, hooks: outcomes, weights: ro.weights } };
+      }
+      enterStep(ro, s, now);
+      // Time passed at the gate: the step's window starts now, not after the last second judged.
+      delete ro.judgedThrough;
+      delete ro.waitedThrough;
+      return { service, action: 'rollout.step', detail: { rollout: ro.id, step: ro.step, percent: ro.steps[ro.step], weights: ro.weights, hooks: outcomes } };
+    }, fence.key === '' ? {} : { fence });
+    if (!(await this.written(service, applied))) return;
+    const ro = this.state.services[service]?.rollout;
+    if (ro !== undefined) this.notify(ro, notes);
     this.schedule(service);
   }
 
@@ -777,6 +983,7 @@ export class Controller extends EventEmitter {
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     await this.chain.catch(() => {});
+    await this.hookRunner.close();
     // Hand the rollouts over at once rather than after the lease TTL.
     for (const name of [...this.fences.keys()]) await this.fleet.release(name);
     await this.fleet.close();

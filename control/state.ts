@@ -16,7 +16,40 @@ export interface ControlEvent {
   detail: Record<string, unknown>;
 }
 
-export type RolloutStatus = 'running' | 'paused' | 'succeeded' | 'aborted' | 'rolled_back';
+export type RolloutStatus = 'running' | 'paused' | 'awaiting_approval' | 'succeeded' | 'aborted' | 'rolled_back';
+
+/** One Prometheus query judged each interval (see control/rollout/prometheus.ts). */
+export interface PrometheusQuery {
+  name: string;
+  /** PromQL; {{service}}, {{version}} and {{baseline}} are substituted. */
+  query: string;
+  max?: number;
+  min?: number;
+  dryRun?: boolean;
+}
+
+export interface PrometheusConfig {
+  url: string;
+  queries: PrometheusQuery[];
+}
+
+/** What a rollout does when a criterion could not be evaluated (Prometheus down, a
+ * query it refused): `pause` (the default) waits for an operator, `rollback` restores
+ * the weights, `continue` judges the step on the other criteria. */
+export type InconclusivePolicy = 'pause' | 'rollback' | 'continue';
+
+export type HookPhase = 'pre-rollout' | 'pre-step' | 'post-step' | 'post-rollout' | 'rolled-back';
+
+export interface HookConfig {
+  name: string;
+  url: string;
+  on: HookPhase;
+  timeoutMs: number;
+  /** HMAC-SHA256 key signing the POST like webhooks (never shown by the API). */
+  secret?: string;
+  /** Step indexes the hook applies to (pre-step/post-step); every step when absent. */
+  steps?: number[];
+}
 
 export interface AnalysisConfig {
   /** Fraction, 0.01 = 1%. */
@@ -32,12 +65,37 @@ export interface AnalysisConfig {
   /** Fraction, 0.05 = 5%: the most of a shadow step's mirror copies that may differ
    * from the served answers (or fail). Judged at 0% steps. */
   maxMirrorDiffRate?: number;
+  /** Names of criteria evaluated and reported but never failing the step. */
+  dryRun?: string[];
+  prometheus?: PrometheusConfig;
+  inconclusivePolicy?: InconclusivePolicy;
+}
+
+/**
+ * One criterion as judged: `value` is what was measured (null: nothing to measure),
+ * `bound` the limit and `op` its direction (`max`: value must not exceed it; `min`:
+ * value must reach it). `verdict`: pass | fail | wait (not enough data yet) |
+ * inconclusive (could not be evaluated). A dry-run criterion never fails the step.
+ */
+export interface CriterionResult {
+  name: string;
+  value: number | null;
+  bound: number;
+  op: 'max' | 'min';
+  /** How value and bound read: ratio (0.01 = 1%), ms, or a plain number. */
+  unit: 'ratio' | 'ms' | 'count' | 'number';
+  verdict: 'pass' | 'fail' | 'wait' | 'inconclusive';
+  dryRun?: boolean;
+  /** Why, in words (the failure, the missing data, the error). */
+  reason?: string;
 }
 
 export interface AnalysisResult {
   step: number;
   at: string;
-  verdict: 'pass' | 'fail' | 'wait';
+  verdict: 'pass' | 'fail' | 'wait' | 'inconclusive';
+  /** Every criterion, in evaluation order, with its own verdict. */
+  criteria: CriterionResult[];
   target: { version: string; requests: number; errorRate: number; p99Ms: number };
   baseline?: { version: string; requests: number; errorRate: number; p99Ms: number };
   reason?: string;
@@ -76,6 +134,18 @@ export interface RolloutRecord {
   waitedThrough?: number;
   reason?: string;
   lastAnalysis?: AnalysisResult;
+  /** The last analysis of each step, by step index (what `rollout status` prints). */
+  stepAnalyses?: Record<string, AnalysisResult>;
+  /** Step indexes that wait for an approval before they are entered. */
+  approval?: number[];
+  /** Step indexes approved so far. */
+  approved?: number[];
+  hooks?: HookConfig[];
+  /** The step `step` is not entered yet: its gates (approval, pre-step hooks) have to
+   * pass first, and `weights` are still those of the step before. */
+  pending?: boolean;
+  /** The pre-rollout hooks passed. */
+  preRolloutDone?: boolean;
   /** Every step applied, in order: [step index, percent, time]. */
   history: { step: number; percent: number; at: string }[];
   actor: string;

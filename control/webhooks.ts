@@ -5,6 +5,11 @@
 // Each receiver has its own queue, delivered in event order, one at a time, retried
 // with exponential backoff. Delivery never blocks the control path: the controller only
 // enqueues. Failures are logged and counted; a queue over its bound drops its oldest.
+//
+// `format: slack` sends people a sentence instead of the event: a Slack-compatible
+// `{"text": "..."}` (Slack, Mattermost and Rocket.Chat incoming webhooks take it) naming
+// the service, the action, the step, the weights, the analysis verdict and the reason.
+// It is signed the same way when a secret is set.
 
 import { createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -17,6 +22,33 @@ export interface WebhookConfig {
    * empty/absent for every event. */
   events?: string[];
   secret?: string;
+  /** `json` (default): the signed event; `slack`: `{"text": ...}` for people. */
+  format?: 'json' | 'slack';
+}
+
+const fmtWeights = (w: unknown): string =>
+  w !== null && typeof w === 'object'
+    ? Object.entries(w as Record<string, unknown>)
+        .map(([k, v]) => `${k}=${String(v)}`)
+        .join(' ')
+    : '';
+
+/** The one-message text of an event for a chat channel. */
+export function slackText(e: ControlEvent): string {
+  const d = e.detail;
+  const what = e.action.replace(/^rollout\./, 'rollout ').replace(/_/g, ' ');
+  const parts = [`[switchyard] ${e.service ?? 'gateway'}: ${what}`];
+  // Step indexes as the API and the reasons give them (0 = the first step).
+  if (typeof d.step === 'number') parts.push(`step ${d.step}${typeof d.percent === 'number' ? ` (${d.percent}%)` : ''}`);
+  const weights = fmtWeights(d.weights ?? d.to);
+  if (weights !== '') parts.push(`weights ${weights}`);
+  const analysis = d.analysis as { verdict?: string; reason?: string } | null | undefined;
+  if (analysis?.verdict !== undefined) parts.push(`verdict ${analysis.verdict}`);
+  const reason = typeof d.reason === 'string' ? d.reason : analysis?.reason;
+  if (reason !== undefined) parts.push(`reason: ${reason}`);
+  parts.push(`by ${e.actor}`);
+  if (e.action === 'rollout.awaiting_approval' && e.service !== null) parts.push(`approve with: switchyard approve ${e.service}`);
+  return parts.join(' · ');
 }
 
 export interface WebhookOptions {
@@ -73,7 +105,7 @@ class Receiver {
   }
 
   private async deliver(e: ControlEvent): Promise<void> {
-    const body = JSON.stringify(e);
+    const body = this.cfg.format === 'slack' ? JSON.stringify({ text: slackText(e) }) : JSON.stringify(e);
     const { attempts, backoffMs, timeoutMs } = this.owner.opts;
     for (let attempt = 1; attempt <= attempts && !this.owner.closed; attempt++) {
       const ts = Math.floor(Date.now() / 1000);

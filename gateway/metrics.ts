@@ -20,7 +20,7 @@ import type { VersionStats } from './endpoint.js';
 export { DURATION_BUCKETS };
 
 const STATES = ['healthy', 'unhealthy', 'ejected', 'draining'] as const;
-const ROLLOUT_STATES = ['running', 'paused', 'succeeded', 'aborted', 'rolled_back'] as const;
+const ROLLOUT_STATES = ['running', 'paused', 'awaiting_approval', 'succeeded', 'aborted', 'rolled_back'] as const;
 
 export interface MetricsSources {
   dataplane: Dataplane;

@@ -17,6 +17,7 @@ declare -A pkgs=(
   [redis-server]=redis-server
   [wrk]=wrk
   [promtool]=prometheus
+  [prometheus]=prometheus
   [chromium]=chromium
   [nginx]=nginx-light
   [haproxy]=haproxy

@@ -323,6 +323,50 @@ describe('dashboard', () => {
     expect(problems).toEqual([]);
   });
 
+  it('approval: the card shows awaiting approval with the last verdict per criterion (dry runs marked); Approve enters the step', async () => {
+    // Green fails one request in 40: past a 0.1% error rate, but only as a dry run.
+    const r = await api('POST', '/v1/services/shop/rollout', {
+      to: 'green',
+      steps: [50, 100],
+      interval: '1s',
+      approval: [1],
+      // 80 requests: one of green's two upstreams has passed a 40th (a failure) in them.
+      analysis: { maxErrorRate: 0.001, maxP99: '10s', minRequests: 80, noTrafficIntervals: 20, dryRun: ['maxErrorRate', 'maxErrorRateOverBaseline'] },
+    });
+    expect(r.status, r.text).toBe(202);
+    await expect.poll(() => card(page).getAttribute('data-rollout'), { ...WAIT, timeout: 30_000 }).toBe('awaiting_approval');
+    expect(await card(page).locator('.f-state').textContent()).toBe('awaiting approval');
+    expect(await card(page).locator('.f-step').textContent()).toMatch(/^awaiting approval to enter step 2\/2 · 100% to green/);
+    const row = (n: string) => card(page).locator(`.f-criteria tr[data-criterion="${n}"]`);
+    expect(await row('maxErrorRate').getAttribute('data-verdict')).toBe('fail');
+    expect(await row('maxErrorRate').getAttribute('data-dry-run')).toBe('true');
+    expect(await row('maxErrorRate').locator('.cv').textContent()).toBe('fail dry run');
+    expect(await row('maxErrorRate').locator('.cbound').textContent()).toBe('≤ 0.10%');
+    expect(await row('maxP99').getAttribute('data-verdict')).toBe('pass');
+    expect(await row('maxP99').getAttribute('data-dry-run')).toBeNull();
+    expect(await row('maxP99').locator('.cbound').textContent()).toBe('≤ 10000 ms');
+    expect(await row('minRequests').locator('.cbound').textContent()).toBe('≥ 80');
+    const approve = card(page).locator('.act-approve');
+    expect(await approve.isEnabled()).toBe(true);
+    expect(await card(page).locator('.act-pause').isEnabled()).toBe(false);
+    expect(await card(page).locator('.act-abort').isEnabled()).toBe(true);
+    // The weights stay at the first step while it waits.
+    expect((await api('GET', '/v1/services/shop')).json.weights).toEqual({ blue: 50, green: 50 });
+
+    page.once('dialog', (d) => {
+      expect(d.message()).toContain('Approve');
+      void d.accept();
+    });
+    await approve.click();
+    await expect.poll(async () => (await api('GET', '/v1/services/shop/rollout')).json.state, { ...WAIT, timeout: 30_000 }).toBe('succeeded');
+    const done = (await api('GET', '/v1/services/shop/rollout')).json;
+    expect(done.approved).toEqual([1]);
+    await expect.poll(() => card(page).getAttribute('data-rollout'), WAIT).toBe('succeeded');
+    expect(await approve.isEnabled()).toBe(false);
+    await expect.poll(() => cell(page, 'green', 'weight').textContent(), WAIT).toBe('100');
+    expect(problems).toEqual([]);
+  });
+
   it('Grafana dashboard: valid JSON, a service variable, PromQL that parses, and only metrics /metrics exports', async () => {
     const file = join(ROOT, 'deploy/grafana/switchyard-dashboard.json');
     const dash = JSON.parse(readFileSync(file, 'utf8'));

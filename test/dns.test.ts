@@ -163,16 +163,28 @@ describe('dns discovery (A records)', () => {
     expect(ids(g)).toEqual([`127.0.0.2:${P}`, `127.0.0.3:${P}`]);
     let stop = false;
     const traffic = load(g.url, { concurrency: 8, until: () => stop });
-    await waitFor(() => a.inflight > 0 && b.times.length > 20, { timeout: 10_000, message: 'both take load' });
+    await waitFor(() => a.times.length > 20 && b.times.length > 20, { timeout: 10_000, message: 'both take load' });
+    // The drain has real work: a request held by a (sent until one lands there) is in
+    // flight when a leaves the DNS answer; it is released only once a is draining.
+    const heldAnswers: Promise<{ status: number; body: string }>[] = [];
+    while (a.held === 0) {
+      heldAnswers.push(get(`${g.url}/held`));
+      await waitFor(() => a.held + b.held === heldAnswers.length, { message: 'the held request arrived' });
+    }
     const t0 = Date.now();
     await dns.setHosts([`127.0.0.3 drain.shop.test`]);
     const draining = await waitFor(() => g.logs.find((l) => l.msg === 'endpoint draining' && l.endpoint === `127.0.0.2:${P}`), { timeout: 10_000, message: 'a drains' });
     const followMs = draining.time - t0;
+    expect(g.logs.some((l) => l.msg === 'endpoint drained' && l.endpoint === `127.0.0.2:${P}`)).toBe(false);
+    a.release();
+    b.release();
+    for (const h of heldAnswers) expect((await h).status).toBe(200);
     await waitFor(() => g.logs.some((l) => l.msg === 'endpoint drained' && l.endpoint === `127.0.0.2:${P}`), { timeout: 10_000, message: 'a drained' });
     const aCount = a.times.length;
     // Gone for good: the old backend can stop now without a single failed request.
     await a.close();
-    await sleep(700);
+    const bAfter = b.times.length;
+    await waitFor(() => b.times.length > bAfter + 50, { message: 'traffic goes on without a' });
     stop = true;
     const r = await traffic;
     expect(r.failed).toBe(0);

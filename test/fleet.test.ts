@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
-import { CLI, failOnHeader, load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
+import { CLI, emptyLoadResult, failOnHeader, load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
 import { startRedis, type RedisServer } from './redis-server.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -255,10 +255,13 @@ describe('fleet: 3 replicas on one redis', () => {
   it('redis paused for 5 s under load: 0 failed requests, writes answer 503 fast, the fleet resyncs after', async () => {
     const [a, b, c] = await startFleet();
     let stop = false;
-    const loads = gws.map((g) => load(`${g.url}/`, { concurrency: 4, until: () => stop, ratePerWorker: 50 }));
-    await new Promise((r) => setTimeout(r, 300));
+    const progress = gws.map(() => emptyLoadResult());
+    const answered = (): number[] => progress.map((p) => p.ok + p.failed);
+    const loads = gws.map((g, i) => load(`${g.url}/`, { concurrency: 4, until: () => stop, ratePerWorker: 50, progress: progress[i] }));
+    await waitFor(() => answered().every((n) => n >= 20), { message: 'every replica serves' });
     redis.pause();
     const pausedAt = Date.now();
+    const atPause = answered();
     try {
       const w = await api(a.controlUrl, 'PUT', '/v1/services/shop/weights', { weights: { blue: 50, green: 50 } });
       expect(w.status).toBe(503);
@@ -267,6 +270,9 @@ describe('fleet: 3 replicas on one redis', () => {
       const w2 = await api(b.controlUrl, 'POST', '/v1/services/shop/cutover', { to: 'green' });
       expect(w2.status).toBe(503);
       while (Date.now() - pausedAt < 5000) await new Promise((r) => setTimeout(r, 100));
+      // Traffic went on while Redis was away: 100 answers per replica at least (a count,
+      // waited for: a starved machine answers fewer in 5 s).
+      await waitFor(() => answered().every((n, i) => n >= atPause[i] + 100), { message: '100 answers per replica with Redis paused' });
     } finally {
       redis.resume();
     }
@@ -274,7 +280,6 @@ describe('fleet: 3 replicas on one redis', () => {
     const results = await Promise.all(loads);
     for (const r of results) {
       expect(r.failed, r.errors.join('\n')).toBe(0);
-      expect(r.sent).toBeGreaterThan(100);
     }
     // Nothing was applied while Redis was down.
     for (const g of gws) expect((await weightsOn(g)).weights).toEqual({ blue: 100, green: 0 });

@@ -10,6 +10,7 @@ import { createConnection, createServer as createNetServer, type AddressInfo } f
 import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import pino from 'pino';
+import { onTestFailed } from 'vitest';
 import { startGateway, type RunningGateway } from '../bin/serve.js';
 
 export const ROOT = resolve(import.meta.dirname, '..');
@@ -66,6 +67,10 @@ export interface TrackedUpstream extends Upstream {
   /** Arrival times of requests. */
   times: number[];
   inflight: number;
+  /** Requests to /held… that arrived and wait for release(). */
+  held: number;
+  /** Answers every held request (and those that arrive later). */
+  release(): void;
 }
 
 /** An upstream answering {name} after delayMs that records when requests arrive and
@@ -73,23 +78,29 @@ export interface TrackedUpstream extends Upstream {
 export async function startTrackedUpstream(name: string, opts: { delayMs?: number; host?: string; port?: number } = {}): Promise<TrackedUpstream> {
   const delayMs = opts.delayMs ?? 10;
   let t!: TrackedUpstream;
+  let released!: () => void;
+  const release = new Promise<void>((r) => (released = r));
   const up = await startUpstream(
     name,
     (req, res) => {
       req.resume();
       t.times.push(Date.now());
       t.inflight++;
-      setTimeout(() => {
+      const answer = (): void => {
         t.inflight--;
         const body = JSON.stringify({ name });
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
         res.end(body);
-      }, delayMs);
+      };
+      if (req.url?.startsWith('/held')) {
+        t.held++;
+        void release.then(answer);
+      } else setTimeout(answer, delayMs);
     },
     opts.host,
     opts.port,
   );
-  t = Object.assign(up, { times: [] as number[], inflight: 0 });
+  t = Object.assign(up, { times: [] as number[], inflight: 0, held: 0, release: () => released() });
   return t;
 }
 
@@ -194,6 +205,15 @@ export async function startProcess(config: object | string, file?: string): Prom
     void exited.then((code) => rejectL(new Error(`gateway exited with ${code} before listening: ${stderr}`)));
   });
   const l = await listening;
+  // A failed test shows what its gateway said last (a time-out says nothing by itself).
+  try {
+    onTestFailed(() => {
+      const tail = logs.slice(-25).map((o) => JSON.stringify(o)).join('\n');
+      console.log(`gateway pid ${proc.pid} (exit ${String(proc.exitCode ?? proc.signalCode)}), last log lines:\n${tail}\nstderr: ${stderr.slice(-2000)}`);
+    });
+  } catch {
+    /* started from a hook, outside a test */
+  }
   const port = (s: unknown) => String(s).split(':').pop();
   const gp: GatewayProcess = {
     proc,
@@ -247,9 +267,18 @@ export interface LoadResult {
  * A bounded load generator: `concurrency` workers send requests back to back until
  * `count` requests were sent or `until()` says stop. Counts every outcome.
  */
-export async function load(url: string, opts: { concurrency: number; count?: number; until?: () => boolean; headers?: Record<string, string>; method?: string; ok?: (status: number) => boolean; ratePerWorker?: number }): Promise<LoadResult> {
-  const agent = new Agent({ connections: opts.concurrency, pipelining: 1 });
-  const r: LoadResult = { sent: 0, ok: 0, failed: 0, statuses: {}, errors: [], byName: {} };
+export const emptyLoadResult = (): LoadResult => ({ sent: 0, ok: 0, failed: 0, statuses: {}, errors: [], byName: {} });
+
+/**
+ * Sends GETs (or opts.method) from `concurrency` workers until `count` were sent or
+ * `until()` says stop. `progress`, when given, is the result filled as answers come in:
+ * a test waits on it ("200 more answers") instead of sleeping while load runs.
+ */
+export async function load(url: string, opts: { concurrency: number; count?: number; until?: () => boolean; headers?: Record<string, string>; method?: string; ok?: (status: number) => boolean; ratePerWorker?: number; progress?: LoadResult }): Promise<LoadResult> {
+  // An answer that never comes is a failed request with its cause, well inside a
+  // test's time (undici's own default waits 300 s).
+  const agent = new Agent({ connections: opts.concurrency, pipelining: 1, headersTimeout: 30_000, bodyTimeout: 30_000 });
+  const r: LoadResult = opts.progress ?? emptyLoadResult();
   const isOk = opts.ok ?? ((s: number) => s < 500);
   const max = opts.count ?? Infinity;
   const gap = opts.ratePerWorker ? 1000 / opts.ratePerWorker : 0;

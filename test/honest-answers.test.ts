@@ -146,7 +146,9 @@ describe('honest answers (issue 22)', () => {
     const [a, b] = await fleet(2);
     let stop = false;
     const loads = [a, b].map((g) => load(`${g.url}/`, { concurrency: 4, until: () => stop, ratePerWorker: 60 }));
-    const start = await call(a.controlUrl, 'POST', '/v1/services/shop/rollout', { to: 'green', steps: [10, 50, 100], interval: '500ms', analysis: { minRequests: 20, maxErrorRate: 0.05 } });
+    // minRequests is low enough for a starved machine (seen: 6–12 requests on green per
+    // 500 ms at 10% under load 10): what this test catches is a fleet that sees none.
+    const start = await call(a.controlUrl, 'POST', '/v1/services/shop/rollout', { to: 'green', steps: [10, 50, 100], interval: '500ms', analysis: { minRequests: 5, maxErrorRate: 0.05 } });
     expect(start.status, start.text).toBe(202);
     const done = await waitFor(async () => {
       const r = (await call(b.controlUrl, 'GET', '/v1/services/shop/rollout')).json;

@@ -8,7 +8,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import { load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type LoadResult, type Upstream } from './helpers.js';
+import { emptyLoadResult, load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type LoadResult, type Upstream } from './helpers.js';
 import { startRedis, type RedisServer } from './redis-server.js';
 import { deregister, register, startConsul, type ConsulAgent } from './consul-agent.js';
 
@@ -48,6 +48,11 @@ async function named(name: string): Promise<Upstream & { count: number }> {
   return up;
 }
 
+/** Load goes on until each run has answered more than minEach (a count, waited for). */
+async function untilAnswered(progress: LoadResult[], minEach: number): Promise<void> {
+  await waitFor(() => progress.every((p) => p.ok + p.failed > minEach), { timeout: 30_000, message: `more than ${minEach} answers per load` });
+}
+
 function expectNoFailures(results: LoadResult[], minEach: number): void {
   for (const r of results) {
     expect(r.failed, r.errors.join('\n')).toBe(0);
@@ -83,7 +88,8 @@ describe('outages under load', () => {
     await waitFor(async () => (await call(a.controlUrl, 'GET', '/v1/replicas')).body.replicas?.length === 2, { timeout: 10_000, message: 'both replicas registered' });
 
     let stop = false;
-    const loads = [a, b].map((g) => load(`${g.url}/`, { concurrency: 4, ratePerWorker: 40, until: () => stop }));
+    const progress = [emptyLoadResult(), emptyLoadResult()];
+    const loads = [a, b].map((g, i) => load(`${g.url}/`, { concurrency: 4, ratePerWorker: 40, until: () => stop, progress: progress[i] }));
     const writes: { status: number; ms: number; phase: string }[] = [];
     const write = async (phase: string, i: number): Promise<void> => {
       const g = i % 2 === 0 ? a : b;
@@ -110,6 +116,7 @@ describe('outages under load', () => {
       await write('back', i++);
     }
     await sleep(500);
+    await untilAnswered(progress, 200);
     stop = true;
     const results = await Promise.all(loads);
     expectNoFailures(results, 200);
@@ -163,7 +170,8 @@ describe('outages under load', () => {
     await waitFor(async () => (await call(g.adminUrl, 'GET', '/ready')).status === 200, { timeout: 10_000, message: 'ready' });
 
     let stop = false;
-    const running = load(`${g.url}/`, { concurrency: 6, ratePerWorker: 40, until: () => stop });
+    const progress = emptyLoadResult();
+    const running = load(`${g.url}/`, { concurrency: 6, ratePerWorker: 40, until: () => stop, progress });
     // /ready is polled throughout: stale-but-safe keeps the gateway ready.
     const readiness: number[] = [];
     const poller = (async () => {
@@ -194,6 +202,7 @@ describe('outages under load', () => {
     await sleep(1500);
     const xAfter = x.count;
     await sleep(1000);
+    await untilAnswered([progress], 500);
     stop = true;
     const r = await running;
     await poller;

@@ -56,7 +56,11 @@ describe('security promises', () => {
     await waitFor(async () => (await status(g.controlUrl, OLD)) === 401, { message: 'the old token is refused after SIGHUP' });
     expect(await status(g.controlUrl, NEW)).toBe(200);
 
-    const changes = g.logs.filter((l) => l.msg === 'control tokens changed (names only)');
+    // The log line comes through the process's stdout, after the change took effect.
+    const changes = await waitFor(() => {
+      const c = g.logs.filter((l) => l.msg === 'control tokens changed (names only)');
+      return c.length === 2 && c;
+    }, { message: 'both token changes logged' });
     expect(changes.map((l) => [l.added, l.removed])).toEqual([
       [['ci-2026'], []],
       [[], ['ci-2025']],

@@ -6,9 +6,10 @@
 (() => {
   const KEY = 'switchyard.token';
   const STATES = ['healthy', 'unhealthy', 'ejected', 'draining'];
-  const RO_STATES = ['running', 'paused', 'succeeded', 'aborted', 'rolled_back'];
-  const ACTIONS = ['pause', 'resume', 'promote', 'abort', 'rollback'];
-  const CONFIRM = { promote: 'Promote: give the target 100% now?', abort: 'Abort: restore the weights from before the rollout?', rollback: 'Roll back to the previous weights?' };
+  const RO_STATES = ['running', 'paused', 'awaiting_approval', 'succeeded', 'aborted', 'rolled_back'];
+  const ACTIONS = ['approve', 'pause', 'resume', 'promote', 'abort', 'rollback'];
+  const VERDICTS = ['pass', 'fail', 'wait', 'inconclusive'];
+  const CONFIRM = { approve: 'Approve: enter the step the rollout waits at?', promote: 'Promote: give the target 100% now?', abort: 'Abort: restore the weights from before the rollout?', rollback: 'Roll back to the previous weights?' };
   const TREND = 60;
 
   const $ = (id) => document.getElementById(id);
@@ -241,7 +242,7 @@
     ro.append(el('h3', '', 'Rollout'));
     const dl = el('dl');
     const fields = {};
-    for (const [k, label] of [['state', 'State'], ['step', 'Step'], ['steps', 'Steps'], ['reason', 'Reason'], ['analysis', 'Last analysis'], ['started', 'Started']]) {
+    for (const [k, label] of [['state', 'State'], ['step', 'Step'], ['steps', 'Steps'], ['reason', 'Reason'], ['analysis', 'Last analysis'], ['criteria', 'Criteria'], ['started', 'Started']]) {
       const dd = el('dd', 'f-' + k);
       dl.append(el('dt', '', label), dd);
       fields[k] = dd;
@@ -379,12 +380,12 @@
     c.root.dataset.rollout = r ? (RO_STATES.includes(r.state) ? r.state : 'unknown') : 'none';
     if (!r) {
       f.state.replaceChildren(el('span', 'ro ro-none', 'none'));
-      for (const k of ['step', 'steps', 'reason', 'analysis', 'started']) f[k].textContent = '—';
+      for (const k of ['step', 'steps', 'reason', 'analysis', 'criteria', 'started']) f[k].textContent = '—';
     } else {
       const st = RO_STATES.includes(r.state) ? r.state : 'unknown';
       f.state.replaceChildren(el('span', 'ro ro-' + st, String(r.state).replace('_', ' ')));
       const steps = Array.isArray(r.steps) ? r.steps : [];
-      f.step.textContent = 'step ' + (num(r.step) + 1) + '/' + steps.length + ' · ' + num(r.percent) + '% to ' + r.to + (r.baseline ? ' (baseline ' + r.baseline + ')' : '') + ' · every ' + String(r.interval).replace(/^(\d+)000ms$/, '$1s');
+      f.step.textContent = (r.state === 'awaiting_approval' ? 'awaiting approval to enter ' : '') + 'step ' + (num(r.step) + 1) + '/' + steps.length + ' · ' + num(r.percent) + '% to ' + r.to + (r.baseline ? ' (baseline ' + r.baseline + ')' : '') + ' · every ' + String(r.interval).replace(/^(\d+)000ms$/, '$1s');
       f.steps.replaceChildren(
         ...steps.map((p, i) => el('span', 'chip' + (i < num(r.step) ? ' done' : i === num(r.step) ? ' cur' : ''), num(p) + '%')),
       );
@@ -392,17 +393,48 @@
       const a = r.analysis && r.analysis.last;
       if (a) {
         const side = (x) => (x ? x.version + ': ' + num(x.requests) + ' req, errors ' + pct(x.errorRate) + ', p99 ' + ms(x.p99Ms) : '');
-        f.analysis.replaceChildren(el('span', 'verdict v-' + (['pass', 'fail', 'wait'].includes(a.verdict) ? a.verdict : 'x'), a.verdict), document.createTextNode(' at ' + time(a.at) + ' · ' + side(a.target) + (a.baseline ? ' · ' + side(a.baseline) : '') + (a.reason ? ' · ' + a.reason : '')));
+        f.analysis.replaceChildren(el('span', 'verdict v-' + (VERDICTS.includes(a.verdict) ? a.verdict : 'x'), a.verdict), document.createTextNode(' at ' + time(a.at) + ' · ' + side(a.target) + (a.baseline ? ' · ' + side(a.baseline) : '') + (a.reason ? ' · ' + a.reason : '')));
       } else f.analysis.textContent = 'none yet';
+      f.criteria.replaceChildren(a && Array.isArray(a.criteria) && a.criteria.length > 0 ? criteriaTable(a.criteria) : document.createTextNode('—'));
       f.started.textContent = time(r.startedAt) + ' by ' + r.actor + (r.endedAt ? ' · ended ' + time(r.endedAt) : '');
     }
     buttons(c);
   }
 
+  // A criterion's value or bound as it reads: a ratio as a percentage, ms, or a number.
+  function measure(v, unit) {
+    if (typeof v !== 'number' || !Number.isFinite(v)) return '—';
+    if (unit === 'ratio') return pct(v);
+    if (unit === 'ms') return ms(v);
+    return String(Math.round(v * 1e6) / 1e6);
+  }
+
+  // The last verdict of every criterion: name, value, bound, verdict (dry runs marked).
+  function criteriaTable(list) {
+    const t = el('table', 'criteria');
+    const hr = el('tr');
+    for (const h of ['Criterion', 'Value', 'Bound', 'Verdict']) hr.append(el('th', '', h));
+    t.append(hr);
+    for (const cr of list) {
+      const tr = el('tr');
+      tr.dataset.criterion = String(cr.name);
+      tr.dataset.verdict = VERDICTS.includes(cr.verdict) ? cr.verdict : 'x';
+      if (cr.dryRun) tr.dataset.dryRun = 'true';
+      const v = el('td', 'cv');
+      v.append(el('span', 'verdict v-' + tr.dataset.verdict, cr.verdict));
+      if (cr.dryRun) v.append(el('span', 'dry', ' dry run'));
+      const name = el('td', 'cname', cr.name);
+      if (cr.reason) name.title = String(cr.reason);
+      tr.append(name, el('td', 'cval', measure(cr.value, cr.unit)), el('td', 'cbound', (cr.op === 'min' ? '≥ ' : '≤ ') + measure(cr.bound, cr.unit)), v);
+      t.append(tr);
+    }
+    return t;
+  }
+
   function buttons(c) {
     const st = c.rollout ? c.rollout.state : null;
-    const active = st === 'running' || st === 'paused';
-    const ok = { pause: st === 'running', resume: st === 'paused', promote: active, abort: active, rollback: !active };
+    const active = st === 'running' || st === 'paused' || st === 'awaiting_approval';
+    const ok = { approve: st === 'awaiting_approval', pause: st === 'running', resume: st === 'paused', promote: active, abort: active, rollback: !active };
     for (const a of ACTIONS) c.buttons[a].disabled = c.busy || !ok[a];
   }
 
