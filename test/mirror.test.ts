@@ -444,14 +444,12 @@ describe('mirror: dashboard', () => {
       await page.click('#connect');
       const panel = page.locator('section.card[data-service="shop"] .mirror');
       await panel.waitFor({ state: 'visible' });
-      await waitFor(async () => (await panel.locator('.m-line').textContent())?.includes('to green (config)'));
-      expect(await panel.locator('.m-line').textContent()).toContain('diff rate 50.00% of 4 compared');
-      expect(await panel.locator('.chip[data-result="match"]').textContent()).toBe('match 2');
-      expect(await panel.locator('.chip[data-result="body_diff"]').textContent()).toBe('body diff 2');
+      const line = panel.locator('div').first();
+      await waitFor(async () => (await line.textContent())?.includes('to green (config)'));
+      expect(await line.textContent()).toBe('100% to green (config) · diff rate 50.00% of 4 · match 2, status_diff 0, body_diff 2, error 0, dropped 0');
       const rows = panel.locator('tr[data-path="/diff"]');
       expect(await rows.count()).toBe(2);
-      expect(await rows.first().locator('.m-where').textContent()).toBe('$.user.plan.tier');
-      expect(await rows.first().locator('.m-req').textContent()).toBe('GET /diff');
+      expect(await rows.first().locator('td').allTextContents()).toEqual([expect.any(String), 'GET /diff', 'body_diff', '200 → 200', '$.user.plan.tier', expect.stringMatching(/ ms$/)]);
       expect(problems).toEqual([]);
     } finally {
       await browser.close();

@@ -263,17 +263,10 @@
     err.setAttribute('role', 'alert');
     err.hidden = true;
     ro.append(err);
-    // Mirror (shadow traffic): shown while a mirror runs or has counted something.
     const mirror = el('div', 'mirror');
     mirror.hidden = true;
-    const mline = el('div', 'm-line');
-    const mcounts = el('div');
-    const mbody = el('tbody');
-    const mtable = el('table');
-    mtable.append(mbody);
-    mirror.append(el('h3', '', 'Mirror'), mline, mcounts, mtable);
     root.append(head, stack, table, eps, mirror, ro);
-    const c = { name, root, rev, stack, tbody, eps, fields, buttons, err, busy: false, rollout: null, mirror: { root: mirror, line: mline, counts: mcounts, body: mbody } };
+    const c = { name, root, rev, stack, tbody, eps, fields, buttons, err, busy: false, rollout: null, mirror };
     return c;
   }
 
@@ -335,24 +328,23 @@
     updateMirror(c, s.mirror || null);
   }
 
+  // The mirror panel: target, diff rate, counts by result, the last differing samples.
   function updateMirror(c, m) {
     const v = c.mirror;
-    v.root.hidden = !m;
+    v.hidden = !m;
     if (!m) return;
-    const cfg = m.mirror;
-    v.line.textContent = (cfg ? num(cfg.percent) + '% of ' + String(cfg.methods) + ' to ' + cfg.to + ' (' + m.source + ')' : 'stopped') + ' · diff rate ' + pct(m.diffRate) + ' of ' + num(m.compared) + ' compared · latency Δ ' + ms(m.avgLatencyDeltaMs);
-    v.counts.replaceChildren(...['match', 'status_diff', 'body_diff', 'error', 'dropped'].map((r) => {
-      const chip = el('span', 'chip m-' + r, r.replace('_', ' ') + ' ' + num((m.counts || {})[r]));
-      chip.dataset.result = r;
-      return chip;
-    }));
-    v.body.replaceChildren();
-    for (const x of (Array.isArray(m.samples) ? m.samples : []).slice().reverse()) {
+    const k = m.mirror;
+    const tb = el('tbody');
+    for (const x of (m.samples || []).slice().reverse()) {
       const tr = el('tr');
-      tr.dataset.path = String(x.path);
-      tr.append(el('td', '', time(x.at)), el('td', 'm-req', x.method + ' ' + x.path), el('td', '', String(x.result).replace('_', ' ')), el('td', '', num(x.served && x.served.status) + ' → ' + num(x.mirror && x.mirror.status)), el('td', 'm-where', x.where), el('td', '', 'Δ ' + ms(x.latencyDeltaMs)));
-      v.body.append(tr);
+      tr.dataset.path = x.path;
+      for (const t of [time(x.at), x.method + ' ' + x.path, x.result, num(x.served.status) + ' → ' + num(x.mirror.status), x.where, ms(x.latencyDeltaMs)]) tr.append(el('td', '', t));
+      tb.append(tr);
     }
+    const t = el('table');
+    t.append(tb);
+    const line = (k ? num(k.percent) + '% to ' + k.to + ' (' + m.source + ')' : 'stopped') + ' · diff rate ' + pct(m.diffRate) + ' of ' + num(m.compared) + ' · ';
+    v.replaceChildren(el('h3', '', 'Mirror'), el('div', '', line + Object.entries(m.counts || {}).map(([r, n]) => r + ' ' + num(n)).join(', ')), t);
   }
 
   function spark(key, rps) {
