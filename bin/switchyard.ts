@@ -27,10 +27,13 @@ client commands (SWITCHYARD_URL, default http://127.0.0.1:9090; SWITCHYARD_TOKEN
                      connections of the old version over that window, and --wait waits for them)
   switchyard rollout SERVICE --to green --steps 5,25,50,100 --interval 30s
                      [--max-error-rate 1%] [--max-p99 500ms] [--min-requests 20]
-                     [--no-traffic fail|continue] [--approval 3] [--wait] [--timeout 10m] [--force] [--if-match REVISION]
-                     [--drain-connections 30s]
+                     [--no-traffic fail|continue] [--approval 3] [--max-mirror-diff-rate 1%] [--wait]
+                     [--timeout 10m] [--force] [--if-match REVISION] [--drain-connections 30s]
+                     (--steps 0,…: a first 0% step; with --max-mirror-diff-rate a shadow step judged on mirror copies)
   switchyard rollout status SERVICE   each step's criteria: value, bound, verdict
   switchyard approve SERVICE          enter the step a rollout awaits approval for
+  switchyard mirror SERVICE [--to green [--percent 10] [--methods GET,HEAD] [--ignore '$.timestamp,$.id']
+                     [--headers content-type] [--max-body 256kb] [--timeout 5s] | --stop]
   switchyard pause|resume|promote|abort SERVICE
   switchyard rollback SERVICE [--if-match REVISION]
   switchyard events [--follow] [--since ID]

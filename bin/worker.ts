@@ -12,6 +12,7 @@ import type { Config } from '../config/types.js';
 import { C, VersionCounters } from '../gateway/counters.js';
 import { vkey } from '../discovery/provider.js';
 import { Dataplane } from '../gateway/dataplane.js';
+import type { MirrorDelta } from '../gateway/mirror.js';
 import { OutlierDetector } from '../gateway/health/passive.js';
 import { GatewayServer } from '../gateway/server.js';
 import { STATS_INTERVAL_MS, type FromWorker, type SecondDelta, type ToWorker } from '../gateway/workers.js';
@@ -71,9 +72,15 @@ function report(final = false): FromWorker {
     sentCounts.set(c, n);
     changed.push([vkey(c.service, c.version), Array.from(c.v)]);
   }
+  const mirrors: [string, MirrorDelta][] = [];
+  for (const ms of dp.allMirrorStats()) {
+    const d = ms.takeDelta();
+    if (d !== undefined) mirrors.push([vkey(ms.service, ms.version), d]);
+  }
   return {
     t: 'stats',
     served,
+    ...(mirrors.length > 0 ? { mirrors } : {}),
     counters: changed,
     windows,
     inflight,

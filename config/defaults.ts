@@ -85,6 +85,7 @@ export const defaults = {
     // Every gRPC status but OK (0).
     grpcErrorStatuses: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
     connections: { drain: '0s' },
+    mirror: { percent: 100, methods: ['GET', 'HEAD'], compare: true, ignore: [], headers: [], maxBodyBytes: '256kb', maxInflight: 100, timeout: '5s' },
   },
   dns: { interval: '5s', emptyGrace: '30s' },
   consul: {

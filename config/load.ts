@@ -8,7 +8,7 @@ import { Ajv, type ErrorObject } from 'ajv';
 import { parseDocument } from 'yaml';
 import { configSchema, formats, FORMAT_MESSAGES, DURATION_RE, SIZE_RE, ENDPOINT_RE } from './schema.js';
 import { defaults } from './defaults.js';
-import type { Config, EndpointAddress, ServiceConfig, VersionConfig } from './types.js';
+import type { Config, EndpointAddress, MirrorConfig, ServiceConfig, VersionConfig } from './types.js';
 import { loadCertificate } from '../gateway/tls.js';
 
 export class ConfigError extends Error {
@@ -40,6 +40,43 @@ export function parseSize(s: string | number): number {
   if (!m) throw new Error(`invalid size ${s}`);
   const mult: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 };
   return Number(m[1]) * mult[(m[2] ?? 'b').toLowerCase()];
+}
+
+/** The wire form of a mirror (config file, PUT …/mirror), as the schema admits it. */
+export interface MirrorBody {
+  to: string;
+  percent?: number;
+  methods?: string[];
+  compare?: boolean;
+  ignore?: string[];
+  headers?: string[];
+  maxBodyBytes?: string | number;
+  maxInflight?: number;
+  timeout?: string;
+}
+
+/** A mirror over the defaults; cross-field problems (an unknown version) go to `problems`. */
+export function normalizeMirror(m: MirrorBody, versions: readonly string[], at: string, problems: string[]): MirrorConfig {
+  const dm = defaults.service.mirror;
+  if (!versions.includes(m.to)) problems.push(`${at}.to: the service has no version ${m.to}`);
+  const timeoutMs = parseDuration(m.timeout ?? dm.timeout);
+  if (timeoutMs < 1) problems.push(`${at}.timeout: must be at least 1ms`);
+  return {
+    to: m.to,
+    percent: m.percent ?? dm.percent,
+    methods: (m.methods ?? dm.methods).map((x) => x.toUpperCase()),
+    compare: m.compare ?? dm.compare,
+    ignore: [...(m.ignore ?? dm.ignore)],
+    headers: (m.headers ?? dm.headers).map((h) => h.toLowerCase()),
+    maxBodyBytes: parseSize(m.maxBodyBytes ?? dm.maxBodyBytes),
+    maxInflight: m.maxInflight ?? dm.maxInflight,
+    timeoutMs,
+  };
+}
+
+/** The wire form of a stored mirror (GET …/mirror shows what PUT takes). */
+export function mirrorBody(m: MirrorConfig): Required<MirrorBody> {
+  return { to: m.to, percent: m.percent, methods: m.methods, compare: m.compare, ignore: m.ignore, headers: m.headers, maxBodyBytes: m.maxBodyBytes, maxInflight: m.maxInflight, timeout: `${m.timeoutMs}ms` };
 }
 
 export function parseEndpoint(s: string): EndpointAddress {
@@ -401,6 +438,7 @@ function normalize(raw: RawConfig, baseDir: string = process.cwd()): Config {
       protocol,
       grpc: { errorStatuses: [...(s.grpc?.errorStatuses ?? defaults.service.grpcErrorStatuses)].sort((a: number, b: number) => a - b) },
       connections: { drainMs: parseDuration(s.connections?.drain ?? defaults.service.connections.drain) },
+      ...(s.mirror === undefined ? {} : { mirror: normalizeMirror(s.mirror, versions.map((v) => v.name), `${p}.mirror`, problems) }),
     });
   }
 

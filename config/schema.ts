@@ -111,6 +111,25 @@ const versionSchema = obj({
   hostHeader: { type: 'string', minLength: 1 },
 });
 
+// A JSON path of a body field a mirror comparison ignores: `$`, then `.name`, `[n]`,
+// `[*]` or `.*` segments (`$.timestamp`, `$.items[*].id`, `$['odd key']`).
+export const JSON_PATH_RE = /^\$((\.[A-Za-z_$][A-Za-z0-9_$-]*)|(\.\*)|(\[(\d+|\*)\])|(\['[^'\\]*'\]))*$/;
+
+// services.NAME.mirror and the body of PUT /v1/services/NAME/mirror: the same keys,
+// the same meaning. The rollout body's `mirror` (its shadow step) is this without `to`.
+const mirrorProperties = {
+  percent: { type: 'number', minimum: 0, maximum: 100 },
+  methods: { type: 'array', minItems: 1, maxItems: 16, uniqueItems: true, items: { type: 'string', pattern: '^[A-Za-z]{1,20}$' } },
+  compare: { type: 'boolean' },
+  ignore: { type: 'array', maxItems: 100, items: { type: 'string', maxLength: 256, pattern: JSON_PATH_RE.source } },
+  headers: { type: 'array', maxItems: 50, items: { type: 'string', format: 'header' } },
+  maxBodyBytes: size,
+  maxInflight: { type: 'integer', minimum: 1, maximum: 100_000 },
+  timeout: duration,
+} as const;
+export const mirrorSchema = obj({ to: { type: 'string', format: 'name' }, ...mirrorProperties }, ['to']);
+export const shadowMirrorSchema = obj({ ...mirrorProperties });
+
 const serviceSchema = obj({
   routes: {
     type: 'array',
@@ -155,6 +174,7 @@ const serviceSchema = obj({
     errorStatuses: { type: 'array', uniqueItems: true, maxItems: 17, items: { type: 'integer', minimum: 0, maximum: 16 } },
   }),
   connections: obj({ drain: duration }),
+  mirror: mirrorSchema,
 }, ['routes', 'versions']);
 
 export const configSchema = obj({

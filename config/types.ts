@@ -71,6 +71,30 @@ export interface ServiceConfig {
   /** Long-lived connections on cutover: the drain window a cutover or rollout uses when
    * it names none (0 = connections stay where they are). */
   connections: { drainMs: number };
+  /** services.NAME.mirror: the mirror the config starts (the control API's wins). */
+  mirror?: MirrorConfig;
+}
+
+/** A mirror, normalized (the config's `mirror` and PUT …/mirror alike); also how it is stored. */
+export interface MirrorConfig {
+  /** The version that gets the copies. */
+  to: string;
+  /** Share of the eligible requests copied, 0–100. */
+  percent: number;
+  /** Upper-case methods copied. */
+  methods: string[];
+  /** false: only the statuses are compared. */
+  compare: boolean;
+  /** JSON paths left out of body comparisons. */
+  ignore: string[];
+  /** Lower-case response headers compared. */
+  headers: string[];
+  /** Largest body (request and responses) compared whole; a copied upload over it is dropped. */
+  maxBodyBytes: number;
+  /** Copies in flight at once (per gateway process); more are dropped. */
+  maxInflight: number;
+  /** A copy's whole time, connect to last byte. */
+  timeoutMs: number;
 }
 
 /** discovery.consul, normalized. */

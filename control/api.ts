@@ -18,9 +18,11 @@ import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ErrorObject } from 'ajv';
 import type { Logger } from 'pino';
-import { ajv, describeErrors, isLoopbackHost, parseDuration, splitHostPort } from '../config/load.js';
-import { durationSchema, weightsSchema } from '../config/schema.js';
-import type { Config } from '../config/types.js';
+import { ajv, describeErrors, isLoopbackHost, mirrorBody, normalizeMirror, parseDuration, splitHostPort, type MirrorBody } from '../config/load.js';
+import { durationSchema, mirrorSchema, shadowMirrorSchema, weightsSchema } from '../config/schema.js';
+import type { Config, MirrorConfig } from '../config/types.js';
+import { Controller as ControllerClass } from './controller.js';
+import { MIRROR_RESULTS, SAMPLE_RING, type MirrorResult, type MirrorSample } from '../gateway/mirror.js';
 import type { Controller } from './controller.js';
 import { ControlError } from './errors.js';
 import type { AnalysisConfig, HookConfig, HookPhase, InconclusivePolicy, PrometheusConfig, RolloutRecord } from './state.js';
@@ -63,6 +65,7 @@ interface AnalysisBody {
   minRequests?: number;
   noTrafficPolicy?: 'fail' | 'continue';
   noTrafficIntervals?: number;
+  maxMirrorDiffRate?: number;
   dryRun?: string[];
   prometheus?: PrometheusConfig;
   inconclusivePolicy?: InconclusivePolicy;
@@ -109,6 +112,7 @@ function analysisOf(body: AnalysisBody): AnalysisConfig {
   if (a.maxP99 !== undefined) out.maxP99Ms = parseDuration(a.maxP99);
   if (a.maxErrorRateOverBaseline !== undefined) out.maxErrorRateOverBaseline = a.maxErrorRateOverBaseline;
   if (a.maxP99OverBaseline !== undefined) out.maxP99OverBaselineMs = parseDuration(a.maxP99OverBaseline);
+  if (a.maxMirrorDiffRate !== undefined) out.maxMirrorDiffRate = a.maxMirrorDiffRate;
   if (a.prometheus !== undefined) {
     const names = new Set<string>();
     const builtins = new Set(criterionNames({ ...out, prometheus: undefined }));
@@ -216,6 +220,8 @@ const schemas = {
       interval: durationSchema,
       force: { type: 'boolean' },
       connections: connectionsSchema,
+      // With a first step of 0: the mirror to the target during that (shadow) step.
+      mirror: shadowMirrorSchema,
       approval: { type: 'array', maxItems: 101, uniqueItems: true, items: { type: 'integer', minimum: 0, maximum: 100 } },
       hooks: {
         type: 'array',
@@ -245,6 +251,7 @@ const schemas = {
           minRequests: { type: 'integer', minimum: 0 },
           noTrafficPolicy: { enum: ['fail', 'continue'] },
           noTrafficIntervals: { type: 'integer', minimum: 1, maximum: 1000 },
+          maxMirrorDiffRate: { type: 'number', minimum: 0, maximum: 1 },
           dryRun: { type: 'array', maxItems: 100, items: { type: 'string', minLength: 1, maxLength: 100 } },
           inconclusivePolicy: { enum: ['pause', 'rollback', 'continue'] },
           prometheus: {
@@ -276,6 +283,7 @@ const schemas = {
       },
     },
   },
+  mirror: mirrorSchema,
   serviceParams: { type: 'object', properties: { name }, required: ['name'] },
   events: {
     type: 'object',
@@ -309,6 +317,7 @@ export function rolloutView(r: RolloutRecord | undefined): Record<string, unknow
     pending: r.pending === true,
     // A hook's secret is never shown; that it has one is.
     hooks: (r.hooks ?? []).map(({ secret, timeoutMs, ...h }) => ({ ...h, timeout: `${timeoutMs}ms`, signed: secret !== undefined })),
+    ...(r.shadow === undefined ? {} : { mirror: mirrorBody(r.shadow) }),
     reason: r.reason ?? null,
     history: r.history,
     actor: r.actor,
@@ -574,6 +583,41 @@ export class ControlApi {
     return { name, revision: c.serviceRevision(name), weights, versions, rollout: rolloutView(c.rollout(name)) };
   }
 
+  /** GET …/mirror: the mirror in force, where it comes from, its counts by result
+   * (of the current target; of every target once stopped) and the last differing samples. */
+  mirrorView(name: string, sampleCount = SAMPLE_RING): Record<string, unknown> {
+    const c = this.opts.controller;
+    const dp = c.dp;
+    const sc = dp.service(name);
+    if (sc === undefined) throw new ControlError(404, 'UNKNOWN_SERVICE', `unknown service ${name}`);
+    const st = c.serviceState(name);
+    const eff = dp.mirrorOf(name);
+    const ro = st?.rollout;
+    const source =
+      eff === undefined ? null : ro !== undefined && ControllerClass.effectiveMirror(st) === ro.shadow && ro.shadow !== undefined ? 'rollout' : st?.mirror !== undefined ? 'api' : 'config';
+    const all = dp.allMirrorStats().filter((m) => m.service === name && (eff === undefined || m.version === eff.to));
+    const counts = Object.fromEntries(MIRROR_RESULTS.map((r) => [r, 0])) as Record<MirrorResult, number>;
+    let latency = 0;
+    const samples: MirrorSample[] = [];
+    for (const m of all) {
+      for (const [r, n] of Object.entries(m.countsByResult())) counts[r as MirrorResult] += n;
+      latency += m.latencyDeltaSumMs;
+      samples.push(...m.samples);
+    }
+    samples.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
+    const compared = counts.match + counts.status_diff + counts.body_diff + counts.error;
+    return {
+      service: name,
+      mirror: eff === undefined ? null : mirrorBody(eff),
+      source,
+      counts,
+      compared,
+      diffRate: compared === 0 ? 0 : (compared - counts.match) / compared,
+      avgLatencyDeltaMs: compared === 0 ? 0 : Math.round((latency / compared) * 1000) / 1000,
+      samples: samples.slice(-sampleCount),
+    };
+  }
+
   /** What the dashboard shows: per version the weight, in flight, requests/s, error
    * rate and p99 over the last 5 complete seconds, and the endpoints with their state. */
   liveView(): Record<string, unknown> {
@@ -600,7 +644,15 @@ export class ControlApi {
             endpoints: dp.endpointsOf(sc.name, v.name).map((e) => ({ id: e.id, state: e.state, inflight: e.inflight })),
           };
         }
-        return { name: sc.name, revision: c.serviceRevision(sc.name), weights, versions, rollout: rolloutView(c.rollout(sc.name)) };
+        const mirror = this.mirrorView(sc.name, 5);
+        return {
+          name: sc.name,
+          revision: c.serviceRevision(sc.name),
+          weights,
+          versions,
+          rollout: rolloutView(c.rollout(sc.name)),
+          ...(mirror.mirror === null && (mirror.compared as number) === 0 ? {} : { mirror }),
+        };
       }),
     };
   }
@@ -624,6 +676,23 @@ export class ControlApi {
       const view = this.serviceView(req.params.name);
       void reply.header('etag', `"${view.revision}"`);
       return view;
+    });
+
+    app.get<P>('/v1/services/:name/mirror', { config: { scope: 'read' }, schema: { params } }, async (req) => this.mirrorView(req.params.name));
+
+    app.put<P & { Body: MirrorBody }>('/v1/services/:name/mirror', { config: { scope: 'deploy' }, schema: { params, body: schemas.mirror } }, async (req) => {
+      const sc = c.dp.service(req.params.name);
+      if (sc === undefined) throw new ControlError(404, 'UNKNOWN_SERVICE', `unknown service ${req.params.name}`);
+      const problems: string[] = [];
+      const m: MirrorConfig = normalizeMirror(req.body, sc.versions.map((v) => v.name), 'body', problems);
+      if (problems.length > 0) throw new ControlError(400, 'INVALID_MIRROR', problems.join('; '));
+      const r = await c.setMirror(req.actor, req.params.name, m);
+      return { revision: r.revision, ...this.mirrorView(req.params.name) };
+    });
+
+    app.delete<P>('/v1/services/:name/mirror', { config: { scope: 'deploy' }, schema: { params } }, async (req) => {
+      const r = await c.setMirror(req.actor, req.params.name, null);
+      return { revision: r.revision, ...this.mirrorView(req.params.name) };
     });
 
     app.put<P & { Body: { weights: Record<string, number> } }>(
@@ -676,16 +745,25 @@ export class ControlApi {
       },
     );
 
-    app.post<P & { Body: { to: string; steps: number[]; interval: string; force?: boolean; analysis?: AnalysisBody; approval?: number[]; hooks?: HookBody[]; connections?: { drain: string } } }>(
+    app.post<P & { Body: { to: string; steps: number[]; interval: string; force?: boolean; analysis?: AnalysisBody; approval?: number[]; hooks?: HookBody[]; connections?: { drain: string }; mirror?: Omit<MirrorBody, 'to'> } }>(
       '/v1/services/:name/rollout',
       { config: { scope: 'deploy' }, schema: { params, body: schemas.rollout } },
       async (req, reply) => {
         const analysis = analysisOf(req.body.analysis ?? {});
         const intervalMs = parseDuration(req.body.interval);
         if (intervalMs < 100) throw new ControlError(400, 'INVALID_REQUEST', 'body.interval: must be at least 100ms');
+        let shadow: MirrorConfig | undefined;
+        if (req.body.mirror !== undefined) {
+          const sc = c.dp.service(req.params.name);
+          if (sc === undefined) throw new ControlError(404, 'UNKNOWN_SERVICE', `unknown service ${req.params.name}`);
+          if (req.body.steps[0] !== 0) throw new ControlError(400, 'INVALID_ROLLOUT', 'mirror applies to a shadow step: the first step must be 0');
+          const problems: string[] = [];
+          shadow = normalizeMirror({ ...req.body.mirror, to: req.body.to }, sc.versions.map((v) => v.name), 'mirror', problems);
+          if (problems.length > 0) throw new ControlError(400, 'INVALID_ROLLOUT', problems.join('; '));
+        }
         const hooks = hooksOf(req.body.hooks);
         const connectionsDrainMs = connectionsDrainOf(req.body.connections);
-        const r = await c.startRollout(req.actor, req.params.name, { to: req.body.to, steps: req.body.steps, intervalMs, analysis, force: req.body.force, approval: req.body.approval, hooks, ifMatch: ifMatchOf(req), connectionsDrainMs });
+        const r = await c.startRollout(req.actor, req.params.name, { to: req.body.to, steps: req.body.steps, intervalMs, analysis, force: req.body.force, approval: req.body.approval, hooks, ifMatch: ifMatchOf(req), connectionsDrainMs, shadow });
         void reply.code(202);
         return rolloutView(r);
       },

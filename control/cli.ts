@@ -26,7 +26,7 @@ interface Flags {
   bools: Set<string>;
 }
 
-const BOOL_FLAGS = new Set(['json', 'wait', 'force', 'follow']);
+const BOOL_FLAGS = new Set(['json', 'wait', 'force', 'follow', 'stop']);
 
 function parseFlags(args: string[], allowed: string[]): Flags {
   const f: Flags = { positional: [], values: {}, bools: new Set() };
@@ -210,6 +210,41 @@ function fmtWeights(w: Record<string, number>): string {
     .join(' ');
 }
 
+interface MirrorView {
+  mirror: { to: string; percent: number; methods: string[] } | null;
+  source: string | null;
+  counts: Record<string, number>;
+  compared: number;
+  diffRate: number;
+  avgLatencyDeltaMs: number;
+  samples: { at: string; method: string; path: string; result: string; served: { version: string; status: number }; mirror: { version: string; status: number }; where: string; latencyDeltaMs: number }[];
+}
+
+function fmtMirror(service: string, r: MirrorView): string {
+  const m = r.mirror;
+  const head = m === null ? `${service}: no mirror` : `${service}: mirror ${m.percent}% of ${m.methods.join(',')} to ${m.to} (${r.source})`;
+  const counts = Object.entries(r.counts)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+  const lines = [`${head}\n`, `${counts}  diff rate ${(r.diffRate * 100).toFixed(2)}% of ${r.compared}  latency delta ${r.avgLatencyDeltaMs} ms\n`];
+  if (r.samples.length > 0) {
+    lines.push(
+      table([
+        ['TIME', 'REQUEST', 'RESULT', 'STATUS', 'WHERE', 'DELTA'],
+        ...r.samples.map((x) => [x.at, `${x.method} ${x.path}`, x.result, `${x.served.status}→${x.mirror.status}`, x.where, `${x.latencyDeltaMs}ms`]),
+      ]),
+    );
+  }
+  return lines.join('');
+}
+
+/** A percentage (1%) or a fraction (0.01). */
+function rate(v: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(%?)$/.exec(v);
+  if (m === null) throw new CliExit(EXIT.USAGE, `--${flag} must be a percentage such as 1% or a fraction such as 0.01`);
+  return m[2] === '%' ? Number(m[1]) / 100 : Number(m[1]);
+}
+
 function fmtRollout(r: RolloutView | null): string {
   if (r === null) return '-';
   return `${r.state} → ${r.to} step ${r.step + 1}/${r.steps.length} (${r.percent}%)${r.reason ? `: ${r.reason}` : ''}`;
@@ -317,7 +352,7 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
         print(f, r, () => fmtRolloutStatus(f.positional[0], r));
         return EXIT.OK;
       }
-      const f = parseFlags(args, ['json', 'to', 'steps', 'interval', 'max-error-rate', 'max-p99', 'min-requests', 'no-traffic', 'approval', 'wait', 'timeout', 'force', 'if-match', 'drain-connections']);
+      const f = parseFlags(args, ['json', 'to', 'steps', 'interval', 'max-error-rate', 'max-p99', 'min-requests', 'no-traffic', 'approval', 'max-mirror-diff-rate', 'wait', 'timeout', 'force', 'if-match', 'drain-connections']);
       need(f, 1, 'SERVICE --to VERSION --steps 5,25,50,100 --interval 30s');
       const service = f.positional[0];
       const { to, steps, interval } = f.values;
@@ -332,6 +367,8 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
         if (m === null) throw new CliExit(EXIT.USAGE, '--max-error-rate must be a percentage such as 1% or a fraction such as 0.01');
         analysis.maxErrorRate = m[2] === '%' ? Number(m[1]) / 100 : Number(m[1]);
       }
+      const dr = f.values['max-mirror-diff-rate'];
+      if (dr !== undefined) analysis.maxMirrorDiffRate = rate(dr, 'max-mirror-diff-rate');
       if (f.values['max-p99'] !== undefined) {
         durationMs(f.values['max-p99'], 'max-p99');
         analysis.maxP99 = f.values['max-p99'];
@@ -391,6 +428,31 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
       }
       return EXIT.OK;
     }
+    case 'mirror': {
+      const f = parseFlags(args, ['json', 'to', 'percent', 'methods', 'ignore', 'headers', 'max-body', 'timeout', 'stop']);
+      need(f, 1, 'SERVICE [--to VERSION [--percent 10] [--methods GET,HEAD] [--ignore \'$.a,$.b\'] [--headers content-type] [--max-body 256kb] [--timeout 5s] | --stop]');
+      const service = f.positional[0];
+      const list = (v: string | undefined): string[] | undefined => (v === undefined ? undefined : v.split(',').map((x) => x.trim()).filter((x) => x !== ''));
+      let r: MirrorView;
+      if (f.bools.has('stop')) r = await c.ok<MirrorView>('DELETE', `${svcPath(service)}/mirror`);
+      else if (f.values.to !== undefined) {
+        const pc = f.values.percent;
+        if (pc !== undefined && !/^\d+(\.\d+)?%?$/.test(pc)) throw new CliExit(EXIT.USAGE, '--percent must be a number from 0 to 100');
+        const body: Record<string, unknown> = { to: f.values.to };
+        if (pc !== undefined) body.percent = Number(pc.replace('%', ''));
+        if (f.values.methods !== undefined) body.methods = list(f.values.methods)!.map((m) => m.toUpperCase());
+        if (f.values.ignore !== undefined) body.ignore = list(f.values.ignore);
+        if (f.values.headers !== undefined) body.headers = list(f.values.headers);
+        if (f.values['max-body'] !== undefined) body.maxBodyBytes = f.values['max-body'];
+        if (f.values.timeout !== undefined) body.timeout = f.values.timeout;
+        r = await c.ok<MirrorView>('PUT', `${svcPath(service)}/mirror`, body);
+      } else {
+        if (Object.keys(f.values).length > 0) throw new CliExit(EXIT.USAGE, 'mirror settings need --to VERSION');
+        r = await c.ok<MirrorView>('GET', `${svcPath(service)}/mirror`);
+      }
+      print(f, r, () => fmtMirror(service, r));
+      return EXIT.OK;
+    }
     case 'approve':
     case 'pause':
     case 'resume':
@@ -440,4 +502,4 @@ export async function runClient(cmd: string, args: string[], out: Out = { stdout
   }
 }
 
-export const CLIENT_COMMANDS = ['status', 'weights', 'cutover', 'rollout', 'approve', 'pause', 'resume', 'promote', 'abort', 'rollback', 'events'];
+export const CLIENT_COMMANDS = ['status', 'weights', 'cutover', 'rollout', 'approve', 'mirror', 'pause', 'resume', 'promote', 'abort', 'rollback', 'events'];

@@ -31,9 +31,11 @@ import { RevisionConflictError, StoreUnavailableError, type Store, type WriteOpt
 import { LeaseLostError } from './store/redis.js';
 import { LocalFleet, type Fleet, type ReplicaInfo } from './fleet.js';
 import { baselineOf, stepWeights } from './rollout/plan.js';
-import { analyze, combine } from './rollout/analysis.js';
+import { analyze, analyzeShadow, combine } from './rollout/analysis.js';
 import { evaluatePrometheus } from './rollout/prometheus.js';
 import { HookRunner, hookPayload, hooksFor } from './rollout/hooks.js';
+import type { MirrorConfig } from '../config/types.js';
+import { normalizeMirror } from '../config/load.js';
 import { drainWait, drainWaitLocal, type DrainAnswer, type LocalDrain } from './drain.js';
 import type { ConnectionDrainOrder } from '../gateway/conndrain.js';
 import { GOING_AWAY_MS } from '../gateway/tunnel.js';
@@ -59,6 +61,8 @@ export interface RolloutRequest {
   ifMatch?: number;
   /** `connections.drain` (see ConnectionDrainDetail). */
   connectionsDrainMs?: number;
+  /** The mirror to the target during 0% (shadow) steps (its `to` is the target). */
+  shadow?: MirrorConfig;
 }
 
 /** What a weight-changing event carries when it moves long-lived connections: every
@@ -318,7 +322,25 @@ export class Controller extends EventEmitter {
 
   /** After a config reload: stored weights win for the versions that still exist. */
   applyStoredWeights(): void {
-    for (const [name, s] of Object.entries(this.state.services)) this.applyWeights(name, s.weights);
+    for (const [name, s] of Object.entries(this.state.services)) {
+      this.applyWeights(name, s.weights);
+      this.applyMirror(name, s);
+    }
+  }
+
+  /**
+   * The mirror in force for a service: a rollout's shadow mirror while it is at a 0%
+   * step, else the one set through the API (null: stopped), else the config's.
+   */
+  static effectiveMirror(s: ServiceState | undefined): MirrorConfig | null | undefined {
+    const ro = s?.rollout;
+    if (ro !== undefined && !isTerminal(ro.state) && ro.steps[ro.step] === 0 && ro.shadow !== undefined) return ro.shadow;
+    return s?.mirror;
+  }
+
+  private applyMirror(name: string, s: ServiceState | undefined): void {
+    if (this.dp.service(name) === undefined) return;
+    this.dp.setMirror(name, Controller.effectiveMirror(s));
   }
 
   /** Applies stored weights to the data plane for the versions the config has now
@@ -485,6 +507,7 @@ export class Controller extends EventEmitter {
         const w = next.services[change.service]?.weights;
         if (w !== undefined) this.applyWeights(change.service, w);
         this.applyConnectionDrain(event);
+        this.applyMirror(change.service, next.services[change.service]);
       }
       this.log.info({ actor, service: change.service, action: change.action, revision: next.revision, detail: change.detail }, 'control change');
       this.emit('event', event);
@@ -534,6 +557,19 @@ export class Controller extends EventEmitter {
       return { service, action: 'weights', detail: { from: before, to: s.weights } };
     });
     return { revision: r.revision, weights: this.dp.getWeights(service) };
+  }
+
+  /** Starts or replaces a service's mirror (`null` stops it, whatever the config says). */
+  async setMirror(actor: string, service: string, mirror: MirrorConfig | null): Promise<{ revision: number }> {
+    this.requireService(service);
+    if (mirror !== null) this.requireVersion(service, mirror.to);
+    const r = await this.mutate(actor, (next) => {
+      const s = this.svc(next, service);
+      const before = Controller.effectiveMirror(s) ?? this.dp.service(service)?.mirror ?? null;
+      s.mirror = mirror;
+      return { service, action: mirror === null ? 'mirror.stopped' : 'mirror.set', detail: { from: before, to: mirror } };
+    });
+    return { revision: r.revision };
   }
 
   /** Preflight for cutover and rollout: the target must have a healthy endpoint. */
@@ -653,6 +689,7 @@ export class Controller extends EventEmitter {
     if (steps.length === 0 || steps.some((s, i) => !Number.isInteger(s) || s < 0 || s > 100 || (i > 0 && s <= steps[i - 1]))) {
       throw new ControlError(400, 'INVALID_STEPS', 'steps must be integers from 0 to 100, strictly increasing (only the first may be 0: the tester lane)');
     }
+    if (req.shadow !== undefined && req.shadow.to !== req.to) throw new ControlError(400, 'INVALID_ROLLOUT', 'the shadow mirror goes to the rollout target');
     if (steps[steps.length - 1] !== 100) throw new ControlError(400, 'INVALID_STEPS', 'the last step must be 100');
     for (const [what, list] of [['approval', req.approval], ...(req.hooks ?? []).map((h) => [`hook ${h.name} steps`, h.steps] as const)] as const) {
       const bad = (list ?? []).find((i) => !Number.isInteger(i) || i < 0 || i >= steps.length);
@@ -676,6 +713,7 @@ export class Controller extends EventEmitter {
         step: 0,
         intervalMs: req.intervalMs,
         analysis: req.analysis,
+        ...(steps[0] === 0 && (req.shadow !== undefined || req.analysis.maxMirrorDiffRate !== undefined) ? { shadow: req.shadow ?? this.shadowFor(service, req.to) } : {}),
         state: 'running',
         fromWeights: from,
         weights,
@@ -701,6 +739,13 @@ export class Controller extends EventEmitter {
     });
     await this.reconcileDrivers();
     return r.result!;
+  }
+
+  /** The shadow mirror of a rollout that gave none: the service's mirror settings (its
+   * ignores, headers…) pointed at the target, copying every eligible request. */
+  private shadowFor(service: string, to: string): MirrorConfig {
+    const base = this.state.services[service]?.mirror ?? this.dp.service(service)?.mirror;
+    return { ...normalizeMirror({ to }, [to], 'mirror', []), ...(base ?? {}), to };
   }
 
   private requireRollout(next: DesiredState, service: string): RolloutRecord {
@@ -840,6 +885,8 @@ export class Controller extends EventEmitter {
     // A 0% step (the tester lane) has no user traffic to judge: once its interval is
     // over (and its gates passed) the rollout moves on.
     const judged = cur.steps[cur.step] > 0;
+    // …unless it mirrors traffic to the target (a shadow step): then it is judged on the copies.
+    const shadow = cur.steps[cur.step] === 0 && cur.shadow !== undefined;
     // Counters are kept per whole second: the window starts at the first second that
     // began after the step did, so nothing from before the step (an earlier rollout's
     // errors in the same second) is judged.
@@ -864,7 +911,11 @@ export class Controller extends EventEmitter {
       to = through * 1000 + 999;
     }
     let result: AnalysisResult | undefined;
-    if (judged) {
+    if (shadow) {
+      // A shadow step is judged on this process's mirror counters (the copies its data
+      // plane, or its workers, sent and compared).
+      result = analyzeShadow(cur.analysis, cur.step, cur.to, this.dp.mirrorStatsOf(service, cur.to).window.summary(from, to));
+    } else if (judged) {
       const window = (v: string) => this.fleet.summary(service, v, from, to);
       const prom = cur.analysis.prometheus;
       // Prometheus is asked at the same time as the counters are read.

@@ -1,3 +1,5 @@
+import type { MirrorConfig } from '../config/types.js';
+
 // The desired state the control plane owns, as stored: weights per service, the
 // rollout of each service, and the audit events. One revision counter for all of it;
 // every change increments it.
@@ -60,6 +62,9 @@ export interface AnalysisConfig {
   /** What a step does when it saw fewer than minRequests for `noTrafficIntervals` intervals. */
   noTrafficPolicy: 'fail' | 'continue';
   noTrafficIntervals: number;
+  /** Fraction, 0.05 = 5%: the most of a shadow step's mirror copies that may differ
+   * from the served answers (or fail). Judged at 0% steps. */
+  maxMirrorDiffRate?: number;
   /** Names of criteria evaluated and reported but never failing the step. */
   dryRun?: string[];
   prometheus?: PrometheusConfig;
@@ -94,6 +99,8 @@ export interface AnalysisResult {
   target: { version: string; requests: number; errorRate: number; p99Ms: number };
   baseline?: { version: string; requests: number; errorRate: number; p99Ms: number };
   reason?: string;
+  /** A shadow (0%) step: the mirror copies compared in the window and how many differed. */
+  mirror?: { version: string; compared: number; differing: number; diffRate: number };
   /** Fleet store: replicas that died before publishing their share of the window's
    * seconds (the figures are without it). */
   missingReplicas?: string[];
@@ -109,6 +116,8 @@ export interface RolloutRecord {
   step: number;
   intervalMs: number;
   analysis: AnalysisConfig;
+  /** The mirror to the target during 0% (shadow) steps. */
+  shadow?: MirrorConfig;
   state: RolloutStatus;
   /** Weights before the rollout began; restored on abort and rollback. */
   fromWeights: Weights;
@@ -154,6 +163,8 @@ export interface ServiceState {
   /** Weights before the last change (what `rollback` restores). */
   previousWeights?: Weights;
   rollout?: RolloutRecord;
+  /** The mirror set by the control API (null: stopped); absent: the config's. */
+  mirror?: MirrorConfig | null;
 }
 
 export interface DesiredState {

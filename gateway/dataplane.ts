@@ -5,7 +5,8 @@
 // holder.current. Nothing here knows about HTTP listeners, Fastify, Redis or Consul.
 
 import type { Logger } from 'pino';
-import type { Config, EndpointAddress, ServiceConfig } from '../config/types.js';
+import type { Config, EndpointAddress, MirrorConfig, ServiceConfig } from '../config/types.js';
+import { MirrorStats } from './mirror.js';
 import { Endpoint, VersionStats, tlsKey, upstreamTlsOptions, type PoolOptions } from './endpoint.js';
 import { buildSnapshot, SnapshotHolder, type Snapshot } from './snapshot.js';
 import { vkey, type EndpointSet } from '../discovery/provider.js';
@@ -38,6 +39,8 @@ export interface ReplicatedEndpoint {
  * sets and each endpoint's health, ejection and drain state. */
 export interface ReplicatedState {
   weights: [string, Weights][];
+  /** Runtime mirrors by service (null: stopped, whatever the config says). */
+  mirrors?: [string, MirrorConfig | null][];
   versions: { service: string; version: string; endpoints: ReplicatedEndpoint[] }[];
   /** Recent connection drain orders (each worker applies an order once). */
   drains?: ConnectionDrainOrder[];
@@ -55,6 +58,11 @@ export class Dataplane {
   /** Endpoints by service/version, then by endpoint id. */
   private endpoints = new Map<string, Map<string, Endpoint>>();
   private stats = new Map<string, VersionStats>();
+  /** Runtime mirrors (set by the control plane): a config, or null when stopped; a
+   * service missing here takes its config's `mirror`. */
+  private mirrors = new Map<string, MirrorConfig | null>();
+  /** Mirror counters by service and target version (survive swaps and changes). */
+  private mirrorStats = new Map<string, MirrorStats>();
   /** Endpoints no longer listed, finishing their in-flight requests. */
   private retiring = new Set<Endpoint>();
   private rebuildQueued = false;
@@ -176,6 +184,36 @@ export class Dataplane {
       throw new WeightsError('INVALID_WEIGHTS', 'at least one version must have a positive weight');
     }
     return next;
+  }
+
+  /** The mirror in force for a service: the runtime one, else the config's. */
+  mirrorOf(service: string): MirrorConfig | undefined {
+    const m = this.mirrors.get(service);
+    if (m !== undefined) return m ?? undefined;
+    return this.service(service)?.mirror;
+  }
+
+  /** Sets (a config), stops (null) or hands back to the config (undefined) a service's mirror. */
+  setMirror(service: string, m: MirrorConfig | null | undefined): void {
+    const before = this.mirrors.get(service);
+    if (m === undefined) this.mirrors.delete(service);
+    else this.mirrors.set(service, m);
+    if (JSON.stringify(before) !== JSON.stringify(m)) this.rebuild();
+  }
+
+  mirrorStatsOf(service: string, version: string): MirrorStats {
+    const k = vkey(service, version);
+    let s = this.mirrorStats.get(k);
+    if (s === undefined) {
+      s = new MirrorStats(service, version);
+      this.mirrorStats.set(k, s);
+    }
+    return s;
+  }
+
+  /** Every mirror's counters (metrics, worker reports). */
+  allMirrorStats(): MirrorStats[] {
+    return [...this.mirrorStats.values()];
   }
 
   /** Discovery delivers full endpoint sets of some versions; one rebuild for all.
@@ -365,7 +403,7 @@ export class Dataplane {
       }
     }
     const now = Date.now();
-    return { weights: [...this.weights], versions, drains: this.drains.filter((d) => d.until > now).map((d) => d.order) };
+    return { weights: [...this.weights], mirrors: [...this.mirrors], versions, drains: this.drains.filter((d) => d.until > now).map((d) => d.order) };
   }
 
   /** A worker applies the primary's state (and its config when it changed): the same
@@ -374,6 +412,7 @@ export class Dataplane {
   importState(state: ReplicatedState, config?: Config): void {
     if (config !== undefined) this.applyConfig(config);
     this.weights = new Map(state.weights);
+    this.mirrors = new Map(state.mirrors ?? []);
     for (const v of state.versions) {
       if (!this.service(v.service)?.versions.some((x) => x.name === v.version)) continue;
       this.setEndpoints(v.service, v.version, v.endpoints.map((e) => e.address));
@@ -443,6 +482,8 @@ export class Dataplane {
       weights: this.weights,
       endpointsOf: (s, v) => this.endpointsOf(s, v),
       statsOf: (s, v) => this.statsOf(s, v),
+      mirrorOf: (s) => this.mirrorOf(s),
+      mirrorStatsOf: (s, v) => this.mirrorStatsOf(s, v),
     });
     this.holder.swap(snap);
     for (const fn of this.listeners) fn(snap);

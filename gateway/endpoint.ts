@@ -189,14 +189,7 @@ export class Endpoint {
   /** Where requests go: the HTTP/1.1 pool, or the HTTP/2 sessions (protocol h2c/h2). */
   get dispatcher(): UpstreamDispatcher {
     if (this.protocol === 'http1') return this.pool;
-    return (this.h2Instance ??= new H2Upstream({
-      origin: this.address.origin,
-      tls: this.tls,
-      connectTimeoutMs: this.poolOptions.connectTimeoutMs,
-      idleTimeoutMs: this.poolOptions.idleTimeoutMs,
-      // A few sessions, each multiplexing up to the peer's stream limit.
-      maxSessions: Math.max(1, Math.min(4, this.poolOptions.maxConnections)),
-    }));
+    return (this.h2Instance ??= this.createH2());
   }
 
   /** The HTTP/2 sessions, if any were opened. */
@@ -204,9 +197,35 @@ export class Endpoint {
     return this.h2Instance;
   }
 
-  /** Closes the pool if one was ever created (destroy cuts open requests). HTTP/2
+  private createH2(): H2Upstream {
+    return new H2Upstream({
+      origin: this.address.origin,
+      tls: this.tls,
+      connectTimeoutMs: this.poolOptions.connectTimeoutMs,
+      idleTimeoutMs: this.poolOptions.idleTimeoutMs,
+      // A few sessions, each multiplexing up to the peer's stream limit.
+      maxSessions: Math.max(1, Math.min(4, this.poolOptions.maxConnections)),
+    });
+  }
+
+  /** Mirror copies (gateway/mirror.ts) go on connections of their own, in the
+   * endpoint's protocol: a hung mirror target holds none of the connections served
+   * requests use. Created on first use. */
+  private mirrorPoolInstance: Pool | undefined;
+  private mirrorH2Instance: H2Upstream | undefined;
+  get mirrorDispatcher(): UpstreamDispatcher {
+    if (this.protocol === 'http1') return (this.mirrorPoolInstance ??= this.createPool());
+    return (this.mirrorH2Instance ??= this.createH2());
+  }
+
+  /** Closes the pools if any was ever created (destroy cuts open requests). HTTP/2
    * sessions get a GOAWAY (their streams finish) or are cut. */
   async closePool(force = false): Promise<void> {
+    // Copies are never waited for: they are cut at once.
+    const m = this.mirrorPoolInstance;
+    if (m !== undefined) await m.destroy().catch(() => {});
+    const mh = this.mirrorH2Instance;
+    if (mh !== undefined) await mh.destroy();
     const h = this.h2Instance;
     if (h !== undefined) await (force ? h.destroy() : h.close());
     const p = this.poolInstance;

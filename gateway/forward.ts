@@ -14,6 +14,7 @@ import { kCloseAfterResponse, type MarkedSocket } from './conndrain.js';
 import type { Endpoint } from './endpoint.js';
 import { GatewayError, toGatewayError, type UpstreamFailure } from './errors.js';
 import { clientResponseHeaders, upstreamRequestHeaders, withHostHeader } from './headers.js';
+import type { MirrorCopy } from './mirror.js';
 import { pickEndpoint } from './select.js';
 import { encodeGrpcMessage, grpcStatusOf, isGrpc, isGrpcStatusHeader, parseGrpcStatus } from './grpc.js';
 import type { ServiceSnapshot, VersionSnapshot } from './snapshot.js';
@@ -88,8 +89,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private cutStatus = 499;
   private sendTimer: NodeJS.Timeout | undefined;
   private requestTimer: NodeJS.Timeout | undefined;
-  private readonly hasBody: boolean;
-  private readonly headers: string[];
+  readonly hasBody: boolean;
+  readonly headers: string[];
   /** A gRPC call (content-type application/grpc*). */
   readonly grpc: boolean;
   /** The call's grpc-status (from the trailers, a trailers-only answer, or the
@@ -98,6 +99,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** grpc-status and friends of a trailers-only answer, sent as trailers instead (an
    * HTTP/2 response with headers can end only with trailers or an empty DATA frame). */
   private heldTrailers: Record<string, string> | undefined;
+  /** The copy of this request for the service's mirror (gateway/mirror.ts), if any: fed
+   * the request body as undici reads it and the response as it streams to the client. */
+  mirror: MirrorCopy | undefined;
 
   constructor(
     readonly host: ExchangeHost,
@@ -177,9 +181,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.replay?.whole === true) return Buffer.concat(this.replay.chunks) as unknown as IncomingMessage;
     if (this.grpc && this.endpoint.protocol !== 'http1') {
       this.replay = { chunks: [], bytes: 0, whole: false };
-      return new KeptBody(new CheckedBody(this.req, this.bodyLimit), this.replay) as unknown as IncomingMessage;
+      return new KeptBody(new CheckedBody(this.req, this.bodyLimit, this.mirror), this.replay) as unknown as IncomingMessage;
     }
-    return this.bodyLimit === Infinity && this.req.httpVersionMajor !== 2 ? this.req : (new CheckedBody(this.req, this.bodyLimit) as unknown as IncomingMessage);
+    // A mirrored upload goes through CheckedBody as well: it tees each chunk to the copy.
+    return this.bodyLimit === Infinity && this.req.httpVersionMajor !== 2 && this.mirror?.wantsRequestBody !== true
+      ? this.req
+      : (new CheckedBody(this.req, this.bodyLimit, this.mirror) as unknown as IncomingMessage);
   }
 
   // ---- undici handler ----
@@ -214,6 +221,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       return false;
     }
     this.statusCode = statusCode;
+    this.mirror?.servedResponse(statusCode, rawHeaders);
     return true;
   }
 
@@ -229,6 +237,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onData(chunk: Buffer): boolean {
     const ok = this.res.write(chunk);
+    // After the client's write: the copy never delays it.
+    if (this.mirror !== undefined) this.mirror.servedData(chunk);
     if (!ok) {
       this.res.once('drain', onClientDrain);
       // undici is paused (its body timer too) until the client drains: our own timer
@@ -255,6 +265,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       for (let i = 0; i < trailers.length; i += 2) if (String(trailers[i]).toLowerCase() === 'grpc-status') this.grpcStatus = parseGrpcStatus(String(trailers[i + 1]));
     }
     this.res.end();
+    this.mirror?.servedComplete();
     // UNAVAILABLE is gRPC's 503: it counts toward the endpoint's consecutive 5xx.
     this.endAttempt(this.grpcStatus === 14 ? 503 : this.statusCode, undefined);
     this.finish(this.statusCode);
@@ -465,6 +476,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private finish(status: number): void {
     if (this.done) return;
     this.done = true;
+    // (after a complete answer this does nothing: the copy is being compared)
+    this.mirror?.servedFailed();
     if (this.sendTimer !== undefined) clearTimeout(this.sendTimer);
     if (this.requestTimer !== undefined) clearTimeout(this.requestTimer);
     this.host.exchangeDone(this, status);
@@ -488,6 +501,8 @@ class CheckedBody implements AsyncIterableIterator<Buffer> {
   constructor(
     private readonly req: IncomingMessage,
     private readonly limit: number,
+    /** A mirror copy that gets each chunk read, and the end. */
+    private readonly tee?: MirrorCopy,
   ) {
     const cl = req.headers['content-length'];
     this.declared = cl === undefined ? -1 : Number(cl);
@@ -520,10 +535,12 @@ class CheckedBody implements AsyncIterableIterator<Buffer> {
         // the upstream's HTTP/1.1 message, so it waits for END_STREAM; a stream reset
         // after its last byte but before END_STREAM is no request.
         if (this.bytes === this.declared && req.httpVersionMajor === 2) await this.streamEnd();
+        this.tee?.requestChunk(chunk);
         return { value: chunk, done: false };
       }
       if (req.readableEnded) {
         if (!bodyComplete(req)) throw new GatewayError('CLIENT_CLOSED', 'the client reset the request before its body was complete');
+        this.tee?.requestEnded();
         return { value: undefined, done: true };
       }
       if (req.destroyed) throw new GatewayError('CLIENT_CLOSED', 'client closed the connection');

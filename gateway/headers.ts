@@ -28,8 +28,10 @@ const REPLACED_UPSTREAM = new Set(['x-forwarded-proto', 'x-forwarded-host', 'x-f
 
 // Client headers that would speak for the gateway about the client, the scheme or the
 // path, and that the gateway does not set: dropped. (A framework that prefers
-// `Forwarded` falls back to the x-forwarded-* set the gateway writes.)
-const DROPPED_UPSTREAM = new Set(['forwarded', 'x-forwarded-prefix']);
+// `Forwarded` falls back to the x-forwarded-* set the gateway writes.) A client's
+// x-switchyard-mirror too: only the gateway's mirror copies carry it, so an upstream can
+// trust it (skip side effects of a copy).
+const DROPPED_UPSTREAM = new Set(['forwarded', 'x-forwarded-prefix', 'x-switchyard-mirror']);
 
 // Names a Connection header may never remove: the gateway owns them (or the message's
 // framing depends on them). A token naming one is ignored.

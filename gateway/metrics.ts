@@ -92,6 +92,17 @@ export class Metrics {
     this.configReloads.inc({ result: 'failure' }, 0);
 
     const dp = src.dataplane;
+    // Mirror copies by service, target version and result (gateway/mirror.ts); with
+    // gateway.workers, the primary's counts are its workers' sums.
+    this.registry.registerMetric(
+      new CountersMetric('switchyard_mirror_requests_total', 'Mirror copies by service, target version and result (match, status_diff, body_diff, error, dropped).', 'counter', () => {
+        const out: MetricValue<string>[] = [];
+        for (const ms of dp.allMirrorStats()) {
+          for (const [result, value] of Object.entries(ms.countsByResult())) out.push({ labels: { service: ms.service, version: ms.version, result }, value });
+        }
+        return out;
+      }) as never,
+    );
     const versions = (): { service: string; version: string }[] => dp.serviceList.flatMap((s) => s.versions.map((v) => ({ service: s.name, version: v.name })));
     new Gauge({
       name: 'switchyard_inflight_requests',

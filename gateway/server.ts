@@ -15,6 +15,7 @@ import type { Dataplane } from './dataplane.js';
 import type { Endpoint } from './endpoint.js';
 import { GatewayError, errorBody, isTlsFailure, type GatewayErrorCode, type UpstreamFailure } from './errors.js';
 import { Exchange, type ExchangeHost } from './forward.js';
+import { MirrorCopy } from './mirror.js';
 import { acceptableRequestId, checkRequestHead, upstreamRequestHeaders, withHostHeader } from './headers.js';
 import { hashToUnit, pickEndpoint, readCookie, versionAt } from './select.js';
 import { matchRoute, type ServiceSnapshot, type VersionSnapshot } from './snapshot.js';
@@ -297,7 +298,11 @@ export class GatewayServer implements ExchangeHost {
     const x = new Exchange(this, req, res, sel.service, sel.version, sel.endpoint, requestId, sel.setCookie, sel.pinned);
     // Content-Length bodies are checked up front; a chunked (or HTTP/2) body is counted as it streams.
     if (cl === undefined && (req.headers['transfer-encoding'] !== undefined || req.httpVersionMajor === 2)) x.bodyLimit = this.cfg.maxBodySize;
+    const mirror = sel.service.mirror;
+    if (mirror !== undefined) x.mirror = MirrorCopy.start(mirror, req.method as string, url, x.headers, sel.version, x.hasBody, cl === undefined ? 0 : Number(cl));
     x.dispatch();
+    // The served request goes first; a copy with a body is sent once the body is whole.
+    if (x.mirror !== undefined && !x.hasBody) x.mirror.send();
   }
 
   /**

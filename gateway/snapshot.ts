@@ -3,8 +3,9 @@
 // swapped into the holder in one assignment (fabio's SetTable/GetTable). A request reads
 // `holder.current` once and keeps what it chose, whatever is swapped in while it runs.
 
-import type { ServiceConfig } from '../config/types.js';
+import type { MirrorConfig, ServiceConfig } from '../config/types.js';
 import type { Endpoint, VersionStats } from './endpoint.js';
+import { buildMirrorPlan, type MirrorPlan, type MirrorStats } from './mirror.js';
 
 export interface VersionSnapshot {
   readonly name: string;
@@ -35,6 +36,8 @@ export interface ServiceSnapshot {
   readonly stickyCookie?: string;
   /** Bit n set: grpc-status n counts as an error (services.NAME.grpc.errorStatuses). */
   readonly grpcErrorMask: number;
+  /** The mirror in force (gateway/mirror.ts), if any. */
+  readonly mirror?: MirrorPlan;
 }
 
 interface RouteEntry {
@@ -55,6 +58,9 @@ export interface SnapshotInput {
   weights: ReadonlyMap<string, Readonly<Record<string, number>>>;
   endpointsOf(service: string, version: string): readonly Endpoint[];
   statsOf(service: string, version: string): VersionStats;
+  /** The mirror in force for a service (runtime over config), if any. */
+  mirrorOf?(service: string): MirrorConfig | undefined;
+  mirrorStatsOf?(service: string, version: string): MirrorStats;
 }
 
 function byLongestPath(a: RouteEntry, b: RouteEntry): number {
@@ -107,6 +113,7 @@ export function buildSnapshot(input: SnapshotInput): Snapshot {
       stickyHeader: sc.sticky?.header,
       stickyCookie: sc.sticky?.cookie,
       grpcErrorMask: (sc.grpc?.errorStatuses ?? []).reduce((m, c) => m | (1 << c), 0),
+      mirror: mirrorPlan(input, sc.name, byName),
     };
     services.set(sc.name, svc);
     for (const r of sc.routes) {
@@ -128,6 +135,15 @@ export function buildSnapshot(input: SnapshotInput): Snapshot {
       .sort((a, b) => b.suffix.length - a.suffix.length),
     anyHost,
   };
+}
+
+function mirrorPlan(input: SnapshotInput, service: string, byName: ReadonlyMap<string, VersionSnapshot>): MirrorPlan | undefined {
+  const m = input.mirrorOf?.(service);
+  if (m === undefined || input.mirrorStatsOf === undefined) return undefined;
+  const to = byName.get(m.to);
+  // (a reload that removed the target turns the mirror off until it is back)
+  if (to === undefined || m.percent <= 0) return undefined;
+  return buildMirrorPlan(m, to, input.mirrorStatsOf(service, m.to));
 }
 
 function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {

@@ -26,6 +26,7 @@ import { vkey } from '../discovery/provider.js';
 import type { Dataplane, ReplicatedState } from './dataplane.js';
 import type { OutlierDetector } from './health/passive.js';
 import type { Metrics } from './metrics.js';
+import type { MirrorDelta } from './mirror.js';
 
 export const STATS_INTERVAL_MS = 100;
 
@@ -66,6 +67,8 @@ export type FromWorker =
       closing?: [string, number][];
       /** By version key: connections drains closed so far (only ever grows). */
       drained?: [string, number][];
+      /** Mirror counts, samples and window since the last report, by service and target (vkey). */
+      mirrors?: [string, MirrorDelta][];
     };
 
 interface Member {
@@ -323,6 +326,10 @@ export class WorkerPool {
       m.drained.set(k, n);
     }
     m.endpoints = msg.endpoints;
+    for (const [k, d] of msg.mirrors ?? []) {
+      const i = k.indexOf('\u0000');
+      dp.mirrorStatsOf(k.slice(0, i), k.slice(i + 1)).add(d);
+    }
     // The channel is ordered: the acks sent before this report are in.
     m.reportedAt = Math.max(m.reportedAt, m.acked);
     this.sumInflight();

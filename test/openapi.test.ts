@@ -47,6 +47,8 @@ describe('OpenAPI document', () => {
     expect(scope['GET /v1/services']).toBe('read');
     expect(scope['PUT /v1/services/:name/weights']).toBe('deploy');
     expect(scope['POST /v1/services/:name/rollout/abort']).toBe('deploy');
+    expect(scope['PUT /v1/services/:name/mirror']).toBe('deploy');
+    expect(scope['GET /v1/services/:name/mirror']).toBe('read');
     expect(scope['POST /v1/reload']).toBe('admin');
     expect(scope['POST /v1/services/:name/endpoints/:id/drain']).toBe('admin');
     expect(scope['GET /v1/openapi.json']).toBe(null);
@@ -63,7 +65,7 @@ describe('OpenAPI document', () => {
         expect(validate(media.example), JSON.stringify(validate.errors)).toBe(true);
       }
     }
-    expect(examples).toBe(3);
+    expect(examples).toBe(4);
     const body = doc.paths['/v1/services/{name}/rollout'].post.requestBody.content['application/json'].schema;
     expect(body.required).toEqual(['to', 'steps', 'interval']);
     expect(body.properties.analysis.properties.noTrafficPolicy.enum).toEqual(['fail', 'continue']);

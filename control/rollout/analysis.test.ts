@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import type { WindowSummary } from '../../gateway/stats.js';
 import type { AnalysisConfig, CriterionResult } from '../state.js';
-import { analyze, combine, criterionNames } from './analysis.js';
+import { analyze, analyzeShadow, combine, criterionNames } from './analysis.js';
 
 const w = (requests: number, errors: number, p99 = 0.01): WindowSummary => ({ requests, errors, errorRate: requests > 0 ? errors / requests : 0, p99, p50: p99 / 2, rps: requests });
 const cfg = (c: Partial<AnalysisConfig> = {}): AnalysisConfig => ({ minRequests: 10, noTrafficPolicy: 'fail', noTrafficIntervals: 3, maxErrorRate: 0.01, ...c });
@@ -66,14 +66,34 @@ describe('analyze', () => {
     expect(inc.criteria.at(-1)!.name).toBe('errorRate');
   });
 
-  it('criterionNames: the built-ins and the Prometheus queries (what dryRun may name)', () => {
+  it('criterionNames: the built-ins, maxMirrorDiffRate and the Prometheus queries (what dryRun may name)', () => {
     expect(criterionNames(cfg({ prometheus: { url: 'http://p', queries: [{ name: 'q1', query: 'up', min: 1 }] } }))).toEqual([
       'minRequests',
       'maxErrorRate',
       'maxP99',
       'maxErrorRateOverBaseline',
       'maxP99OverBaseline',
+      'maxMirrorDiffRate',
       'q1',
     ]);
   });
+});
+
+describe('analyzeShadow (a 0% step judged on mirror copies: requests = compared, errors = differing)', () => {
+  const cases: [string, Partial<AnalysisConfig>, WindowSummary, string, string | undefined][] = [
+    ['too few copies → wait', { maxMirrorDiffRate: 0.05 }, w(5, 5), 'wait', '5 mirror copies to green compared, fewer than minRequests 10'],
+    ['over the bound → fail', { maxMirrorDiffRate: 0.05 }, w(20, 2), 'fail', 'mirror diff rate of green 10.00% > max 5.00% (2 of 20 copies differed)'],
+    ['at the bound → pass', { maxMirrorDiffRate: 0.1 }, w(20, 2), 'pass', undefined],
+    ['a dry run never fails', { maxMirrorDiffRate: 0.05, dryRun: ['maxMirrorDiffRate'] }, w(20, 20), 'pass', undefined],
+    ['without a bound: enough copies pass', {}, w(20, 20), 'pass', undefined],
+  ];
+  for (const [name, c, m, verdict, reason] of cases) {
+    it(name, () => {
+      const r = analyzeShadow(cfg(c), 0, 'green', m);
+      expect(r.verdict).toBe(verdict);
+      expect(r.reason).toBe(reason);
+      expect(r.mirror).toEqual({ version: 'green', compared: m.requests, differing: m.errors, diffRate: m.errors / m.requests });
+      expect(r.criteria.map((x) => x.name)).toEqual(c.maxMirrorDiffRate === undefined ? ['minRequests'] : ['minRequests', 'maxMirrorDiffRate']);
+    });
+  }
 });

@@ -73,7 +73,7 @@ export const BUILTINS: Record<string, Builtin> = {
 
 /** Names a rollout's `analysis.dryRun` may list: the built-ins and its Prometheus queries. */
 export function criterionNames(cfg: AnalysisConfig): string[] {
-  return [...Object.keys(BUILTINS), ...(cfg.prometheus?.queries.map((q) => q.name) ?? [])];
+  return [...Object.keys(BUILTINS), 'maxMirrorDiffRate', ...(cfg.prometheus?.queries.map((q) => q.name) ?? [])];
 }
 
 /** The step's verdict from its criteria (see the top of this file). */
@@ -133,4 +133,38 @@ export function analyze(
   };
   if (reason !== undefined) result.reason = reason;
   return result;
+}
+
+/**
+ * A shadow (0%) step: the target serves nothing, so it is judged on the mirror copies of
+ * the baseline's requests sent to it: minRequests on the copies compared, and
+ * `maxMirrorDiffRate` on the share of them that differed from the served answer or
+ * failed. `mirror.requests` counts compared copies, `mirror.errors` the differing ones.
+ */
+export function analyzeShadow(cfg: AnalysisConfig, step: number, target: string, mirror: WindowSummary): AnalysisResult {
+  const diffRate = mirror.requests === 0 ? 0 : mirror.errors / mirror.requests;
+  const criteria: CriterionResult[] = [
+    mirror.requests < cfg.minRequests
+      ? { name: 'minRequests', value: mirror.requests, bound: cfg.minRequests, op: 'min', unit: 'count', verdict: 'wait', reason: `${mirror.requests} mirror copies to ${target} compared, fewer than minRequests ${cfg.minRequests}` }
+      : { name: 'minRequests', value: mirror.requests, bound: cfg.minRequests, op: 'min', unit: 'count', verdict: 'pass' },
+  ];
+  if (cfg.maxMirrorDiffRate !== undefined) {
+    const c = maxCriterion('maxMirrorDiffRate', 'ratio', diffRate, cfg.maxMirrorDiffRate, `mirror diff rate of ${target} ${pct(diffRate)} > max ${pct(cfg.maxMirrorDiffRate)} (${mirror.errors} of ${mirror.requests} copies differed)`);
+    if (mirror.requests < cfg.minRequests && c.verdict === 'fail') {
+      c.verdict = 'wait';
+      c.reason = `not judged below minRequests (${c.reason})`;
+    }
+    if (cfg.dryRun?.includes('maxMirrorDiffRate')) c.dryRun = true;
+    criteria.push(c);
+  }
+  const { verdict, reason } = combine(criteria);
+  return {
+    step,
+    at: new Date().toISOString(),
+    verdict,
+    criteria,
+    target: { version: target, requests: 0, errorRate: 0, p99Ms: 0 },
+    mirror: { version: target, compared: mirror.requests, differing: mirror.errors, diffRate },
+    ...(reason === undefined ? {} : { reason }),
+  };
 }

@@ -263,8 +263,10 @@
     err.setAttribute('role', 'alert');
     err.hidden = true;
     ro.append(err);
-    root.append(head, stack, table, eps, ro);
-    const c = { name, root, rev, stack, tbody, eps, fields, buttons, err, busy: false, rollout: null };
+    const mirror = el('div', 'mirror');
+    mirror.hidden = true;
+    root.append(head, stack, table, eps, mirror, ro);
+    const c = { name, root, rev, stack, tbody, eps, fields, buttons, err, busy: false, rollout: null, mirror };
     return c;
   }
 
@@ -323,6 +325,26 @@
       c.eps.append(box);
     });
     updateRollout(c, s.rollout || null);
+    updateMirror(c, s.mirror || null);
+  }
+
+  // The mirror panel: target, diff rate, counts by result, the last differing samples.
+  function updateMirror(c, m) {
+    const v = c.mirror;
+    v.hidden = !m;
+    if (!m) return;
+    const k = m.mirror;
+    const tb = el('tbody');
+    for (const x of (m.samples || []).slice().reverse()) {
+      const tr = el('tr');
+      tr.dataset.path = x.path;
+      for (const t of [time(x.at), x.method + ' ' + x.path, x.result, num(x.served.status) + ' → ' + num(x.mirror.status), x.where, ms(x.latencyDeltaMs)]) tr.append(el('td', '', t));
+      tb.append(tr);
+    }
+    const t = el('table');
+    t.append(tb);
+    const line = (k ? num(k.percent) + '% to ' + k.to + ' (' + m.source + ')' : 'stopped') + ' · diff rate ' + pct(m.diffRate) + ' of ' + num(m.compared) + ' · ';
+    v.replaceChildren(el('h3', '', 'Mirror'), el('div', '', line + Object.entries(m.counts || {}).map(([r, n]) => r + ' ' + num(n)).join(', ')), t);
   }
 
   function spark(key, rps) {
