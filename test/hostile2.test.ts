@@ -432,9 +432,21 @@ describe('hostile clients, second round (real gateway process)', () => {
       await new Promise<void>((resolve) => b.sock.once('close', () => resolve()));
       const tail = await closedA;
       expect(tail.subarray(-4)).toEqual(Buffer.from([0x88, 0x02, 0x03, 0xe9]));
-      // The cap frees up with them.
-      const d = await open();
-      expect(d.head).toMatch(/^HTTP\/1\.1 101/);
+      // A tunnel holds its slot until its upstream side is gone too (this upstream never
+      // answers the close frame: it is cut after the going-away grace); then the cap
+      // frees up. Until then a new tunnel is refused with TOO_MANY_TUNNELS, nothing else.
+      const refusedMeanwhile: string[] = [];
+      const d = await waitFor(
+        async () => {
+          const o = await open();
+          if (/^HTTP\/1\.1 101/.test(o.head)) return o;
+          refusedMeanwhile.push(o.head.split('\r\n')[0] + (o.head.includes('TOO_MANY_TUNNELS') ? ' TOO_MANY_TUNNELS' : ''));
+          o.sock.destroy();
+          return undefined;
+        },
+        { timeout: 10_000, interval: 100, message: 'the cap frees up once both tunnels are gone' },
+      );
+      expect(refusedMeanwhile.every((h) => h === 'HTTP/1.1 503 Service Unavailable TOO_MANY_TUNNELS'), refusedMeanwhile.join('\n')).toBe(true);
       d.sock.destroy();
     });
   });
