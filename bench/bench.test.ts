@@ -47,6 +47,7 @@ describe('bench harness', () => {
         BENCH_SCENARIO_DURATION: '1s',
         BENCH_CONCURRENCY: '8',
         BENCH_ROLLOUT_INTERVAL_MS: '100',
+        BENCH_ROLLOUT_STEPS: '3',
         BENCH_FLEET_CHANGES: '5',
         BENCH_SCALE_SERVICES: '20',
         BENCH_SCALE_CONNECTIONS: '200',
