@@ -84,7 +84,7 @@ export class ConnectionDrainer {
   private readonly h2 = new Map<Http2Session, H2Conn>();
   /** HTTP/1.1 connections due to close, and whether each was idle at the last sweep
    * (with the request count seen then). */
-  private readonly quiet = new Map<H1Conn, number | undefined>();
+  private readonly quiet = new Map<H1Conn, string | undefined>();
   private sweep: NodeJS.Timeout | undefined;
   private readonly timers = new Set<NodeJS.Timeout>();
 
@@ -111,6 +111,16 @@ export class ConnectionDrainer {
     conn.busy++;
     (res as TrackedResponse)[kConn] = conn;
     res.once('close', onResponseClose);
+  }
+
+  /** The socket is a tunnel from now on (an upgrade on a keep-alive connection): it
+   * leaves the HTTP/1.1 connections, and a drain reaches it as a tunnel, at a frame
+   * boundary, never as an idle keep-alive. */
+  forget(socket: Duplex): void {
+    const c = (socket as MarkedSocket)[kConn];
+    if (c === undefined) return;
+    (socket as MarkedSocket)[kConn] = undefined;
+    this.h1Closed(c);
   }
 
   private h1Closed(c: H1Conn): void {
@@ -177,7 +187,7 @@ export class ConnectionDrainer {
     }
     for (const c of this.h1) {
       if (c.drainedFrom !== undefined || c.socket.destroyed || !pick(c.last)) continue;
-      choose(c, c.last, { close: () => this.closeH1(c), open: () => !c.socket.destroyed });
+      choose(c, c.last, { close: () => this.closeH1(c), open: () => !c.socket.destroyed && this.h1.has(c) });
     }
     shuffle(chosen);
     const n = chosen.length;
@@ -212,11 +222,14 @@ export class ConnectionDrainer {
         this.quiet.delete(c);
         continue;
       }
+      // Quiet means no request placed and no byte read between two sweeps: a request
+      // whose head is still arriving has not been placed yet, but its bytes count.
+      const mark = `${c.started}:${(c.socket as { bytesRead?: number }).bytesRead ?? 0}`;
       if (c.busy > 0) this.quiet.set(c, undefined);
-      else if (seen === c.started) {
+      else if (seen === mark) {
         this.quiet.delete(c);
         c.socket.destroy();
-      } else this.quiet.set(c, c.started);
+      } else this.quiet.set(c, mark);
     }
     if (this.quiet.size === 0 && this.sweep !== undefined) {
       clearInterval(this.sweep);

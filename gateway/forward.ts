@@ -96,6 +96,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** The call's grpc-status (from the trailers, a trailers-only answer, or the
    * gateway's own error); -1 when none was seen. */
   grpcStatus = -1;
+  /** The upstream answered as a gRPC server (content-type application/grpc*, or a
+   * grpc-status): only then is a missing grpc-status read from the HTTP status. A
+   * client's content-type alone never turns a plain answer into a gRPC error. */
+  grpcAnswer = false;
   /** grpc-status and friends of a trailers-only answer, sent as trailers instead (an
    * HTTP/2 response with headers can end only with trailers or an empty DATA frame). */
   private heldTrailers: Record<string, string> | undefined;
@@ -125,7 +129,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // HTTP/2 has no Transfer-Encoding: a stream that did not end with its headers has a body.
       (req.httpVersionMajor === 2 && !(req as unknown as { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders);
     this.headers = upstreamRequestHeaders(req, requestId, host.proto);
-    this.grpc = isGrpc(req);
+    // Only a service spoken to over HTTP/2 carries gRPC (an HTTP/1.1 upstream cannot).
+    this.grpc = service.config.protocol !== 'http1' && isGrpc(req);
     // `te: trailers` is hop-by-hop, but gRPC servers require it: kept for HTTP/2 upstreams.
     if (service.config.protocol !== 'http1' && typeof h.te === 'string' && /\btrailers\b/i.test(h.te)) this.headers.push('te', 'trailers');
     (res as WithExchange)[kExchange] = this;
@@ -210,8 +215,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // (The same after a connection drain chose this connection: its last response. The
     // request may have let go of its socket by now — a body read to the end — the
     // response has not.)
-    if ((this.host.closing || ((this.res.socket ?? this.req.socket) as MarkedSocket | null)?.[kCloseAfterResponse] === true) && this.req.httpVersionMajor !== 2) headers = withConnectionClose(headers);
-    if (this.grpc && this.req.httpVersionMajor === 2) headers = this.holdGrpcStatus(headers);
+    if (this.req.httpVersionMajor !== 2 && (this.host.closing || ((this.res.socket ?? this.req.socket) as MarkedSocket | null)?.[kCloseAfterResponse] === true)) headers = withConnectionClose(headers);
+    if (this.grpc) {
+      for (let i = 0; i < headers.length && !this.grpcAnswer; i += 2) {
+        const lower = headers[i].toLowerCase();
+        this.grpcAnswer = lower === 'grpc-status' || (lower === 'content-type' && headers[i + 1].startsWith('application/grpc'));
+      }
+      if (this.req.httpVersionMajor === 2) headers = this.holdGrpcStatus(headers);
+    }
     try {
       res.writeHead(statusCode, headers);
     } catch (err) {

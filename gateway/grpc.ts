@@ -87,21 +87,15 @@ export function encodeGrpcMessage(m: string): string {
 }
 
 /**
- * Answers a gateway error to a gRPC client: HTTP 200, no message, the status in the
- * trailers (a HEADERS frame, then the trailers: every gRPC client reads it). Over
- * HTTP/1.1 (no trailers without chunking) the status goes in the headers as a
- * trailers-only answer would carry it.
+ * Answers a gateway error to a gRPC client (an HTTP/2 request): HTTP 200, no message,
+ * the status in the trailers (a HEADERS frame, then the trailers: every gRPC client
+ * reads it).
  */
-export function sendGrpcError(req: IncomingMessage, res: ServerResponse, err: GatewayError, requestId: string): void {
+export function sendGrpcError(_req: IncomingMessage, res: ServerResponse, err: GatewayError, requestId: string): void {
   const code = grpcStatusOf(err);
   const message = encodeGrpcMessage(`${err.code}: ${err.message}`);
-  if (req.httpVersionMajor === 2) {
-    res.writeHead(200, ['content-type', 'application/grpc', 'x-request-id', requestId, 'x-switchyard-error', err.code]);
-    res.addTrailers({ 'grpc-status': String(code), 'grpc-message': message });
-    res.end();
-    return;
-  }
-  res.writeHead(200, ['content-type', 'application/grpc', 'grpc-status', String(code), 'grpc-message', message, 'content-length', '0', 'x-request-id', requestId, 'x-switchyard-error', err.code]);
+  res.writeHead(200, ['content-type', 'application/grpc', 'x-request-id', requestId, 'x-switchyard-error', err.code]);
+  res.addTrailers({ 'grpc-status': String(code), 'grpc-message': message });
   res.end();
 }
 

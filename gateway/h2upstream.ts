@@ -135,6 +135,13 @@ export class H2Upstream {
     try {
       stream = sess.s.request(call.headers, { endStream: call.body === null });
     } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code !== 'ERR_HTTP2_INVALID_SESSION' && code !== 'ERR_HTTP2_GOAWAY_SESSION' && code !== 'ERR_HTTP2_OUT_OF_STREAMS') {
+        // The request itself is what Node refuses (a header it cannot send): the
+        // client's doing — no session retired, nothing blamed on the endpoint.
+        call.fail(new GatewayError('BAD_REQUEST', `the request cannot be sent over HTTP/2: ${(err as Error).message}`, { cause: err }));
+        return;
+      }
       // GOAWAY received or session closed between pick and request: nothing was sent.
       sess.retired = true;
       if (call.attemptsOnSessions++ < 3) this.place(call);
@@ -326,10 +333,11 @@ function h2Headers(method: string, path: string, scheme: string, flat: readonly 
       if (/\btrailers\b/i.test(value)) h.te = 'trailers';
       continue;
     }
+    // A repeated field is folded into one (RFC 9110 §5.3; cookies with "; " as HTTP/2
+    // wants): Node refuses arrays for its single-value headers (user-agent, content-type…),
+    // and a client's duplicate must not look like a broken upstream session.
     const prev = h[lower];
-    if (prev === undefined) h[lower] = value;
-    else if (Array.isArray(prev)) prev.push(value);
-    else h[lower] = [String(prev), value];
+    h[lower] = prev === undefined ? value : `${String(prev)}${lower === 'cookie' ? '; ' : ', '}${value}`;
   }
   return h;
 }

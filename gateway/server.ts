@@ -366,8 +366,10 @@ export class GatewayServer implements ExchangeHost {
       res.destroy();
       return;
     }
-    // A gRPC client reads grpc-status, never a JSON body.
-    if (isGrpc(req)) {
+    // A gRPC client reads grpc-status, never a JSON body. (gRPC runs over HTTP/2 only:
+    // an HTTP/1.1 request that merely says application/grpc gets the JSON answer, with
+    // the connection rules below.)
+    if (req.httpVersionMajor === 2 && isGrpc(req)) {
       sendGrpcError(req, res, err, requestId);
       return;
     }
@@ -400,7 +402,7 @@ export class GatewayServer implements ExchangeHost {
     // A gRPC call is judged by its grpc-status (services.NAME.grpc.errorStatuses), not
     // by its HTTP 200.
     let grpc = -1;
-    if (x.grpc && status !== 499) grpc = x.grpcStatus !== -1 ? x.grpcStatus : grpcStatusOfHttp(status);
+    if (x.grpc && status !== 499) grpc = x.grpcStatus !== -1 ? x.grpcStatus : x.grpcAnswer ? grpcStatusOfHttp(status) : -1;
     if (!x.gatewayFault) x.version.stats.window.record(status, seconds, undefined, grpc === -1 ? status >= 500 : (x.service.grpcErrorMask & (1 << grpc)) !== 0);
     x.version.stats.metrics?.request(status, seconds, x.attempts - 1, grpc);
     if (this.cfg.accessLog && (status >= 400 || this.cfg.accessLogSample >= 1 || Math.random() < this.cfg.accessLogSample)) {
@@ -469,6 +471,7 @@ export class GatewayServer implements ExchangeHost {
   // ---- WebSocket (and any other Upgrade) ----
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    this.drainer.forget(socket);
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
     if (this.closing) {
       writeRawError(socket, 503, 'DRAINING', 'the gateway is shutting down', requestId);

@@ -6,6 +6,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import http from 'node:http';
+import http2 from 'node:http2';
+import { connect } from 'node:net';
 import { request } from 'undici';
 import { makeCa } from './certs.js';
 import { shopConfig, startInProcess, startProcess, waitFor, type InProcessGateway } from './helpers.js';
@@ -26,6 +29,20 @@ async function gateway(config: object, files?: Record<string, string>): Promise<
   const gw = await startInProcess(config, { files });
   cleanup.push(() => gw.close());
   return gw;
+}
+
+/** A plain HTTP/1.1 upstream answering 200 text/plain. */
+async function startUpstreamHttp1(): Promise<{ address: string }> {
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.end('plain'));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanup.push(() => new Promise<void>((r) => {
+    server.close(() => r());
+    server.closeAllConnections();
+  }));
+  return { address: `127.0.0.1:${(server.address() as { port: number }).port}` };
 }
 
 function client(gw: InProcessGateway, opts: { ca?: string; servername?: string } = {}): ReturnType<typeof echoClient> {
@@ -214,6 +231,80 @@ describe('gRPC streaming through the gateway', () => {
     expect(check.out.split('\n').filter((l) => /error|invalid/i.test(l))).toEqual([]);
     // The window of the version counts the UNAVAILABLE call as an error, the OK one not.
     expect(gw.gw.dataplane.statsOf('shop', 'blue').window.summary(Date.now() - 60_000)).toMatchObject({ requests: 2, errors: 1 });
+  });
+});
+
+describe('hostile clients on HTTP/2 upstreams', () => {
+  // A plain HTTP/2 (h2c) upstream, not a gRPC server: it answers 200 text/plain with what it saw.
+  async function h2cEcho(): Promise<{ address: string; seen: http2.IncomingHttpHeaders[]; sessions: number }> {
+    const up = { address: '', seen: [] as http2.IncomingHttpHeaders[], sessions: 0 };
+    const server = http2.createServer();
+    server.on('session', () => up.sessions++);
+    server.on('stream', (stream, headers) => {
+      up.seen.push(headers);
+      stream.resume();
+      stream.on('end', () => {
+        stream.respond({ ':status': 200, 'content-type': 'text/plain' });
+        stream.end('plain');
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    up.address = `127.0.0.1:${(server.address() as { port: number }).port}`;
+    cleanup.push(() => new Promise<void>((r) => server.close(() => r())));
+    return up;
+  }
+  // Any failure blamed on the endpoint would eject it at once.
+  const hairTrigger = { outlierDetection: { consecutive5xx: 1, consecutiveGatewayErrors: 1, maxEjectionPercent: 100, baseEjectionTime: '60s' } };
+
+  it('a repeated single-value header (two User-Agent) is folded and forwarded: no session retired, nothing blamed on the endpoint', async () => {
+    const up = await h2cEcho();
+    const gw = await gateway(shopConfig({ blue: { weight: 100, endpoints: [up.address] } }, { protocol: 'h2c', ...hairTrigger }));
+    const port = Number(new URL(gw.url).port);
+    for (let i = 0; i < 3; i++) {
+      const head = await new Promise<string>((resolve, reject) => {
+        const sock = connect(port, '127.0.0.1', () => sock.write('GET /ua HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: a\r\nUser-Agent: b\r\nContent-Type: text/plain\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n'));
+        let buf = '';
+        sock.on('data', (d: Buffer) => (buf += d.toString('latin1')));
+        sock.on('end', () => resolve(buf));
+        sock.on('error', reject);
+      });
+      expect(head).toMatch(/^HTTP\/1\.1 200/);
+    }
+    expect(up.seen).toHaveLength(3);
+    expect(up.seen[0]['user-agent']).toBe('a, b');
+    expect(up.sessions).toBe(1);
+    const ep = gw.gw.dataplane.endpointsOf('shop', 'blue')[0];
+    expect(ep.state).toBe('healthy');
+    expect(gw.gw.dataplane.statsOf('shop', 'blue').window.summary(Date.now() - 60_000)).toMatchObject({ requests: 3, errors: 0 });
+  });
+
+  it("a client's content-type application/grpc alone makes no error: a plain 200 answer counts as a success (HTTP/2 upstream), and an HTTP/1.1 service never reads grpc-status", async () => {
+    const up = await h2cEcho();
+    const plain = await startUpstreamHttp1();
+    const gw = await gateway({
+      ...shopConfig({ blue: { weight: 100, endpoints: [up.address] } }, { protocol: 'h2c', ...hairTrigger }),
+    });
+    const gw1 = await gateway(shopConfig({ blue: { weight: 100, endpoints: [plain.address] } }, hairTrigger));
+    for (const g of [gw, gw1]) {
+      const session = http2.connect(g.url);
+      cleanup.push(() => void session.close());
+      for (let i = 0; i < 3; i++) {
+        const status = await new Promise<number>((resolve, reject) => {
+          const st = session.request({ ':method': 'POST', ':path': '/x', 'content-type': 'application/grpc', te: 'trailers' });
+          let code = 0;
+          st.on('response', (h) => (code = Number(h[':status'])));
+          st.resume();
+          st.on('end', () => resolve(code));
+          st.on('error', reject);
+          st.end(Buffer.from([0, 0, 0, 0, 0]));
+        });
+        expect(status).toBe(200);
+      }
+      expect(g.gw.dataplane.statsOf('shop', 'blue').window.summary(Date.now() - 60_000)).toMatchObject({ requests: 3, errors: 0 });
+      const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+      expect(metrics).not.toMatch(/grpc_status=/);
+      expect(g.gw.dataplane.endpointsOf('shop', 'blue')[0].state).toBe('healthy');
+    }
   });
 });
 
