@@ -563,8 +563,12 @@ export class GatewayServer implements ExchangeHost {
       for (let i = 0; i < ures.rawHeaders.length; i += 2) lines.push(`${ures.rawHeaders[i]}: ${ures.rawHeaders[i + 1]}`);
       lines.push(`x-request-id: ${requestId}`, '', '');
       socket.write(lines.join('\r\n'));
-      if (uhead.length) socket.write(uhead);
-      if (head.length) usocket.write(head);
+      // Bytes that came with the upgrade (the upstream's first frames after its 101, the
+      // client's after its request) are put back to be read first by the tunnel: they
+      // pass its frame trackers like any later byte, so a going-away close frame can
+      // never land inside a frame that began in them.
+      if (uhead.length) usocket.unshift(uhead);
+      if (head.length) (socket as Socket).unshift(head);
       const tunnel = new Tunnel(socket, usocket, protocol === 'websocket', sel.version.stats, (t) => {
         this.tunnels.delete(t);
         this.drainer.tunnelClosed(t);

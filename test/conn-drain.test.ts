@@ -424,7 +424,9 @@ describe('WsFrameTracker: frame boundaries of a byte stream, resumable at any by
 });
 
 describe('connection drain mid-frame: a WebSocket is never closed inside a message', () => {
-  it('the upstream is halfway through a message when the drain comes: the client gets the whole message, then 1001; the upstream gets a masked 1001 at once', async () => {
+  // firstWrite: the message's start goes out in the same write as the 101 (the gateway
+  // gets it with the upgrade answer, before the tunnel exists).
+  it.each([{ firstWrite: false }, { firstWrite: true }])('the upstream is halfway through a message when the drain comes: the client gets the whole message, then 1001; the upstream gets a masked 1001 at once (message begun with the 101: $firstWrite)', async ({ firstWrite }) => {
     // A WebSocket upstream written by hand, so that it can stop in the middle of a frame.
     const half = 50_000;
     const fromGateway: Buffer[] = [];
@@ -432,13 +434,17 @@ describe('connection drain mid-frame: a WebSocket is never closed inside a messa
     const blue = await startUpstream('blue');
     blue.server.on('upgrade', (req: IncomingMessage, socket: import('node:net').Socket) => {
       const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
-      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+      const answer = Buffer.from(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
       socket.on('data', (d: Buffer) => fromGateway.push(d));
       socket.on('error', () => {});
       // A binary message of 2 × half bytes: its header and the first half only.
       const head = Buffer.from([0x82, 127, 0, 0, 0, 0, 0, 0, 0, 0]);
       head.writeBigUInt64BE(BigInt(2 * half), 2);
-      socket.write(Buffer.concat([head, Buffer.alloc(half, 0x61)]));
+      if (firstWrite) socket.write(Buffer.concat([answer, head, Buffer.alloc(half, 0x61)]));
+      else {
+        socket.write(answer);
+        socket.write(Buffer.concat([head, Buffer.alloc(half, 0x61)]));
+      }
       upSocket = socket;
     });
     const green = await startUpstream('green');
@@ -471,9 +477,10 @@ describe('connection drain mid-frame: a WebSocket is never closed inside a messa
       // The client is still open: its close frame cannot go inside the message.
       expect(closeCode).toBe(0);
       expect(received).toEqual([]);
-      // The upstream finishes its message and answers the close.
+      // The upstream finishes its message and answers the close (with 1000: what the
+      // client gets is the gateway's own 1001, never the upstream's frame passed on).
       upSocket!.write(Buffer.alloc(half, 0x61));
-      upSocket!.end(Buffer.from([0x88, 0x02, 0x03, 0xe9]));
+      upSocket!.end(Buffer.from([0x88, 0x02, 0x03, 0xe8]));
       await waitFor(() => closeCode !== 0, { message: 'the client closed' });
       expect(received).toEqual([2 * half]);
       expect(closeCode).toBe(1001);
