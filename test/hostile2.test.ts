@@ -587,8 +587,12 @@ describe('hostile clients, second round (real gateway process)', () => {
           await settled(pt, up, `property run ${run}`);
           for (const x of ids) {
             const done = up.completed.has(x.id);
-            // Never run: anything not received whole.
-            if (!x.whole) expect(done, `${x.id} ${JSON.stringify(x.p)} must not complete upstream`).toBe(false);
+            // Never run: anything not received whole. A reset after END_STREAM (with a
+            // length that matched) cancels the answer, not the request: the body was whole
+            // when it came, and whether it reached the upstream before the reset did is a
+            // race of two frames (often in one packet) — either way is right, but only whole.
+            const cancelledAfterWhole = x.p.end === 'rst-after-end' && (x.p.declared === undefined || x.p.declared === x.p.chunks.reduce((a, b) => a + b, 0));
+            if (!x.whole && !cancelledAfterWhole) expect(done, `${x.id} ${JSON.stringify(x.p)} must not complete upstream`).toBe(false);
             // Always run: a whole upload whose answer the client read to the end.
             const st = h2.streams.get(x.stream)!;
             if (x.whole && st.ended && st.status === 200) expect(done, `${x.id} ${JSON.stringify(x.p)} answered 200 must have completed`).toBe(true);
