@@ -299,6 +299,9 @@ describe('connection drain: the service default', () => {
       const moved = await api(g.controlUrl, 'POST', '/v1/services/shop/cutover', { body: { to: 'green', wait: true, timeout: '10s' } });
       expect(moved.status, moved.text).toBe(200);
       expect(moved.json).toMatchObject({ drained: true, connections: { drain: '300ms', moved: 5 } });
+      // The wait ends when the gateway's side of each tunnel is closed; each client reads
+      // its close frame in its own time (another process): waited for, then checked.
+      await waitFor(() => clients.every((c) => c.closes.length > 0), { message: 'every client saw its close' });
       expect(clients.every((c) => c.closes.length === 1 && c.closes[0].code === 1001)).toBe(true);
     } finally {
       for (const c of clients) c.stop();
