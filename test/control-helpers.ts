@@ -175,6 +175,16 @@ export function slowHandler(): {
 }
 
 /** A background load on `url` until stop() (concurrency ≤ 10, paced per worker). */
+/** Runs fn while load runs against url; the load stops when fn ends, however it ends. */
+export async function withLoad<T>(url: string, opts: Parameters<typeof startLoad>[1], fn: () => Promise<T>): Promise<T> {
+  const ld = startLoad(url, opts);
+  try {
+    return await fn();
+  } finally {
+    await ld.stop();
+  }
+}
+
 export function startLoad(url: string, opts: { concurrency?: number; ratePerWorker?: number; headers?: Record<string, string> } = {}): { stop(): Promise<LoadResult> } {
   let stopped = false;
   const p = load(url, { concurrency: opts.concurrency ?? 8, ratePerWorker: opts.ratePerWorker ?? 40, headers: opts.headers, until: () => stopped });

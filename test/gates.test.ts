@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deadAddress, httpGet, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
-import { api, controlTop, rollout, runCli, slowHandler, startLoad, TOKENS } from './control-helpers.js';
+import { api, controlTop, rollout, runCli, slowHandler, startLoad, TOKENS, withLoad } from './control-helpers.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 const SECRET = 'hook-s3cret';
@@ -201,9 +201,7 @@ describe('rollout gates', () => {
     await reset();
     const before = hooks.calls.length;
     const slackBefore = slack.calls.length;
-    const ld = startLoad(`${gw.url}/`, { concurrency: 6, ratePerWorker: 40 });
-    let r: Json;
-    try {
+    const r = await withLoad(`${gw.url}/`, { concurrency: 6, ratePerWorker: 40 }, async () => {
       const start = await api(gw.controlUrl, 'POST', '/v1/services/shop/rollout', {
         body: {
           to: 'green',
@@ -221,10 +219,8 @@ describe('rollout gates', () => {
       // The secret is never shown back.
       expect(start.text).not.toContain(SECRET);
       expect(start.json.hooks).toContainEqual({ name: 'smoke', url: `${hooks.url}/gate-fail-at-2`, on: 'pre-step', timeout: '10000ms', signed: true });
-      r = await finished(gw.controlUrl);
-    } finally {
-      await ld.stop();
-    }
+      return finished(gw.controlUrl);
+    });
     expect(r.state).toBe('rolled_back');
     expect(r.reason).toBe('pre-step hook smoke answered 503: smoke test failed: /checkout answered 500 (before step 2, 60%)');
     expect(r.weights).toEqual({ blue: 100, green: 0 });
@@ -298,18 +294,14 @@ describe('rollout gates', () => {
 
   it('tester lane: a pre-step hook on a 0% first step sees only override-header traffic on green, then the rollout proceeds', async () => {
     await reset();
-    const ld = startLoad(`${gw.url}/`, { concurrency: 6, ratePerWorker: 40 });
-    let r: Json;
-    try {
+    const r = await withLoad(`${gw.url}/`, { concurrency: 6, ratePerWorker: 40 }, async () => {
       const start = await api(gw.controlUrl, 'POST', '/v1/services/shop/rollout', {
         body: { to: 'green', steps: [0, 50, 100], interval: '500ms', analysis: { minRequests: 3 }, hooks: [{ name: 'smoke', url: `${hooks.url}/lane`, on: 'pre-step', steps: [0] }] },
       });
       expect(start.status, start.text).toBe(202);
       expect(start.json.weights).toEqual({ blue: 100, green: 0 });
-      r = await finished(gw.controlUrl);
-    } finally {
-      await ld.stop();
-    }
+      return finished(gw.controlUrl);
+    });
     expect(r.state, r.reason).toBe('succeeded');
     expect(laneProbes).toHaveLength(20);
     expect(laneProbes.filter((p) => !p.header).map((p) => p.name)).toEqual(Array(10).fill('blue'));
@@ -362,9 +354,7 @@ describe('rollout gates', () => {
 
   it('an unreachable Prometheus with inconclusivePolicy continue: judged on the built-ins, the query reported inconclusive in every analysis', async () => {
     await reset();
-    const ld = startLoad(`${gw.url}/`, { concurrency: 6, ratePerWorker: 40 });
-    let r: Json;
-    try {
+    const r = await withLoad(`${gw.url}/`, { concurrency: 6, ratePerWorker: 40 }, async () => {
       const start = await api(gw.controlUrl, 'POST', '/v1/services/shop/rollout', {
         body: {
           to: 'green',
@@ -374,10 +364,8 @@ describe('rollout gates', () => {
         },
       });
       expect(start.status, start.text).toBe(202);
-      r = await finished(gw.controlUrl);
-    } finally {
-      await ld.stop();
-    }
+      return finished(gw.controlUrl);
+    });
     expect(r.state, r.reason).toBe('succeeded');
     for (const step of ['0', '1']) {
       const a = r.analysis.steps[step];
