@@ -351,6 +351,23 @@ function ephemeralRange(): [number, number] {
 
 const handedOut = new Set<number>();
 
+/** Test files run in parallel worker processes (vitest's pool), each with its own
+ * `handedOut`: a port probed free by one worker could be taken by another before its
+ * server binds it. So each worker draws from its own slice of the range below the
+ * ephemeral ports (`VITEST_POOL_ID`, 1…maxWorkers), and two workers never pick the same
+ * port. */
+const PORT_SLICES = 8;
+function fixedPortSlice(): [number, number] {
+  const [ephemeralLow] = ephemeralRange();
+  const low = 10_000;
+  const high = Math.max(low + 8000, ephemeralLow) - 1;
+  const pool = Number(process.env.VITEST_POOL_ID);
+  if (!Number.isInteger(pool) || pool < 1) return [low, high];
+  const size = Math.floor((high - low + 1) / PORT_SLICES);
+  const slice = (pool - 1) % PORT_SLICES;
+  return [low + slice * size, low + (slice + 1) * size - 1];
+}
+
 /**
  * A loopback port for a server that cannot listen on port 0 and tell its port (Redis,
  * Consul, dnsmasq, a config with a fixed listen address), or that must come back on the
@@ -362,9 +379,7 @@ const handedOut = new Set<number>();
  * this process, and the server must bind it at once.
  */
 export async function fixedPort(host = '127.0.0.1'): Promise<number> {
-  const [ephemeralLow] = ephemeralRange();
-  const low = 10_000;
-  const high = Math.max(low + 1000, ephemeralLow) - 1;
+  const [low, high] = fixedPortSlice();
   for (let i = 0; i < 200; i++) {
     const port = low + Math.floor(Math.random() * (high - low + 1));
     if (handedOut.has(port)) continue;
