@@ -176,17 +176,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
     );
   }
 
-  /** A gRPC call's request body as read so far, kept (up to REPLAY_MAX bytes) so that
-   * a call refused before it was processed can be sent again; `whole` once it ended. */
-  private replay: { chunks: Buffer[]; bytes: number; whole: boolean } | undefined;
+  /** A gRPC call's request body, read once from the client and kept (up to REPLAY_MAX
+   * bytes) so that a call refused before it was processed can be sent again. */
+  private replay: ReplayBody | undefined;
 
   private body(): IncomingMessage {
-    // A gRPC call refused over HTTP/2 after its whole (small) body was read: sent again
-    // from what was kept.
-    if (this.replay?.whole === true) return Buffer.concat(this.replay.chunks) as unknown as IncomingMessage;
+    // Each attempt of a gRPC call over HTTP/2 reads the one body through a view of its
+    // own: what was read already, then on from the client.
     if (this.grpc && this.endpoint.protocol !== 'http1') {
-      this.replay = { chunks: [], bytes: 0, whole: false };
-      return new KeptBody(new CheckedBody(this.req, this.bodyLimit, this.mirror), this.replay) as unknown as IncomingMessage;
+      this.replay ??= new ReplayBody(new CheckedBody(this.req, this.bodyLimit, this.mirror));
+      return this.replay.view() as unknown as IncomingMessage;
     }
     // A mirrored upload goes through CheckedBody as well: it tees each chunk to the copy.
     return this.bodyLimit === Infinity && this.req.httpVersionMajor !== 2 && this.mirror?.wantsRequestBody !== true
@@ -431,7 +430,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // A gRPC call (a POST with a body) that never left — its body unread, its stream
     // refused or its connection never up — is sent again: over HTTP/2 "not sent" is
     // certain (REFUSED_STREAM, GOAWAY's last stream id), not the HTTP/1.1 keep-alive guess.
-    if (this.grpc && this.endpoint.protocol !== 'http1') return !this.hasBody || !this.req.readableDidRead || this.replay?.whole === true;
+    if (this.grpc && this.endpoint.protocol !== 'http1') return !this.hasBody || this.replay === undefined || this.replay.replayable;
     if (this.hasBody && (this.req.readableDidRead || !idempotent)) return false;
     return ge.reason !== 'reset' || idempotent;
   }
@@ -567,32 +566,77 @@ class CheckedBody implements AsyncIterableIterator<Buffer> {
 /** Most of a gRPC request body kept for sending it again (a unary call's message). */
 const REPLAY_MAX = 64 * 1024;
 
-/** A body read through, its chunks kept while they fit in REPLAY_MAX. */
-class KeptBody implements AsyncIterableIterator<Buffer> {
-  constructor(
-    private readonly inner: CheckedBody,
-    private readonly kept: { chunks: Buffer[]; bytes: number; whole: boolean },
-  ) {}
+/**
+ * A request body read once from the client and given to each attempt through a view of
+ * its own: the chunks read so far, then on from the client. Chunks are kept while the
+ * body fits in REPLAY_MAX; past that only the newest view reads, and what it has read is
+ * dropped. A read in progress belongs to the body, not to the view that asked: a chunk an
+ * abandoned attempt was waiting for goes to the next attempt, never with the abandoned
+ * one. Only the newest view reads at all; an older one ends at once.
+ */
+class ReplayBody {
+  private readonly chunks: Buffer[] = [];
+  /** Index in the whole body of chunks[0] (earlier ones were dropped). */
+  private first = 0;
+  private bytes = 0;
+  private ended = false;
+  private failed = false;
+  private failure: unknown;
+  private pulling: Promise<void> | null = null;
+  private views = 0;
 
-  [Symbol.asyncIterator](): this {
-    return this;
+  constructor(private readonly inner: CheckedBody) {}
+
+  /** Whether everything read so far is still kept: a new attempt gets the whole body. */
+  get replayable(): boolean {
+    return this.first === 0 && this.bytes <= REPLAY_MAX;
   }
 
-  async next(): Promise<IteratorResult<Buffer>> {
-    const r = await this.inner.next();
-    const k = this.kept;
-    if (r.done === true) {
-      if (k.bytes <= REPLAY_MAX) k.whole = true;
-    } else if (k.bytes <= REPLAY_MAX) {
-      k.bytes += r.value.length;
-      if (k.bytes <= REPLAY_MAX) k.chunks.push(r.value);
-      else k.chunks = [];
-    }
-    return r;
+  view(): AsyncIterableIterator<Buffer> {
+    const id = ++this.views;
+    let i = this.first;
+    const next = async (): Promise<IteratorResult<Buffer>> => {
+      for (;;) {
+        if (id !== this.views) return { value: undefined, done: true };
+        if (i < this.first + this.chunks.length) {
+          const chunk = this.chunks[i - this.first];
+          i++;
+          if (this.bytes > REPLAY_MAX) {
+            this.chunks.splice(0, i - this.first);
+            this.first = i;
+          }
+          return { value: chunk, done: false };
+        }
+        if (this.failed) throw this.failure;
+        if (this.ended) return { value: undefined, done: true };
+        await this.pull();
+      }
+    };
+    const it: AsyncIterableIterator<Buffer> = {
+      next,
+      [Symbol.asyncIterator]: () => it,
+      return: async () => ({ value: undefined, done: true }),
+    };
+    return it;
   }
 
-  async return(): Promise<IteratorResult<Buffer>> {
-    return { value: undefined, done: true };
+  private pull(): Promise<void> {
+    this.pulling ??= this.inner.next().then(
+      (r) => {
+        this.pulling = null;
+        if (r.done === true) this.ended = true;
+        else {
+          this.chunks.push(r.value);
+          this.bytes += r.value.length;
+        }
+      },
+      (err: unknown) => {
+        this.pulling = null;
+        this.failed = true;
+        this.failure = err;
+      },
+    );
+    return this.pulling;
   }
 }
 

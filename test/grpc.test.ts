@@ -369,6 +369,72 @@ describe('upstream HTTP/2 sessions', () => {
   });
 });
 
+describe('gRPC calls refused by an upstream', () => {
+  it.each([
+    ['before its body arrived', 0],
+    ['after its first chunk', 1],
+  ])('a stream refused (REFUSED_STREAM) %s is sent again to the other endpoint with its whole body, each chunk read once from the client', async (_, refuseAfter) => {
+    // Two plain h2c servers; the first stream either gets is refused (at once, or when
+    // its first chunk came), every later one is answered with the bytes it received (as
+    // one gRPC-shaped reply with trailers).
+    const state = { refused: 0, accepted: 0, received: [] as Buffer[] };
+    const addresses: string[] = [];
+    for (let n = 0; n < 2; n++) {
+      const server = http2.createServer();
+      server.on('stream', (stream) => {
+        if (state.refused === 0) {
+          stream.on('error', () => {}); // a stream closed with an error code emits it
+          const refuse = (): void => {
+            state.refused++;
+            stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+          };
+          if (refuseAfter === 0) refuse();
+          else stream.once('data', refuse);
+          return;
+        }
+        state.accepted++;
+        stream.on('data', (d: Buffer) => state.received.push(d));
+        stream.on('end', () => {
+          stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+          stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+          stream.end(Buffer.concat(state.received));
+        });
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      addresses.push(`127.0.0.1:${(server.address() as { port: number }).port}`);
+      cleanup.push(() => new Promise<void>((r) => server.close(() => r())));
+    }
+    const gw = await gateway(shopConfig({ blue: { weight: 100, endpoints: addresses } }, { protocol: 'h2c' }));
+    const session = http2.connect(gw.url);
+    cleanup.push(() => void session.close());
+    const call = session.request({ ':method': 'POST', ':path': '/echo.Echo/Unary', 'content-type': 'application/grpc', te: 'trailers' });
+    const answer = new Promise<{ status: number; body: Buffer; trailers: http2.IncomingHttpHeaders }>((resolve, reject) => {
+      let status = 0;
+      const body: Buffer[] = [];
+      call.on('response', (h) => (status = Number(h[':status'])));
+      call.on('data', (d: Buffer) => body.push(d));
+      call.on('trailers', (trailers) => call.on('end', () => resolve({ status, body: Buffer.concat(body), trailers })));
+      call.on('error', reject);
+    });
+    const chunks = ['first chunk,', 'second chunk,', 'third chunk'].map((c) => Buffer.from(c));
+    let sent = 0;
+    for (const [i, c] of chunks.entries()) {
+      // The gateway has been refused and sent the call on before the client's next
+      // chunk: the second attempt starts with what the first one had read.
+      if (i === refuseAfter) await waitFor(() => state.refused === 1 && state.accepted === 1);
+      call.write(c);
+      sent += c.length;
+      if (i >= refuseAfter) await waitFor(() => Buffer.concat(state.received).length === sent, { timeout: 5000 });
+    }
+    call.end();
+    const a = await answer;
+    expect(a.status).toBe(200);
+    expect(a.trailers['grpc-status']).toBe('0');
+    expect(a.body.toString()).toBe('first chunk,second chunk,third chunk');
+    expect(state).toMatchObject({ refused: 1, accepted: 1 });
+  });
+});
+
 describe('gRPC health probes', () => {
   it('healthCheck.type grpc calls grpc.health.v1.Health/Check: NOT_SERVING takes an endpoint out, SERVING brings it back', async () => {
     const blue = await upstream('blue', { health: true });
