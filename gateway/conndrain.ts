@@ -11,7 +11,8 @@
 // - a WebSocket finishes the frame in progress each way, then gets a close frame 1001
 //   "going away" on both sides (gateway/tunnel.ts);
 // - an HTTP/2 session gets a GOAWAY: its open streams finish, the client opens a new
-//   session for its next request;
+//   session for its next request (it counts as moved once its streams to the drained
+//   version have ended, though streams to other versions may still run on it);
 // - an HTTP/1.1 connection answers its next response with `Connection: close`, and is
 //   closed when it has been seen idle at two sweeps QUIET_MS apart with no request in
 //   between (the shutdown's rule: a connection idle only now may have a request on the
@@ -70,7 +71,11 @@ interface H1Conn {
 interface H2Conn {
   session: Http2Session;
   versions: Set<VersionStats>;
+  /** Streams open now, per version. */
+  open: Map<VersionStats, number>;
   drainedFrom: VersionStats | undefined;
+  /** A drain sent it GOAWAY: it takes no new stream. */
+  goneAway: boolean;
 }
 
 /** One chosen connection: how it is closed, and whether it is already closed. */
@@ -129,11 +134,13 @@ export class ConnectionDrainer {
     this.settle(c);
   }
 
-  /** An HTTP/2 request placed on `version`. */
-  h2Request(session: Http2Session, version: VersionStats): void {
+  /** An HTTP/2 request placed on `version`, on its stream. A session told to go away is
+   * moved once no stream of the version it was drained from is open: streams it carries
+   * to other versions run on without holding `cutover --wait`. */
+  h2Request(session: Http2Session, stream: { once(event: 'close', fn: () => void): unknown }, version: VersionStats): void {
     let c = this.h2.get(session);
     if (c === undefined) {
-      c = { session, versions: new Set(), drainedFrom: undefined };
+      c = { session, versions: new Set(), open: new Map(), drainedFrom: undefined, goneAway: false };
       this.h2.set(session, c);
       const conn = c;
       session.once('close', () => {
@@ -142,6 +149,14 @@ export class ConnectionDrainer {
       });
     }
     c.versions.add(version);
+    c.open.set(version, (c.open.get(version) ?? 0) + 1);
+    const conn = c;
+    stream.once('close', () => {
+      const n = (conn.open.get(version) ?? 1) - 1;
+      if (n > 0) conn.open.set(version, n);
+      else conn.open.delete(version);
+      if (n <= 0 && conn.goneAway && conn.drainedFrom === version) this.settle(conn);
+    });
   }
 
   /** A tunnel that was chosen by a drain has closed. */
@@ -179,11 +194,17 @@ export class ConnectionDrainer {
       choose(t, t.stats, { close: () => t.goAway(), open: () => t.open });
     }
     for (const c of this.h2.values()) {
-      if (c.drainedFrom !== undefined || c.session.closed || c.session.destroyed) continue;
+      if (c.drainedFrom !== undefined || c.goneAway || c.session.closed || c.session.destroyed) continue;
       let st: VersionStats | undefined;
       for (const v of c.versions) if (pick(v)) st = v;
       if (st === undefined) continue;
-      choose(c, st, { close: () => c.session.close(), open: () => !c.session.closed && !c.session.destroyed });
+      const from = st;
+      const close = (): void => {
+        c.session.close();
+        c.goneAway = true;
+        if (!c.open.has(from)) this.settle(c);
+      };
+      choose(c, st, { close, open: () => !c.session.closed && !c.session.destroyed });
     }
     for (const c of this.h1) {
       if (c.drainedFrom !== undefined || c.socket.destroyed || !pick(c.last)) continue;

@@ -292,8 +292,9 @@ export class GatewayServer implements ExchangeHost {
     if (sel === undefined) return;
     // Which version this connection now carries (what a connection drain matches on).
     if (req.httpVersionMajor === 2) {
-      const session = (req as unknown as Http2ServerRequest).stream?.session;
-      if (session !== undefined) this.drainer.h2Request(session, sel.version.stats);
+      const stream = (req as unknown as Http2ServerRequest).stream;
+      const session = stream?.session;
+      if (session !== undefined) this.drainer.h2Request(session, stream, sel.version.stats);
     } else this.drainer.h1Request(req, res, sel.version.stats);
     const x = new Exchange(this, req, res, sel.service, sel.version, sel.endpoint, requestId, sel.setCookie, sel.pinned);
     // Content-Length bodies are checked up front; a chunked (or HTTP/2) body is counted as it streams.

@@ -588,6 +588,47 @@ describe('connection drain on cutover: HTTP/2 and HTTP/1.1 keep-alive', () => {
     }
   }, 60_000);
 
+  it('an HTTP/2 session that carried blue and holds a long stream to green: --wait answers once GOAWAY is sent and no blue stream is open; the green stream runs on and ends whole', async () => {
+    const cert = ca.issue('shop', 'shop.test', ['shop.test']);
+    g = await startProcess(
+      shopConfig(
+        { blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } },
+        { override: { header: 'x-version' } },
+        controlTop({}, { gateway: { tls: { certificates: [{ cert: cert.cert, key: cert.key }], watch: false } } }),
+      ),
+    );
+    const s1 = http2.connect(g.url.replace('http:', 'https:'), { ca: ca.ca, servername: 'shop.test' });
+    const get = (path: string, headers: http2.OutgoingHttpHeaders = {}): Promise<{ status: number; name: string }> =>
+      new Promise((resolve, reject) => {
+        const st = s1.request({ ':method': 'GET', ':path': path, ':authority': 'shop.test', ...headers });
+        let status = 0;
+        let body = '';
+        st.on('response', (h) => (status = Number(h[':status'])));
+        st.on('data', (d: Buffer) => (body += d.toString()));
+        st.on('end', () => resolve({ status, name: (JSON.parse(body) as { name: string }).name }));
+        st.on('error', reject);
+      });
+    try {
+      expect(await get('/')).toEqual({ status: 200, name: 'blue' });
+      let goaway = false;
+      s1.on('goaway', () => (goaway = true));
+      // A tester's long request to green on the same session, open across the cutover.
+      const long = get('/slow', { 'x-version': 'green' });
+      await waitFor(() => release.length === 1, { message: 'slow request at green' });
+      const res = await api(g.controlUrl, 'POST', '/v1/services/shop/cutover', { body: { to: 'green', wait: true, timeout: '10s', connections: { drain: '1s' } } });
+      expect(res.status, res.text).toBe(200);
+      expect(res.json).toMatchObject({ drained: true, connections: { moved: 1, versions: ['blue'] } });
+      // (The GOAWAY was sent before the answer; the client reads it in its own time.)
+      await waitFor(() => goaway, { message: 'GOAWAY at the client' });
+      expect(s1.destroyed).toBe(false);
+      release.shift()!();
+      expect(await long).toEqual({ status: 200, name: 'green' });
+      expect((await shop(g.controlUrl)).versions.blue.connectionsClosing).toBe(0);
+    } finally {
+      s1.destroy();
+    }
+  }, 60_000);
+
   it('an idle keep-alive connection whose last request went to blue is closed; one busy on blue is closed after its answer (Connection: close), never cut', async () => {
     g = await startProcess(shopConfig({ blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } }, {}, controlTop()));
     const port = Number(new URL(g.url).port);
