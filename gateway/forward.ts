@@ -275,7 +275,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       for (let i = 0; i < trailers.length; i += 2) if (String(trailers[i]).toLowerCase() === 'grpc-status') this.grpcStatus = parseGrpcStatus(String(trailers[i + 1]));
     }
     this.res.end();
-    this.mirror?.servedComplete();
+    this.mirror?.servedComplete(trailers);
     // UNAVAILABLE is gRPC's 503: it counts toward the endpoint's consecutive 5xx.
     this.endAttempt(this.grpcStatus === 14 ? 503 : this.statusCode, undefined);
     this.finish(this.statusCode);

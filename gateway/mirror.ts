@@ -15,7 +15,8 @@
 //  - the copy has its own deadline; its failures go to its own counters, never to the
 //    endpoint's outlier detection or to the served version's (or the target's) window.
 //
-// Results: match | status_diff (statuses differ) | body_diff (same status; a compared
+// Results: match | status_diff (statuses differ: the HTTP status, or a gRPC answer's
+// grpc-status, from its trailers or a trailers-only head) | body_diff (same status; a compared
 // header or the body differs) | error (the copy failed: connect, reset, timeout, no
 // endpoint) | dropped (not copied: over maxInflight or maxBodyBytes).
 
@@ -258,11 +259,20 @@ export class BodyTee {
 
 export interface Answer {
   status: number;
+  /** A gRPC answer's grpc-status (trailers, or the head of a trailers-only answer). */
+  grpcStatus?: string;
   /** The compared headers' values (lower-case names), joined with ", " when repeated. */
   headers: Map<string, string>;
   body: { prefix: Buffer; digest: string; total: number; truncated: boolean } | undefined;
   contentType: string;
   ms: number;
+}
+
+/** The grpc-status in a raw header or trailer list (Buffers or strings), if any. */
+export function grpcStatusIn(raw: readonly (Buffer | string)[] | null | undefined): string | undefined {
+  if (raw == null) return undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) if (String(raw[i]).toLowerCase() === 'grpc-status') return String(raw[i + 1]).trim();
+  return undefined;
 }
 
 /** The compared headers of a raw header list. */
@@ -293,6 +303,8 @@ const looksJson = (ct: string, b: Buffer): boolean => /[/+]json\b/i.test(ct) || 
 /** Compares the served answer with the copy's: the result and where they differ first. */
 export function compareAnswers(plan: Pick<MirrorPlan, 'config' | 'ignore'>, served: Answer, copy: Answer): { result: MirrorResult; where: string } {
   if (served.status !== copy.status) return { result: 'status_diff', where: 'status' };
+  // gRPC answers are all HTTP 200: their outcome is grpc-status.
+  if (served.grpcStatus !== copy.grpcStatus) return { result: 'status_diff', where: `grpc-status ${served.grpcStatus ?? '(none)'} vs ${copy.grpcStatus ?? '(none)'}` };
   if (!plan.config.compare) return { result: 'match', where: '' };
   for (const h of plan.config.headers) {
     if (served.headers.get(h) !== copy.headers.get(h)) return { result: 'body_diff', where: `header ${h}` };
@@ -343,6 +355,8 @@ export class MirrorCopy implements Dispatcher.DispatchHandler {
   private copy: Answer | undefined;
   private copyError: string | undefined;
   private servedStatus = 0;
+  private servedGrpc: string | undefined;
+  private copyGrpc: string | undefined;
   private servedHeaders: { headers: Map<string, string>; contentType: string } | undefined;
   private servedBody: BodyTee | undefined;
   private copyStatus = 0;
@@ -405,6 +419,7 @@ export class MirrorCopy implements Dispatcher.DispatchHandler {
   servedResponse(status: number, rawHeaders: readonly Buffer[]): void {
     if (this.ended) return;
     this.servedStatus = status;
+    this.servedGrpc = grpcStatusIn(rawHeaders);
     this.servedHeaders = pickHeaders(rawHeaders, this.plan.config.headers);
     if (this.plan.config.compare) this.servedBody = new BodyTee(this.plan.config.maxBodyBytes);
   }
@@ -413,15 +428,16 @@ export class MirrorCopy implements Dispatcher.DispatchHandler {
     this.servedBody?.push(chunk);
   }
 
-  servedComplete(): void {
+  servedComplete(trailers?: readonly (Buffer | string)[] | null): void {
     if (this.ended || this.servedHeaders === undefined) return;
+    this.servedGrpc = grpcStatusIn(trailers) ?? this.servedGrpc;
     // The served upstream answered without reading the whole request body: the copy
     // would not be the same request.
     if (!this.bodyDone) {
       this.end('dropped');
       return;
     }
-    this.served = { status: this.servedStatus, ...this.servedHeaders, body: this.servedBody?.finish(), ms: performance.now() - this.servedStart };
+    this.served = { status: this.servedStatus, grpcStatus: this.servedGrpc, ...this.servedHeaders, body: this.servedBody?.finish(), ms: performance.now() - this.servedStart };
     this.maybeCompare();
   }
 
@@ -477,6 +493,7 @@ export class MirrorCopy implements Dispatcher.DispatchHandler {
     void resume;
     if (statusCode < 200) return true;
     this.copyStatus = statusCode;
+    this.copyGrpc = grpcStatusIn(rawHeaders);
     this.copyHeaders = pickHeaders(rawHeaders, this.plan.config.headers);
     if (this.plan.config.compare) this.copyBody = new BodyTee(this.plan.config.maxBodyBytes);
     return true;
@@ -487,14 +504,15 @@ export class MirrorCopy implements Dispatcher.DispatchHandler {
     return true;
   }
 
-  onComplete(): void {
+  onComplete(trailers?: readonly (Buffer | string)[] | null): void {
     this.clearTimer();
+    this.copyGrpc = grpcStatusIn(trailers) ?? this.copyGrpc;
     this.abortFn = null;
     if (this.expired) return;
     if (this.copyHeaders === undefined) {
       this.copyError = 'the copy got no response';
     } else {
-      this.copy = { status: this.copyStatus, ...this.copyHeaders, body: this.copyBody?.finish(), ms: performance.now() - this.copyStart };
+      this.copy = { status: this.copyStatus, grpcStatus: this.copyGrpc, ...this.copyHeaders, body: this.copyBody?.finish(), ms: performance.now() - this.copyStart };
     }
     this.maybeCompare();
   }

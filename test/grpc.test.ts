@@ -11,6 +11,7 @@ import http2 from 'node:http2';
 import { connect } from 'node:net';
 import { request } from 'undici';
 import { makeCa } from './certs.js';
+import { api, controlTop, TOKENS } from './control-helpers.js';
 import { shopConfig, startInProcess, startProcess, waitFor, type InProcessGateway } from './helpers.js';
 import { echoClient, grpc, spawnGrpcUpstream, startGrpcUpstream, unary, unaryLoad, type GrpcUpstream, type Reply } from './grpc-helpers.js';
 
@@ -432,6 +433,38 @@ describe('gRPC calls refused by an upstream', () => {
     expect(a.trailers['grpc-status']).toBe('0');
     expect(a.body.toString()).toBe('first chunk,second chunk,third chunk');
     expect(state).toMatchObject({ refused: 1, accepted: 1 });
+  });
+});
+
+describe('gRPC shadow traffic', () => {
+  it("compares a copy's grpc-status with the served call's: UNAVAILABLE copies of OK calls are status differences, not matches", async () => {
+    const blue = await upstream('blue');
+    const green = await upstream('green');
+    green.failRate = 1;
+    const gw = await gateway(
+      shopConfig(
+        { blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } },
+        // compare: false — the replies name their server, so only the outcome is compared.
+        { protocol: 'h2c', mirror: { to: 'green', percent: 100, methods: ['POST'], compare: false } },
+        controlTop(),
+      ),
+    );
+    const c = client(gw);
+    const state = async (n: number): Promise<{ counts: Record<string, number>; samples: { where: string; served: { status: number }; mirror: { status: number } }[] }> =>
+      waitFor(async () => {
+        const r = await api(gw.controlUrl, 'GET', '/v1/services/shop/mirror', { token: TOKENS.read });
+        const counts = r.json.counts as Record<string, number>;
+        return counts.match + counts.status_diff + counts.body_diff + counts.error === n ? r.json : undefined;
+      });
+    for (let i = 0; i < 5; i++) expect((await unary(c, `m${i}`)).code).toBe(0);
+    const failing = await state(5);
+    expect(failing.counts).toMatchObject({ match: 0, status_diff: 5, body_diff: 0, error: 0 });
+    expect(failing.samples[0]).toMatchObject({ where: 'grpc-status 0 vs 14', served: { status: 200 }, mirror: { status: 200 } });
+    green.failRate = 0;
+    for (let i = 0; i < 5; i++) expect((await unary(c, `m${i}`)).code).toBe(0);
+    expect((await state(10)).counts).toMatchObject({ match: 5, status_diff: 5 });
+    // The copies never reached the client: blue served every call.
+    expect(blue.calls).toBe(10);
   });
 });
 
