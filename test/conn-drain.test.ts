@@ -498,6 +498,19 @@ describe('connection drain mid-frame: a WebSocket is never closed inside a messa
   }, 60_000);
 });
 
+/** GET over an HTTP/2 session to shop.test: the status and the upstream's name. */
+function h2get(s: http2.ClientHttp2Session, path: string, headers: http2.OutgoingHttpHeaders = {}): Promise<{ status: number; name: string }> {
+  return new Promise((resolve, reject) => {
+    const st = s.request({ ':method': 'GET', ':path': path, ':authority': 'shop.test', ...headers });
+    let status = 0;
+    let body = '';
+    st.on('response', (h) => (status = Number(h[':status'])));
+    st.on('data', (d: Buffer) => (body += d.toString()));
+    st.on('end', () => resolve({ status, name: (JSON.parse(body) as { name: string }).name }));
+    st.on('error', reject);
+  });
+}
+
 describe('connection drain on cutover: HTTP/2 and HTTP/1.1 keep-alive', () => {
   let ca: TestCa;
   let blue: Upstream;
@@ -544,16 +557,7 @@ describe('connection drain on cutover: HTTP/2 and HTTP/1.1 keep-alive', () => {
     );
     const origin = g.url.replace('http:', 'https:');
     const connect = (): http2.ClientHttp2Session => http2.connect(origin, { ca: ca.ca, servername: 'shop.test' });
-    const get = (s: http2.ClientHttp2Session, path: string): Promise<{ status: number; name: string }> =>
-      new Promise((resolve, reject) => {
-        const st = s.request({ ':method': 'GET', ':path': path, ':authority': 'shop.test' });
-        let status = 0;
-        let body = '';
-        st.on('response', (h) => (status = Number(h[':status'])));
-        st.on('data', (d: Buffer) => (body += d.toString()));
-        st.on('end', () => resolve({ status, name: (JSON.parse(body) as { name: string }).name }));
-        st.on('error', reject);
-      });
+    const get = h2get;
     const s1 = connect();
     try {
       expect((await get(s1, '/')).name).toBe('blue');
@@ -598,16 +602,7 @@ describe('connection drain on cutover: HTTP/2 and HTTP/1.1 keep-alive', () => {
       ),
     );
     const s1 = http2.connect(g.url.replace('http:', 'https:'), { ca: ca.ca, servername: 'shop.test' });
-    const get = (path: string, headers: http2.OutgoingHttpHeaders = {}): Promise<{ status: number; name: string }> =>
-      new Promise((resolve, reject) => {
-        const st = s1.request({ ':method': 'GET', ':path': path, ':authority': 'shop.test', ...headers });
-        let status = 0;
-        let body = '';
-        st.on('response', (h) => (status = Number(h[':status'])));
-        st.on('data', (d: Buffer) => (body += d.toString()));
-        st.on('end', () => resolve({ status, name: (JSON.parse(body) as { name: string }).name }));
-        st.on('error', reject);
-      });
+    const get = (path: string, headers: http2.OutgoingHttpHeaders = {}): Promise<{ status: number; name: string }> => h2get(s1, path, headers);
     try {
       expect(await get('/')).toEqual({ status: 200, name: 'blue' });
       let goaway = false;
