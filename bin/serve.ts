@@ -76,8 +76,34 @@ export function createStore(config: Config, configFile: string, log?: Logger): S
   }
 }
 
+/**
+ * The process's logger: JSON lines to stdout, written asynchronously (a slow log reader
+ * never blocks the data plane). minLength 1 writes each line at once, as minLength 0
+ * would, and makes `flush(cb)` wait for the write in flight — what `flushLog` needs.
+ */
 export function createLogger(level: string): Logger {
-  return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime });
+  return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: 1, sync: false, minLength: 1 }));
+}
+
+/**
+ * Resolves once the lines logged so far have been written (bounded by `ms`). A process
+ * that exits right after logging would otherwise leave a line in an asynchronous write
+ * while pino's exit hook writes the later ones synchronously: the last lines came out
+ * in the wrong order, or not at all.
+ */
+export function flushLog(log: Logger, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    try {
+      log.flush(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    } catch {
+      clearTimeout(timer);
+      resolve();
+    }
+  });
 }
 
 /** Longest startGateway waits for the first discovery snapshots before listening. */
@@ -291,6 +317,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
           await workers?.shutdown(graceMs);
           await close();
           log.info('shutdown: every data-plane worker has exited; exiting');
+          await flushLog(log, 1000);
           opts.onExit?.(0);
           return;
         }
@@ -310,6 +337,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
         await Promise.race([allClosed, delay(Math.max(100, deadline - Date.now()))]);
         await close();
         log.info('shutdown: upstream pools closed; exiting');
+        await flushLog(log, 1000);
         opts.onExit?.(0);
       })();
       return shuttingDown;
@@ -326,7 +354,7 @@ export async function startGateway(opts: StartOptions): Promise<RunningGateway> 
       const onTerm = (sig: NodeJS.Signals): void => {
         if (signalled) {
           log.warn({ signal: sig }, 'second signal: exiting at once');
-          opts.onExit?.(1);
+          void flushLog(log, 200).then(() => opts.onExit?.(1));
           return;
         }
         signalled = true;
