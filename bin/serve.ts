@@ -5,6 +5,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
+import { createLogger, flushLog } from './log.js';
 import { ConfigError, loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { AdminServer } from '../gateway/admin.js';
@@ -74,36 +75,6 @@ export function createStore(config: Config, configFile: string, log?: Logger): S
     default:
       throw new Error(`state.store: ${config.state.store} is not supported by this build`);
   }
-}
-
-/**
- * The process's logger: JSON lines to stdout, written asynchronously (a slow log reader
- * never blocks the data plane). minLength 1 writes each line at once, as minLength 0
- * would, and makes `flush(cb)` wait for the write in flight — what `flushLog` needs.
- */
-export function createLogger(level: string): Logger {
-  return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: 1, sync: false, minLength: 1 }));
-}
-
-/**
- * Resolves once the lines logged so far have been written (bounded by `ms`). A process
- * that exits right after logging would otherwise leave a line in an asynchronous write
- * while pino's exit hook writes the later ones synchronously: the last lines came out
- * in the wrong order, or not at all.
- */
-export function flushLog(log: Logger, ms: number): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    try {
-      log.flush(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    } catch {
-      clearTimeout(timer);
-      resolve();
-    }
-  });
 }
 
 /** Longest startGateway waits for the first discovery snapshots before listening. */

@@ -7,7 +7,8 @@
 
 import cluster from 'node:cluster';
 import { setTimeout as delay } from 'node:timers/promises';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
+import { createLogger, flushLog } from './log.js';
 import type { Config } from '../config/types.js';
 import { C, VersionCounters } from '../gateway/counters.js';
 import { vkey } from '../discovery/provider.js';
@@ -21,7 +22,7 @@ import { STATS_INTERVAL_MS, type FromWorker, type SecondDelta, type ToWorker } f
 // (the primary died); this one drains first (the 'disconnect' handler below).
 if (cluster.worker !== undefined) cluster.worker.exitedAfterDisconnect = true;
 
-let log: Logger = pino({ level: 'info', base: { pid: process.pid, worker: true }, timestamp: pino.stdTimeFunctions.isoTime });
+let log: Logger = createLogger('info', { worker: true });
 let config: Config | undefined;
 let dataplane: Dataplane | undefined;
 let gateway: GatewayServer | undefined;
@@ -102,7 +103,7 @@ async function start(first: Config, msg: Extract<ToWorker, { t: 'state' }>): Pro
 
 async function serve(first: Config, msg: Extract<ToWorker, { t: 'state' }>): Promise<void> {
   config = first;
-  log = pino({ level: first.log.level, base: { pid: process.pid, worker: true }, timestamp: pino.stdTimeFunctions.isoTime });
+  log = createLogger(first.log.level, { worker: true });
   const dp = new Dataplane({ log });
   dataplane = dp;
   dp.importState(msg.state, first);
@@ -155,6 +156,7 @@ function shutdown(graceMs: number): Promise<void> {
     await dp.close(true);
     // The last counts, so the primary's totals include every request this worker served.
     await send(report(true));
+    await flushLog(log, 1000);
     process.exit(0);
   })();
   return stopping;
