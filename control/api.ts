@@ -728,10 +728,14 @@ export class ControlApi {
         void answered.then(() => this.drainAnswers.delete(answered));
         const d = await c.waitFleetDrained(name, others, r.revision, timeoutMs);
         if (d.timedOut) {
-          throw new ControlError(504, 'DRAIN_TIMEOUT', `the old version still had requests in flight after ${req.body.timeout ?? '60s'}`, {
+          // (Connections a drain chose and that have not closed yet count on this replica.)
+          const closing = Object.fromEntries(others.map((v) => [v, c.dp.statsOf(name, v).closing]));
+          const what = Object.values(closing).some((n) => n > 0) ? 'requests in flight or connections closing' : 'requests in flight';
+          throw new ControlError(504, 'DRAIN_TIMEOUT', `the old version still had ${what} after ${req.body.timeout ?? '60s'}`, {
             revision: r.revision,
             weights: c.dp.getWeights(name),
             inflight: c.dp.inflightOf(name),
+            closing,
             replicas: await c.fleetInflight(name),
             drained: false,
             cut: d.cut,

@@ -195,16 +195,20 @@ export class ConnectionDrainer {
     }
     for (const c of this.h2.values()) {
       if (c.drainedFrom !== undefined || c.goneAway || c.session.closed || c.session.destroyed) continue;
+      // Charged to a version it has a stream open to, if it has one: that stream is what
+      // it is waited for.
       let st: VersionStats | undefined;
-      for (const v of c.versions) if (pick(v)) st = v;
+      for (const v of c.versions) if (pick(v) && (st === undefined || !c.open.has(st))) st = v;
       if (st === undefined) continue;
       const from = st;
+      // (A session already closing — the client's GOAWAY, say — takes no new stream
+      // either: it is moved as soon as its streams to the version have ended.)
       const close = (): void => {
-        c.session.close();
+        if (!c.session.closed) c.session.close();
         c.goneAway = true;
         if (!c.open.has(from)) this.settle(c);
       };
-      choose(c, st, { close, open: () => !c.session.closed && !c.session.destroyed });
+      choose(c, st, { close, open: () => !c.session.destroyed });
     }
     for (const c of this.h1) {
       if (c.drainedFrom !== undefined || c.socket.destroyed || !pick(c.last)) continue;

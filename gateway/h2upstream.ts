@@ -55,6 +55,8 @@ interface Session {
   settled: boolean;
   /** No new stream: a GOAWAY came, or we are closing it. */
   retired: boolean;
+  /** The last stream id of a GOAWAY the peer sent: streams above it were not processed. */
+  goawayLast: number | undefined;
   pingOutstanding: boolean;
   connectTimer: NodeJS.Timeout | undefined;
   idleTimer: NodeJS.Timeout | undefined;
@@ -193,7 +195,7 @@ export class H2Upstream {
       settings: { enablePush: false },
       peerMaxConcurrentStreams: ASSUMED_STREAMS,
     });
-    const sess: Session = { s, streams: 0, connected: false, settled: false, retired: false, pingOutstanding: false, connectTimer: undefined, idleTimer: undefined, pingTimer: undefined };
+    const sess: Session = { s, streams: 0, connected: false, settled: false, retired: false, goawayLast: undefined, pingOutstanding: false, connectTimer: undefined, idleTimer: undefined, pingTimer: undefined };
     this.sessions.push(sess);
     if (o.connectTimeoutMs > 0) {
       sess.connectTimer = setTimeout(() => {
@@ -213,10 +215,11 @@ export class H2Upstream {
       }
       this.pump();
     });
-    s.on('goaway', () => {
+    s.on('goaway', (_code: number, lastStreamID: number) => {
       // In-flight streams (up to the GOAWAY's last stream id) finish here; new ones go
       // to another session.
       sess.retired = true;
+      sess.goawayLast = Math.min(sess.goawayLast ?? lastStreamID, lastStreamID);
       this.pump();
     });
     // The error reaches each stream (as its own error or as its cause); calls waiting
@@ -515,9 +518,16 @@ class Call {
     const err = this.err as (Error & { code?: string; cause?: unknown }) | undefined;
     if (err instanceof GatewayError) return err;
     if (err?.cause instanceof GatewayError) return err.cause;
-    if (rstCode === NGHTTP2_REFUSED_STREAM) {
-      // The peer did not process the stream (RFC 9113 §8.7): safe to send elsewhere.
-      return new GatewayError('UPSTREAM_ERROR', 'upstream refused the stream (REFUSED_STREAM)', { cause: err, reason: 'reset', notSent: !this.responded });
+    // The peer did not process the stream (RFC 9113 §8.7) — safe to send elsewhere — only
+    // when it reset this stream with REFUSED_STREAM, or the stream is above the last
+    // stream id of a GOAWAY. A GOAWAY whose error code happens to be REFUSED_STREAM
+    // gives that code to every stream of the session it ends, processed ones too.
+    const id = this.stream?.id;
+    const last = this.session?.goawayLast;
+    const pastGoaway = id !== undefined && last !== undefined && id > last;
+    const ownRefusal = rstCode === NGHTTP2_REFUSED_STREAM && err?.code !== 'ERR_HTTP2_SESSION_ERROR';
+    if ((ownRefusal || pastGoaway) && !this.responded) {
+      return new GatewayError('UPSTREAM_ERROR', ownRefusal ? 'upstream refused the stream (REFUSED_STREAM)' : `upstream's GOAWAY came before the stream (last stream id ${String(last)})`, { cause: err, reason: 'reset', notSent: true });
     }
     if (err !== undefined) {
       const ge = toGatewayError(err.cause ?? err, this.responded);

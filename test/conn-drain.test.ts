@@ -624,6 +624,33 @@ describe('connection drain on cutover: HTTP/2 and HTTP/1.1 keep-alive', () => {
     }
   }, 60_000);
 
+  it('a chosen HTTP/2 session that the client itself closes (its GOAWAY) before the drain reaches it is moved when the drain does, while its green stream runs on', async () => {
+    const cert = ca.issue('shop', 'shop.test', ['shop.test']);
+    g = await startProcess(
+      shopConfig(
+        { blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } },
+        { override: { header: 'x-version' } },
+        controlTop({}, { gateway: { tls: { certificates: [{ cert: cert.cert, key: cert.key }], watch: false } } }),
+      ),
+    );
+    const s1 = http2.connect(g.url.replace('http:', 'https:'), { ca: ca.ca, servername: 'shop.test' });
+    try {
+      expect(await h2get(s1, '/')).toEqual({ status: 200, name: 'blue' });
+      const long = h2get(s1, '/slow', { 'x-version': 'green' });
+      await waitFor(() => release.length === 1, { message: 'slow request at green' });
+      const cut = api(g.controlUrl, 'POST', '/v1/services/shop/cutover', { body: { to: 'green', wait: true, timeout: '15s', connections: { drain: '4s' } } });
+      await waitFor(async () => (await shop(g!.controlUrl)).versions.blue.connectionsClosing === 1, { message: 'session chosen' });
+      s1.goaway(); // the client's own GOAWAY (NO_ERROR): its green stream goes on
+      const res = await cut;
+      expect(res.status, res.text).toBe(200);
+      expect(res.json).toMatchObject({ drained: true, connections: { moved: 1, versions: ['blue'] } });
+      release.shift()!();
+      expect(await long).toEqual({ status: 200, name: 'green' });
+    } finally {
+      s1.destroy();
+    }
+  }, 60_000);
+
   it('an idle keep-alive connection whose last request went to blue is closed; one busy on blue is closed after its answer (Connection: close), never cut', async () => {
     g = await startProcess(shopConfig({ blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } }, {}, controlTop()));
     const port = Number(new URL(g.url).port);

@@ -436,6 +436,59 @@ describe('gRPC calls refused by an upstream', () => {
   });
 });
 
+describe('gRPC calls cut by an upstream that may have run them', () => {
+  it('a GOAWAY whose error code is REFUSED_STREAM, sent after the upstream took the call and its body, is no refusal: the call is not sent again', async () => {
+    const state = { first: 0, other: 0 };
+    const addresses: string[] = [];
+    for (let n = 0; n < 2; n++) {
+      const server = http2.createServer();
+      server.on('stream', (stream) => {
+        stream.on('error', () => {});
+        if (state.first === 0) {
+          state.first++;
+          // The call was taken (its stream id is the GOAWAY's last) and its body read:
+          // it may have run. The session ends with error code 7.
+          stream.once('data', () => stream.session?.goaway(http2.constants.NGHTTP2_REFUSED_STREAM, stream.id));
+          return;
+        }
+        state.other++;
+        stream.resume();
+        stream.on('end', () => {
+          stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+          stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+          stream.end();
+        });
+      });
+      server.on('session', (session) => session.on('error', () => {}));
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      addresses.push(`127.0.0.1:${(server.address() as { port: number }).port}`);
+      cleanup.push(() => new Promise<void>((r) => {
+        server.close(() => r());
+      }));
+    }
+    const gw = await gateway(shopConfig({ blue: { weight: 100, endpoints: addresses } }, { protocol: 'h2c' }));
+    const session = http2.connect(gw.url);
+    cleanup.push(() => void session.close());
+    const answer = await new Promise<{ status: number; grpcStatus: string | undefined }>((resolve, reject) => {
+      const call = session.request({ ':method': 'POST', ':path': '/echo.Echo/Unary', 'content-type': 'application/grpc', te: 'trailers' });
+      let status = 0;
+      let grpcStatus: string | undefined;
+      call.on('response', (h) => {
+        status = Number(h[':status']);
+        grpcStatus ??= h['grpc-status'] as string | undefined;
+      });
+      call.on('trailers', (t) => (grpcStatus = t['grpc-status'] as string | undefined));
+      call.resume();
+      call.on('end', () => resolve({ status, grpcStatus }));
+      call.on('error', reject);
+      call.end(Buffer.from([0, 0, 0, 0, 1, 0x2a]));
+    });
+    expect(state).toEqual({ first: 1, other: 0 });
+    expect(answer.status).toBe(200);
+    expect(answer.grpcStatus).toBe('14');
+  });
+});
+
 describe('gRPC shadow traffic', () => {
   it("compares a copy's grpc-status with the served call's: UNAVAILABLE copies of OK calls are status differences, not matches", async () => {
     const blue = await upstream('blue');
