@@ -27,6 +27,8 @@ type Log = Record<string, unknown>;
 /** An upstream that records when each user request (not a health probe) arrived, how
  * many it holds in flight, and answers {name} after `delayMs` with `status`. */
 interface Tracked extends Upstream {
+  /** User requests in flight (health probes are not counted: a probe the gateway sent
+   * just before an endpoint left may still be answering when its drain is done). */
   inflight: number;
   /** In flight on /slow (1.5 s each). */
   slowInflight: number;
@@ -42,11 +44,11 @@ async function tracked(name: string, delayMs = 0, status = 200): Promise<Tracked
     const probe = req.url === '/healthz';
     if (!probe) t.times.push(Date.now());
     const slow = req.url?.startsWith('/slow') ?? false;
-    t.inflight++;
+    if (!probe) t.inflight++;
     if (slow) t.slowInflight++;
     const ms = slow ? 1500 : delayMs;
     const answer = (): void => {
-      t.inflight--;
+      if (!probe) t.inflight--;
       if (slow) t.slowInflight--;
       const body = JSON.stringify({ name });
       // Probes always pass: a backend answering 500 to users still looks alive.
