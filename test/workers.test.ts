@@ -10,13 +10,12 @@ import { execFile } from 'node:child_process';
 import https from 'node:https';
 import http2 from 'node:http2';
 import { writeFileSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import { loadConfigText, ConfigError } from '../config/load.js';
 import { makeCa } from './certs.js';
-import { alive, load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
+import { alive, emptyLoadResult, load, shopConfig, startProcess, startUpstream, waitFor, type GatewayProcess, type Upstream } from './helpers.js';
 
 interface WorkerView {
   pid: number;
@@ -141,46 +140,69 @@ describe('gateway.workers', () => {
 
   it('cutover --wait returns only after the old version finished its requests in every worker', async () => {
     const slowDone: number[] = [];
+    // Requests to blue's /slow are held until the test releases them.
+    const held: (() => void)[] = [];
     const blue = await startUpstream('blue', (req, res) => {
       req.resume();
-      const ms = req.url?.startsWith('/slow') ? 800 : 0;
-      setTimeout(() => {
+      const answer = (): void => {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ name: 'blue' }));
-      }, ms);
+      };
+      if (req.url?.startsWith('/slow')) held.push(answer);
+      else answer();
     });
-    cleanup.push(() => blue.close());
+    cleanup.push(() => {
+      for (const a of held.splice(0)) a();
+      return blue.close();
+    });
     const [green] = await upstreams('green');
     const g = await start(withWorkers({ blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } }));
     await synced(g);
-    // Four slow requests on four connections: two per worker.
-    const slow = Array.from({ length: 4 }, async () => {
+    // Held requests on connections of their own until every worker has some in flight
+    // (the cluster module places connections: two each is usual, not promised).
+    const slow: Promise<number>[] = [];
+    const slowRequest = async (): Promise<number> => {
       const agent = new Agent({ connections: 1 });
       const res = await request(`${g.url}/slow`, { dispatcher: agent });
       await res.body.text();
       slowDone.push(Date.now());
       await agent.close();
       return res.statusCode;
-    });
-    await waitFor(async () => (await status(g)).workers.processes.every((w) => w.inflight === 2), { message: 'two slow requests in flight in each worker' });
+    };
+    const inflight = async (): Promise<number[]> => (await status(g)).workers.processes.map((w) => w.inflight);
+    while (slow.length < 4 || (await inflight()).some((n) => n === 0)) {
+      expect(slow.length, 'connections opened to reach both workers').toBeLessThan(16);
+      slow.push(slowRequest());
+      await waitFor(() => held.length === slow.length, { message: 'slow request at blue' });
+      await waitFor(async () => (await inflight()).reduce((a, b) => a + b, 0) === slow.length, { message: 'the workers count it in flight' });
+    }
     // Load on both workers through the switch: nothing fails, and once the answer is in,
     // blue gets no request at all (each worker answered after applying the new weights).
     let stop = false;
-    const loading = load(g.url, { concurrency: 4, until: () => stop, ratePerWorker: 200 });
-    await sleep(200);
-    const r = await json<{ drained: boolean; weights: Record<string, number> }>(`${g.controlUrl}/v1/services/shop/cutover`, { method: 'POST', body: { to: 'green', wait: true, timeout: '10s' } });
-    const answered = Date.now();
+    const progress = emptyLoadResult();
+    const loading = load(g.url, { concurrency: 4, until: () => stop, ratePerWorker: 200, progress });
+    await waitFor(() => progress.ok >= 20, { message: 'load running' });
+    let answered = 0;
+    const cut = json<{ drained: boolean; weights: Record<string, number> }>(`${g.controlUrl}/v1/services/shop/cutover`, { method: 'POST', body: { to: 'green', wait: true, timeout: '20s' } }).then((r) => {
+      answered = Date.now();
+      return r;
+    });
+    // The switch is made (new requests reach green) while blue's requests are held: no answer yet.
+    await waitFor(() => (progress.byName.green ?? 0) >= 20, { message: 'green serving' });
+    expect(answered).toBe(0);
+    for (const a of held.splice(0)) a();
+    const r = await cut;
     const blueSeen = blue.seen.length;
-    await sleep(300);
+    const okAtAnswer = progress.ok;
+    await waitFor(() => progress.ok >= okAtAnswer + 50, { message: 'load after the answer' });
     stop = true;
     const during = await loading;
     expect(during.failed, during.errors.join('\n')).toBe(0);
-    expect(during.byName.green).toBeGreaterThan(0);
     expect(blue.seen.length).toBe(blueSeen);
     expect(r.status).toBe(200);
     expect(r.body.drained).toBe(true);
-    expect(await Promise.all(slow)).toEqual([200, 200, 200, 200]);
-    expect(slowDone).toHaveLength(4);
+    expect(await Promise.all(slow)).toEqual(slow.map(() => 200));
+    expect(slowDone).toHaveLength(slow.length);
     for (const t of slowDone) expect(t).toBeLessThanOrEqual(answered);
     expect(await fresh(g.url, 8)).toEqual({ green: 8 });
   });
