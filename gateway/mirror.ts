@@ -275,19 +275,22 @@ export function grpcStatusIn(raw: readonly (Buffer | string)[] | null | undefine
   return undefined;
 }
 
-/** The compared headers of a raw header list. */
-export function pickHeaders(raw: readonly Buffer[], names: readonly string[]): { headers: Map<string, string>; contentType: string } {
+/** The compared headers of a raw header list, its content type and (a trailers-only
+ * gRPC answer) its grpc-status. */
+export function pickHeaders(raw: readonly Buffer[], names: readonly string[]): { headers: Map<string, string>; contentType: string; grpcStatus: string | undefined } {
   const headers = new Map<string, string>();
   let contentType = '';
+  let grpcStatus: string | undefined;
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const k = raw[i].toString('latin1').toLowerCase();
     if (k === 'content-type') contentType = raw[i + 1].toString('latin1');
+    else if (k === 'grpc-status') grpcStatus = raw[i + 1].toString('latin1').trim();
     if (!names.includes(k)) continue;
     const v = raw[i + 1].toString('latin1');
     const prev = headers.get(k);
     headers.set(k, prev === undefined ? v : `${prev}, ${v}`);
   }
-  return { headers, contentType };
+  return { headers, contentType, grpcStatus };
 }
 
 function parseJson(buf: Buffer): { ok: true; value: unknown } | { ok: false } {
@@ -355,12 +358,10 @@ export class MirrorCopy implements Dispatcher.DispatchHandler {
   private copy: Answer | undefined;
   private copyError: string | undefined;
   private servedStatus = 0;
-  private servedGrpc: string | undefined;
-  private copyGrpc: string | undefined;
-  private servedHeaders: { headers: Map<string, string>; contentType: string } | undefined;
+  private servedHeaders: ReturnType<typeof pickHeaders> | undefined;
   private servedBody: BodyTee | undefined;
   private copyStatus = 0;
-  private copyHeaders: { headers: Map<string, string>; contentType: string } | undefined;
+  private copyHeaders: ReturnType<typeof pickHeaders> | undefined;
   private copyBody: BodyTee | undefined;
   private readonly servedStart = performance.now();
 
@@ -419,7 +420,6 @@ export class MirrorCopy implements Dispatcher.DispatchHandler {
   servedResponse(status: number, rawHeaders: readonly Buffer[]): void {
     if (this.ended) return;
     this.servedStatus = status;
-    this.servedGrpc = grpcStatusIn(rawHeaders);
     this.servedHeaders = pickHeaders(rawHeaders, this.plan.config.headers);
     if (this.plan.config.compare) this.servedBody = new BodyTee(this.plan.config.maxBodyBytes);
   }
@@ -430,14 +430,14 @@ export class MirrorCopy implements Dispatcher.DispatchHandler {
 
   servedComplete(trailers?: readonly (Buffer | string)[] | null): void {
     if (this.ended || this.servedHeaders === undefined) return;
-    this.servedGrpc = grpcStatusIn(trailers) ?? this.servedGrpc;
     // The served upstream answered without reading the whole request body: the copy
     // would not be the same request.
     if (!this.bodyDone) {
       this.end('dropped');
       return;
     }
-    this.served = { status: this.servedStatus, grpcStatus: this.servedGrpc, ...this.servedHeaders, body: this.servedBody?.finish(), ms: performance.now() - this.servedStart };
+    const h = this.servedHeaders;
+    this.served = { status: this.servedStatus, ...h, grpcStatus: grpcStatusIn(trailers) ?? h.grpcStatus, body: this.servedBody?.finish(), ms: performance.now() - this.servedStart };
     this.maybeCompare();
   }
 
@@ -493,7 +493,6 @@ export class MirrorCopy implements Dispatcher.DispatchHandler {
     void resume;
     if (statusCode < 200) return true;
     this.copyStatus = statusCode;
-    this.copyGrpc = grpcStatusIn(rawHeaders);
     this.copyHeaders = pickHeaders(rawHeaders, this.plan.config.headers);
     if (this.plan.config.compare) this.copyBody = new BodyTee(this.plan.config.maxBodyBytes);
     return true;
@@ -506,13 +505,12 @@ export class MirrorCopy implements Dispatcher.DispatchHandler {
 
   onComplete(trailers?: readonly (Buffer | string)[] | null): void {
     this.clearTimer();
-    this.copyGrpc = grpcStatusIn(trailers) ?? this.copyGrpc;
     this.abortFn = null;
     if (this.expired) return;
     if (this.copyHeaders === undefined) {
       this.copyError = 'the copy got no response';
     } else {
-      this.copy = { status: this.copyStatus, grpcStatus: this.copyGrpc, ...this.copyHeaders, body: this.copyBody?.finish(), ms: performance.now() - this.copyStart };
+      this.copy = { status: this.copyStatus, ...this.copyHeaders, grpcStatus: grpcStatusIn(trailers) ?? this.copyHeaders.grpcStatus, body: this.copyBody?.finish(), ms: performance.now() - this.copyStart };
     }
     this.maybeCompare();
   }

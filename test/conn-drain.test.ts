@@ -534,6 +534,21 @@ describe('connection drain on cutover: HTTP/2 and HTTP/1.1 keep-alive', () => {
     green = await startUpstream('green', handler('green'));
   });
 
+  /** Starts `g` with a TLS listener (blue 100, green 0; `service` merged into the
+   * service); returns it and how to open an HTTP/2 session to it. */
+  async function tlsGateway(service: Record<string, unknown> = {}): Promise<{ gw: GatewayProcess; connect: () => http2.ClientHttp2Session }> {
+    const cert = ca.issue('shop', 'shop.test', ['shop.test']);
+    const p = await startProcess(
+      shopConfig(
+        { blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } },
+        service,
+        controlTop({}, { gateway: { tls: { certificates: [{ cert: cert.cert, key: cert.key }], watch: false } } }),
+      ),
+    );
+    g = p;
+    return { gw: p, connect: () => http2.connect(p.url.replace('http:', 'https:'), { ca: ca.ca, servername: 'shop.test' }) };
+  }
+
   afterEach(async () => {
     for (const r of release) r();
     release = [];
@@ -547,27 +562,17 @@ describe('connection drain on cutover: HTTP/2 and HTTP/1.1 keep-alive', () => {
   });
 
   it('an HTTP/2 session to blue gets GOAWAY after its stream in flight finished; its next request, on a new session, goes to green', async () => {
-    const cert = ca.issue('shop', 'shop.test', ['shop.test']);
-    g = await startProcess(
-      shopConfig(
-        { blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } },
-        {},
-        controlTop({}, { gateway: { tls: { certificates: [{ cert: cert.cert, key: cert.key }], watch: false } } }),
-      ),
-    );
-    const origin = g.url.replace('http:', 'https:');
-    const connect = (): http2.ClientHttp2Session => http2.connect(origin, { ca: ca.ca, servername: 'shop.test' });
-    const get = h2get;
+    const { gw, connect } = await tlsGateway();
     const s1 = connect();
     try {
-      expect((await get(s1, '/')).name).toBe('blue');
+      expect((await h2get(s1, '/')).name).toBe('blue');
       let goaway = 0;
       s1.on('goaway', () => (goaway = Date.now()));
       const closed = new Promise<number>((r) => s1.once('close', () => r(Date.now())));
       // A stream in flight on blue when the cutover is made.
-      const slow = get(s1, '/slow');
+      const slow = h2get(s1, '/slow');
       await waitFor(() => release.length === 1, { message: 'slow request at blue' });
-      const cut = api(g.controlUrl, 'POST', '/v1/services/shop/cutover', { body: { to: 'green', wait: true, timeout: '20s', connections: { drain: '1s' } } });
+      const cut = api(gw.controlUrl, 'POST', '/v1/services/shop/cutover', { body: { to: 'green', wait: true, timeout: '20s', connections: { drain: '1s' } } });
       // The session is told to go away within the window, while its stream still runs.
       await waitFor(() => goaway > 0, { message: 'GOAWAY' });
       // Still waiting for the stream (in flight) and the session (not closed yet).
@@ -583,7 +588,7 @@ describe('connection drain on cutover: HTTP/2 and HTTP/1.1 keep-alive', () => {
       expect(Date.now()).toBeGreaterThanOrEqual(closedAt);
       const s2 = connect();
       try {
-        expect((await get(s2, '/')).name).toBe('green');
+        expect((await h2get(s2, '/')).name).toBe('green');
       } finally {
         s2.close();
       }
@@ -593,24 +598,16 @@ describe('connection drain on cutover: HTTP/2 and HTTP/1.1 keep-alive', () => {
   }, 60_000);
 
   it('an HTTP/2 session that carried blue and holds a long stream to green: --wait answers once GOAWAY is sent and no blue stream is open; the green stream runs on and ends whole', async () => {
-    const cert = ca.issue('shop', 'shop.test', ['shop.test']);
-    g = await startProcess(
-      shopConfig(
-        { blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } },
-        { override: { header: 'x-version' } },
-        controlTop({}, { gateway: { tls: { certificates: [{ cert: cert.cert, key: cert.key }], watch: false } } }),
-      ),
-    );
-    const s1 = http2.connect(g.url.replace('http:', 'https:'), { ca: ca.ca, servername: 'shop.test' });
-    const get = (path: string, headers: http2.OutgoingHttpHeaders = {}): Promise<{ status: number; name: string }> => h2get(s1, path, headers);
+    const { gw, connect } = await tlsGateway({ override: { header: 'x-version' } });
+    const s1 = connect();
     try {
-      expect(await get('/')).toEqual({ status: 200, name: 'blue' });
+      expect(await h2get(s1, '/')).toEqual({ status: 200, name: 'blue' });
       let goaway = false;
       s1.on('goaway', () => (goaway = true));
       // A tester's long request to green on the same session, open across the cutover.
-      const long = get('/slow', { 'x-version': 'green' });
+      const long = h2get(s1, '/slow', { 'x-version': 'green' });
       await waitFor(() => release.length === 1, { message: 'slow request at green' });
-      const res = await api(g.controlUrl, 'POST', '/v1/services/shop/cutover', { body: { to: 'green', wait: true, timeout: '10s', connections: { drain: '1s' } } });
+      const res = await api(gw.controlUrl, 'POST', '/v1/services/shop/cutover', { body: { to: 'green', wait: true, timeout: '10s', connections: { drain: '1s' } } });
       expect(res.status, res.text).toBe(200);
       expect(res.json).toMatchObject({ drained: true, connections: { moved: 1, versions: ['blue'] } });
       // (The GOAWAY was sent before the answer; the client reads it in its own time.)
@@ -618,28 +615,21 @@ describe('connection drain on cutover: HTTP/2 and HTTP/1.1 keep-alive', () => {
       expect(s1.destroyed).toBe(false);
       release.shift()!();
       expect(await long).toEqual({ status: 200, name: 'green' });
-      expect((await shop(g.controlUrl)).versions.blue.connectionsClosing).toBe(0);
+      expect((await shop(gw.controlUrl)).versions.blue.connectionsClosing).toBe(0);
     } finally {
       s1.destroy();
     }
   }, 60_000);
 
   it('a chosen HTTP/2 session that the client itself closes (its GOAWAY) before the drain reaches it is moved when the drain does, while its green stream runs on', async () => {
-    const cert = ca.issue('shop', 'shop.test', ['shop.test']);
-    g = await startProcess(
-      shopConfig(
-        { blue: { weight: 100, endpoints: [blue.address] }, green: { weight: 0, endpoints: [green.address] } },
-        { override: { header: 'x-version' } },
-        controlTop({}, { gateway: { tls: { certificates: [{ cert: cert.cert, key: cert.key }], watch: false } } }),
-      ),
-    );
-    const s1 = http2.connect(g.url.replace('http:', 'https:'), { ca: ca.ca, servername: 'shop.test' });
+    const { gw, connect } = await tlsGateway({ override: { header: 'x-version' } });
+    const s1 = connect();
     try {
       expect(await h2get(s1, '/')).toEqual({ status: 200, name: 'blue' });
       const long = h2get(s1, '/slow', { 'x-version': 'green' });
       await waitFor(() => release.length === 1, { message: 'slow request at green' });
-      const cut = api(g.controlUrl, 'POST', '/v1/services/shop/cutover', { body: { to: 'green', wait: true, timeout: '15s', connections: { drain: '4s' } } });
-      await waitFor(async () => (await shop(g!.controlUrl)).versions.blue.connectionsClosing === 1, { message: 'session chosen' });
+      const cut = api(gw.controlUrl, 'POST', '/v1/services/shop/cutover', { body: { to: 'green', wait: true, timeout: '15s', connections: { drain: '4s' } } });
+      await waitFor(async () => (await shop(gw.controlUrl)).versions.blue.connectionsClosing === 1, { message: 'session chosen' });
       s1.goaway(); // the client's own GOAWAY (NO_ERROR): its green stream goes on
       const res = await cut;
       expect(res.status, res.text).toBe(200);
