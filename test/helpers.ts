@@ -263,6 +263,13 @@ export interface LoadResult {
   byName: Record<string, number>;
 }
 
+/** One answered request: when it was sent, when its answer was read, who answered. */
+export interface LoadSample {
+  sent: number;
+  done: number;
+  name: string | undefined;
+}
+
 /**
  * A bounded load generator: `concurrency` workers send requests back to back until
  * `count` requests were sent or `until()` says stop. Counts every outcome.
@@ -274,7 +281,7 @@ export const emptyLoadResult = (): LoadResult => ({ sent: 0, ok: 0, failed: 0, s
  * `until()` says stop. `progress`, when given, is the result filled as answers come in:
  * a test waits on it ("200 more answers") instead of sleeping while load runs.
  */
-export async function load(url: string, opts: { concurrency: number; count?: number; until?: () => boolean; headers?: Record<string, string>; method?: string; ok?: (status: number) => boolean; ratePerWorker?: number; progress?: LoadResult }): Promise<LoadResult> {
+export async function load(url: string, opts: { concurrency: number; count?: number; until?: () => boolean; headers?: Record<string, string>; method?: string; ok?: (status: number) => boolean; ratePerWorker?: number; progress?: LoadResult; trace?: LoadSample[] }): Promise<LoadResult> {
   // An answer that never comes is a failed request with its cause, well inside a
   // test's time (undici's own default waits 300 s).
   const agent = new Agent({ connections: opts.concurrency, pipelining: 1, headersTimeout: 30_000, bodyTimeout: 30_000 });
@@ -295,12 +302,15 @@ export async function load(url: string, opts: { concurrency: number; count?: num
           r.failed++;
           if (r.errors.length < 20) r.errors.push(`${res.statusCode} ${text.slice(0, 200)}`);
         }
+        let name: string | undefined;
         try {
-          const name = JSON.parse(text).name;
-          if (typeof name === 'string') r.byName[name] = (r.byName[name] ?? 0) + 1;
+          const n = JSON.parse(text).name;
+          if (typeof n === 'string') name = n;
         } catch {
           /* not JSON */
         }
+        if (name !== undefined) r.byName[name] = (r.byName[name] ?? 0) + 1;
+        opts.trace?.push({ sent: t0, done: Date.now(), name });
       } catch (err) {
         r.failed++;
         if (r.errors.length < 20) r.errors.push(String((err as Error).message ?? err));
