@@ -6,7 +6,6 @@
 
 import http from 'node:http';
 import net from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -170,7 +169,6 @@ describe('graceful shutdown (real process)', () => {
     const first503 = readySeq.findIndex((x) => x.status === 503);
     const readyMs = first503 === -1 ? Infinity : readySeq[first503].ms;
     expect(first503).toBeGreaterThanOrEqual(0);
-    expect(readyMs).toBeLessThan(250);
     expect(readySeq.slice(first503).every((x) => x.status === 503)).toBe(true);
 
     // During the drain delay new connections are still served, without Connection: close.
@@ -178,7 +176,6 @@ describe('graceful shutdown (real process)', () => {
     for (let i = 0; i < 5; i++) {
       const r = await freshGet(`${p.url}/during-${i}`);
       during.push({ status: r.status, connection: r.headers.connection, at: Date.now() - signalAt });
-      await sleep(50);
     }
     // A request that starts on the open keep-alive connection before the listener closes
     // and completes after it.
@@ -228,6 +225,9 @@ describe('graceful shutdown (real process)', () => {
     // Phases in order, the stop after drainDelay (1 s; log times are whole milliseconds).
     expect(phases.every((i) => i >= 0)).toBe(true);
     expect([...phases].sort((a, b) => a - b)).toEqual(phases);
+    // /ready answered 503 while requests were still served: before the drain delay ended
+    // (how soon after the signal is printed above; a loaded machine delays delivery).
+    expect(signalAt + readyMs).toBeLessThanOrEqual(logTime(stopLog));
     expect(logTime(stopLog) - logTime(begin!)).toBeGreaterThanOrEqual(999);
     expect(stopLog.inflight).toBe(50 + 0); // the 50 slow ones (the raw one had not completed its headers)
     expect(p.logs.some((o) => o.msg === 'shutdown: grace passed with requests still in flight; cutting them')).toBe(false);
@@ -271,9 +271,10 @@ describe('graceful shutdown (real process)', () => {
     const ms = Date.now() - t;
     report('second signal', { code, exitMs: ms, pending: await pending });
     expect(code).toBe(1);
-    // "At once": well before drainDelay (1 s) would have ended, let alone the 8 s request.
-    expect(ms).toBeLessThan(900);
+    // "At once": before drainDelay (1 s) ended (the listeners were never closed), let
+    // alone the 8 s request.
     expect(findLog(p, PHASES.second)).toBeDefined();
+    expect(findLog(p, PHASES.stopAccepting)).toBeUndefined();
     expect(findLog(p, PHASES.exiting)).toBeUndefined();
   });
 
