@@ -24,7 +24,6 @@ import type { Logger } from 'pino';
 import type { Config, ConsulConfig, EndpointAddress, VersionConfig } from '../config/types.js';
 import { backoffMs, pause, WatchingProvider, type FollowedVersion, type VersionAnswer, type WantedWatch } from './provider.js';
 
-/** At most one snapshot delivery per this many ms (bursts of registrations coalesce). */
 /** No two queries of one watch start closer than this (a guard against hot loops). */
 const MIN_QUERY_GAP_MS = 20;
 /** Timeout of a non-blocking query, and of agent writes. */
