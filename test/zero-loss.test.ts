@@ -42,9 +42,11 @@ async function tracked(name: string, delayMs = 0, status = 200): Promise<Tracked
   const up = await startUpstream(name, (req, res) => {
     req.resume();
     const probe = req.url === '/healthz';
-    if (!probe) t.times.push(Date.now());
+    if (!probe) {
+      t.times.push(Date.now());
+      t.inflight++;
+    }
     const slow = req.url?.startsWith('/slow') ?? false;
-    if (!probe) t.inflight++;
     if (slow) t.slowInflight++;
     const ms = slow ? 1500 : delayMs;
     const answer = (): void => {
