@@ -9,27 +9,54 @@
 //     ns/op, and each part alone;
 //  3. RSS of a real gateway process holding BENCH_SCALE_CONNECTIONS (10000) idle
 //     keep-alive client connections, opened from here in batches (each sends one
-//     request first, so the connection is a real HTTP one), loopback only.
+//     request first, so the connection is a real HTTP one), loopback only: VmRSS of
+//     the gateway's process (/proc/PID/status) before and after, the growth in MiB and
+//     KiB per connection. 0 skips it.
 // Merges a "scale" section into bench/results/latest.json.
 //
-// Needs --expose-gc (it re-runs itself with it when missing).
+// Needs --expose-gc, and an open-files limit above the connection count: this process
+// holds one end of each connection and the gateway (its child) the other. It re-runs
+// itself with --expose-gc when that is missing, through `sh -c 'ulimit -n …'` when the
+// soft limit is too low and the hard limit allows more (raising the hard limit needs
+// root: `ulimit -n 65536` in the shell that runs the bench).
 
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { ROOT, fmt, gatewayConfig, median, readResults, rssMiB, sleep, startGateway, startUpstream, stopAll, writeResults } from './lib.mjs';
-
-if (typeof globalThis.gc !== 'function') {
-  const r = spawnSync(process.execPath, ['--expose-gc', fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
-  process.exit(r.status ?? 1);
-}
 
 const env = process.env;
 const SERVICES = Number(env.BENCH_SCALE_SERVICES ?? 1000) || 1000;
 const ENDPOINTS = Math.max(2, Number(env.BENCH_SCALE_ENDPOINTS ?? 10) || 10);
 const CONNECTIONS = Number(env.BENCH_SCALE_CONNECTIONS ?? 10_000);
 const ITERATIONS = Number(env.BENCH_SCALE_ITERATIONS ?? 2_000_000) || 2_000_000;
+// The idle connections plus what else the processes hold (the upstream pool, the
+// table's sockets, node's own descriptors).
+const FILES_NEEDED = CONNECTIONS + 1024;
+
+/** This process's open-files limits, from /proc (undefined where /proc is missing). */
+function nofile() {
+  try {
+    const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    const n = (x) => (x === 'unlimited' ? Infinity : Number(x));
+    return m ? { soft: n(m[1]), hard: n(m[2]) } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+if (typeof globalThis.gc !== 'function') {
+  const args = ['--expose-gc', fileURLToPath(import.meta.url), ...process.argv.slice(2)];
+  const lim = nofile();
+  const raise = lim && lim.soft < FILES_NEEDED && lim.hard >= FILES_NEEDED;
+  // `exec "$0" "$@"`: the arguments go through as they are, never re-parsed by the shell.
+  const r = raise
+    ? spawnSync('sh', ['-c', `ulimit -n ${FILES_NEEDED} && exec "$0" "$@"`, process.execPath, ...args], { stdio: 'inherit' })
+    : spawnSync(process.execPath, args, { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
+}
 
 const dist = (p) => import(join(ROOT, 'dist', p));
 const { loadConfigText } = await dist('config/load.js');
@@ -131,6 +158,10 @@ function routingPart(dp) {
 }
 
 async function idlePart() {
+  const lim = nofile();
+  if (lim && lim.soft < FILES_NEEDED) {
+    console.log(`idle connections: the open-files limit (${lim.soft}, hard ${lim.hard}) is below the ${FILES_NEEDED} that ${CONNECTIONS} connections need: some will fail to open (run \`ulimit -n 65536\` as root first, or lower BENCH_SCALE_CONNECTIONS)`);
+  }
   const up = await startUpstream('scale');
   const gw = await startGateway(({ port, adminPort, controlPort }) => {
     const c = gatewayConfig({ port, adminPort, controlPort, level: 'warn', services: { bench: { routes: [{ path: '/' }], versions: { v1: { weight: 1, endpoints: [up.address] } } } } });
@@ -146,7 +177,10 @@ async function idlePart() {
     new Promise((resolve) => {
       const s = net.connect({ host: '127.0.0.1', port: gw.port });
       let buf = '';
+      let settled = false;
       const done = (ok) => {
+        if (settled) return;
+        settled = true;
         if (ok) opened++;
         else {
           failed++;
@@ -156,6 +190,9 @@ async function idlePart() {
       };
       s.setTimeout(20_000, () => done(false));
       s.once('error', () => done(false));
+      // A gateway out of file descriptors accepts and closes at once (libuv's EMFILE
+      // handling): a clean close with no error, which must count as a failure too.
+      s.once('close', () => done(false));
       s.on('data', (d) => {
         buf += d.toString('latin1');
         const end = buf.indexOf('\r\n\r\n');
@@ -180,7 +217,10 @@ async function idlePart() {
   await gw.stop('SIGTERM', 10_000);
   await up.stop();
   const out = { connections: CONNECTIONS, opened, failed, stillOpen, rssBeforeMiB, rssAfterMiB };
-  console.log(`idle connections: ${opened} opened (${failed} failed, ${stillOpen} still open at the reading); gateway RSS ${fmt(rssBeforeMiB, 1)} → ${fmt(rssAfterMiB, 1)} MiB`);
+  const growth = rssAfterMiB - rssBeforeMiB;
+  console.log(
+    `idle connections: ${opened} opened (${failed} failed, ${stillOpen} still open at the reading); gateway RSS ${fmt(rssBeforeMiB, 1)} → ${fmt(rssAfterMiB, 1)} MiB: ${growth >= 0 ? '+' : ''}${fmt(growth, 1)} MiB, ${fmt((growth * 1024) / Math.max(1, opened), 1)} KiB per connection`,
+  );
   return out;
 }
 
