@@ -2,13 +2,15 @@
 // port, started here and stopped by pid (lib.mjs's children registry):
 //  - nginx as the fast upstream (small and 64 KB bodies) when /usr/sbin/nginx exists,
 //    else bench/upstream.mjs;
-//  - nginx (1 worker) and HAProxy (1 thread) as reverse proxies;
+//  - nginx (1 worker), HAProxy (1 thread) and Caddy (GOMAXPROCS=1) as reverse proxies;
 //  - @fastify/http-proxy (bench/fastify-proxy.mjs) and the http-proxy forwarder.
 //
 // nginx runs with `master_process off` so that the one pid we follow (CPU from /proc,
 // SIGTERM/SIGKILL on exit) is the process that serves: a killed master would leave
-// its worker behind. Every config file, pid file, log and temp path lives in a
-// temporary directory of its own.
+// its worker behind. Caddy runs with its admin endpoint off and HOME and the XDG
+// directories pointed at its temporary directory, so it writes nothing outside it.
+// Every config file, pid file, log and temp path lives in a temporary directory of its
+// own.
 
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -24,6 +26,7 @@ const which = (name, fallbacks) => {
 };
 export const NGINX = which('nginx', ['/usr/sbin/nginx']);
 export const HAPROXY = which('haproxy', ['/usr/sbin/haproxy']);
+export const CADDY = which('caddy', ['/usr/bin/caddy']);
 
 export function nginxVersion() {
   if (!NGINX) return undefined;
@@ -32,6 +35,11 @@ export function nginxVersion() {
 export function haproxyVersion() {
   if (!HAPROXY) return undefined;
   return /HAProxy version (\S+)/.exec(spawnSync(HAPROXY, ['-v'], { encoding: 'utf8' }).stdout ?? '')?.[1];
+}
+
+export function caddyVersion() {
+  if (!CADDY) return undefined;
+  return /^v?(\S+)/.exec(spawnSync(CADDY, ['version'], { encoding: 'utf8' }).stdout?.trim() ?? '')?.[1];
 }
 
 /** The response bodies every upstream serves: /small (~100 B JSON) and /64k. */
@@ -182,5 +190,51 @@ export async function startFastifyProxy(targetUrl, { connections = 256 } = {}) {
   const l = await c.waitLine((o) => o.ready === true);
   c.port = l.port;
   c.url = `http://127.0.0.1:${l.port}`;
+  return c;
+}
+
+/**
+ * Caddy 2 (one Go scheduler thread: GOMAXPROCS=1, the counterpart of HAProxy's one
+ * thread and NGINX's one worker) as a reverse proxy in front of upstreamAddr, from a
+ * Caddyfile: plain HTTP on 127.0.0.1 only, no access log (Caddy logs requests only
+ * with a `log` directive in the site), runtime log at WARN, admin endpoint off (the
+ * process is stopped by signal, so nothing needs it), up to 256 idle upstream
+ * connections kept (Caddy's default is 32 per host; nginx keeps 256, HAProxy 256).
+ */
+export async function startCaddy(upstreamAddr) {
+  const dir = tempDir('switchyard-bench-caddy-');
+  const port = await freePort();
+  const file = join(dir, 'Caddyfile');
+  writeFileSync(
+    file,
+    `{
+	admin off
+	auto_https off
+	storage file_system ${dir}/data
+	grace_period 1s
+	log default {
+		output stderr
+		level WARN
+	}
+}
+
+http://:${port} {
+	bind 127.0.0.1
+	reverse_proxy ${upstreamAddr} {
+		transport http {
+			keepalive 65s
+			keepalive_idle_conns 256
+			keepalive_idle_conns_per_host 256
+		}
+	}
+}
+`,
+  );
+  const env = { ...process.env, GOMAXPROCS: '1', HOME: dir, XDG_DATA_HOME: join(dir, 'data'), XDG_CONFIG_HOME: join(dir, 'config') };
+  const c = startChild(CADDY, ['run', '--config', file, '--adapter', 'caddyfile'], { label: 'caddy', env, cwd: dir });
+  c.port = port;
+  c.url = `http://127.0.0.1:${port}`;
+  c.dir = dir;
+  await waitHttp(`${c.url}/small`, { child: c });
   return c;
 }

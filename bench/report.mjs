@@ -11,6 +11,7 @@ export const PEER_LABELS = {
   'switchyard-2w': 'Switchyard, 2 workers',
   haproxy: 'HAProxy (1 thread)',
   nginx: 'NGINX (1 worker)',
+  caddy: 'Caddy (GOMAXPROCS=1)',
   fastify: '@fastify/http-proxy',
   'http-proxy': 'http-proxy forwarder',
 };
@@ -24,9 +25,54 @@ export const GOALS = [
   { peer: 'fastify', goal: 1.5, what: 'Switchyard ≥ 1.5× @fastify/http-proxy, req/s' },
 ];
 
+/**
+ * The figures issue #17 tracks, gathered from whichever parts the results hold:
+ * Switchyard ÷ HAProxy, ÷ the http-proxy forwarder and ÷ Caddy on small bodies and ÷
+ * HAProxy on 64 KB bodies (32 connections, or the first count run when 32 was not),
+ * Switchyard's CPU µs per request on both, the p99 it adds at 50% of its measured max
+ * (wrk paced), and its RSS growth with idle keep-alive clients (scale.mjs). Reported,
+ * never judged: the issue names no thresholds for them.
+ * @returns {{what: string, value: number, text: string}[]}
+ */
+export function issue17Figures(r) {
+  const out = [];
+  const t = r.throughput;
+  if (t?.medians) {
+    const combo = (size) => (t.medians[`${size}/32`] ? `${size}/32` : Object.keys(t.medians).find((c) => c.startsWith(`${size}/`)));
+    const small = combo('small');
+    const big = combo('64k');
+    const ratio = (c, peer) => {
+      const m = t.medians[c];
+      if (!m?.switchyard || !m[peer]) return;
+      out.push({ what: `${c}: Switchyard ÷ ${label(peer)}, req/s`, value: t.ratios[c][peer], text: `${fmt(t.ratios[c][peer], 2)} (${fmt(m.switchyard.rps)} ÷ ${fmt(m[peer].rps)})` });
+    };
+    ratio(small, 'haproxy');
+    ratio(small, 'http-proxy');
+    ratio(small, 'caddy');
+    ratio(big, 'haproxy');
+    for (const c of [small, big]) {
+      const v = t.medians[c]?.switchyard?.proxyCpuUsPerReq;
+      if (v !== undefined && v !== null) out.push({ what: `${c}: Switchyard CPU per request`, value: v, text: `${fmt(v, 1)} µs` });
+    }
+  }
+  const l = r.latency;
+  const added = l?.wrk?.addedOverDirect?.switchyard;
+  if (added) {
+    const of = l.maxRps === undefined ? '' : ` of ${fmt(l.maxRps)}`;
+    out.push({ what: `added p99 at 50% of Switchyard's measured max (${fmt(l.rate)}${of} req/s on ${l.basis}, wrk paced)`, value: added.p99Ms, text: `${fmt(added.p99Ms, 3)} ms` });
+  }
+  const idle = r.scale?.idle;
+  if (idle) {
+    const growth = idle.rssAfterMiB - idle.rssBeforeMiB;
+    const failed = idle.failed ? `, ${idle.failed} of ${idle.connections} failed to open` : '';
+    out.push({ what: `${idle.opened} idle keep-alive clients: Switchyard RSS growth`, value: growth, text: `${growth >= 0 ? '+' : ''}${fmt(growth, 1)} MiB, ${fmt((growth * 1024) / Math.max(1, idle.opened), 1)} KiB per connection (${fmt(idle.rssBeforeMiB, 1)} → ${fmt(idle.rssAfterMiB, 1)} MiB${failed})` });
+  }
+  return out;
+}
+
 export function machineLine(r) {
   const m = r.machine ?? {};
-  const tools = [m.nginx && `nginx ${m.nginx}`, m.haproxy && `HAProxy ${m.haproxy}`, m.wrk].filter(Boolean).join(', ');
+  const tools = [m.nginx && `nginx ${m.nginx}`, m.haproxy && `HAProxy ${m.haproxy}`, m.caddy && `Caddy ${m.caddy}`, m.wrk].filter(Boolean).join(', ');
   return `Run ${r.date ?? '?'} on ${m.cpus ?? '?'} CPU(s) (${m.cpuModel ?? '?'}), ${m.memGiB ? `${m.memGiB} GiB, ` : ''}${m.platform ?? ''}, Node ${m.node ?? '?'}${tools ? `, ${tools}` : ''}; load average ${m.loadavg?.join(' ') ?? '?'} at start${m.loadavgEnd ? `, ${m.loadavgEnd.join(' ')} at the end` : ''}.`;
 }
 
@@ -34,6 +80,12 @@ export function toMarkdown(r) {
   const out = ['# Switchyard benchmark results', ''];
   out.push(machineLine(r));
   out.push('All traffic on 127.0.0.1; every process (upstream, proxies, wrk, the bench itself) shares the same cores, which other work on the machine also uses: figures are noisy; the CPU µs per request of each proxy process is less sensitive to that than req/s.', '');
+  const figures = issue17Figures(r);
+  if (figures.length) {
+    out.push('## Issue #17 figures', '', 'Gathered from the sections below (medians; reported, not judged).', '', '| figure | value |', '|---|---:|');
+    for (const f of figures) out.push(`| ${f.what} | ${f.text} |`);
+    out.push('');
+  }
   const t = r.throughput;
   if (t?.medians) {
     const s = t.settings;
@@ -132,7 +184,7 @@ export function toMarkdown(r) {
     }
     if (sc.idle) {
       const x = sc.idle;
-      out.push(`A gateway process holding ${x.connections} idle keep-alive client connections (each made one request first): RSS ${fmt(x.rssBeforeMiB, 1)} MiB → ${fmt(x.rssAfterMiB, 1)} MiB (+${fmt(x.rssAfterMiB - x.rssBeforeMiB, 1)} MiB, ${fmt(((x.rssAfterMiB - x.rssBeforeMiB) * 1024) / Math.max(1, x.connections), 1)} KiB per connection); ${x.opened} opened${x.failed ? `, ${x.failed} failed` : ''}.`, '');
+      out.push(`A gateway process holding ${x.connections} idle keep-alive client connections (each made one request first): RSS ${fmt(x.rssBeforeMiB, 1)} MiB → ${fmt(x.rssAfterMiB, 1)} MiB (+${fmt(x.rssAfterMiB - x.rssBeforeMiB, 1)} MiB, ${fmt(((x.rssAfterMiB - x.rssBeforeMiB) * 1024) / Math.max(1, x.opened), 1)} KiB per connection); ${x.opened} opened${x.failed ? `, ${x.failed} failed` : ''}.`, '');
     }
   }
   return `${out.join('\n')}\n`;
@@ -144,6 +196,7 @@ const COLORS = {
   'switchyard-2w': '#64b5f6',
   haproxy: '#2e7d32',
   nginx: '#66bb6a',
+  caddy: '#00897b',
   fastify: '#ef6c00',
   'http-proxy': '#c62828',
 };

@@ -3,21 +3,25 @@
 //  1. throughput: wrk (keep-alive, --latency) against each peer in front of the same
 //     fast upstream (nginx when installed, else bench/upstream.mjs): the upstream
 //     directly, Switchyard (one process, and gateway.workers: 2), the http-proxy forwarder,
-//     @fastify/http-proxy, NGINX (1 worker) and HAProxy (1 thread) as proxies; small
-//     (~100 B) and 64 KB bodies at 32 and 256 connections; rounds interleaved with the
-//     peer order rotated each round; medians, ratios Switchyard ÷ peer, CPU µs/request
-//     of each proxy process (/proc);
+//     @fastify/http-proxy, NGINX (1 worker), HAProxy (1 thread) and Caddy
+//     (GOMAXPROCS=1) as proxies; small (~100 B) and 64 KB bodies at 32 and 256
+//     connections; rounds interleaved with the peer order rotated each round; medians,
+//     ratios Switchyard ÷ peer, CPU µs/request of each proxy process (/proc);
 //  2. latency at a fixed rate of 50% of Switchyard's median max (small/32): wrk paced
 //     by a Lua delay() (µs histogram; the goal is judged on it), then an in-script
 //     open-loop generator; p50/p99/p99.9 per peer and added over direct;
 //  3. the zero-loss scenarios (bench/scenarios.mjs) unless BENCH_SKIP_SCENARIOS=1;
 //  4. fleet propagation (bench/fleet.mjs) unless BENCH_SKIP_FLEET=1;
-//  5. scale (bench/scale.mjs) unless BENCH_SKIP_SCALE=1.
+//  5. scale (bench/scale.mjs, which also measures the gateway's RSS growth with
+//     10,000 idle keep-alive clients) unless BENCH_SKIP_SCALE=1;
+//  6. the figures issue #17 tracks, gathered from the parts above (report.mjs's
+//     issue17Figures): printed last, and at the top of latest.md.
 // Writes bench/results/latest.json, latest.md and latest.svg (or under BENCH_OUT).
 //
 // Environment: BENCH_DURATION (3s), BENCH_ROUNDS (3), BENCH_SIZES (small,64k),
 // BENCH_CONNECTIONS (32,256), BENCH_PEERS (all: direct,switchyard,switchyard-2w,
-// haproxy,nginx,fastify,http-proxy; peers whose binary is missing are left out),
+// haproxy,nginx,caddy,fastify,http-proxy; peers whose binary is missing are left out
+// and named on the first line, "skipped: caddy (not installed)"),
 // BENCH_WARMUP (1s, 0 to skip), BENCH_THREADS (wrk threads, 1), BENCH_RATE_DURATION
 // (5s, 0 to skip the fixed-rate part), BENCH_SKIP_SCENARIOS, BENCH_SKIP_FLEET,
 // BENCH_SKIP_SCALE, BENCH_OUT (results directory); scenarios.mjs, fleet.mjs and
@@ -51,12 +55,25 @@ import {
   treeCpuMs,
   writeResults,
 } from './lib.mjs';
-import { GOALS, PEER_LABELS } from './report.mjs';
-import { HAPROXY, NGINX, SIZES, haproxyVersion, nginxVersion, startFastifyProxy, startHaproxy, startNginxProxy, startNginxUpstream } from './peers.mjs';
+import { GOALS, PEER_LABELS, issue17Figures } from './report.mjs';
+import {
+  CADDY,
+  HAPROXY,
+  NGINX,
+  SIZES,
+  caddyVersion,
+  haproxyVersion,
+  nginxVersion,
+  startCaddy,
+  startFastifyProxy,
+  startHaproxy,
+  startNginxProxy,
+  startNginxUpstream,
+} from './peers.mjs';
 
 const env = process.env;
 const list = (v, dflt) => (v ?? dflt).split(',').map((x) => x.trim()).filter(Boolean);
-const ALL_PEERS = ['direct', 'switchyard', 'switchyard-2w', 'haproxy', 'nginx', 'fastify', 'http-proxy'];
+const ALL_PEERS = ['direct', 'switchyard', 'switchyard-2w', 'haproxy', 'nginx', 'caddy', 'fastify', 'http-proxy'];
 const settings = {
   rounds: Math.max(1, Number(env.BENCH_ROUNDS ?? 3) || 3),
   duration: env.BENCH_DURATION ?? '3s',
@@ -75,7 +92,8 @@ if (!settings.peers.includes('direct')) settings.peers.unshift('direct');
 if (!settings.peers.includes('switchyard')) settings.peers.splice(1, 0, 'switchyard');
 if (!NGINX && settings.peers.includes('nginx')) settings.skipped.push('nginx (not installed)');
 if (!HAPROXY && settings.peers.includes('haproxy')) settings.skipped.push('haproxy (not installed)');
-settings.peers = settings.peers.filter((p) => (p !== 'nginx' || NGINX) && (p !== 'haproxy' || HAPROXY));
+if (!CADDY && settings.peers.includes('caddy')) settings.skipped.push('caddy (not installed)');
+settings.peers = settings.peers.filter((p) => (p !== 'nginx' || NGINX) && (p !== 'haproxy' || HAPROXY) && (p !== 'caddy' || CADDY));
 
 const ms = (d) => {
   const m = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(String(d).trim());
@@ -114,6 +132,7 @@ async function startPeers() {
     else if (p === 'switchyard-2w') c = await gw(2);
     else if (p === 'haproxy') c = await startHaproxy(upstream.address);
     else if (p === 'nginx') c = await startNginxProxy(upstream.address);
+    else if (p === 'caddy') c = await startCaddy(upstream.address);
     else if (p === 'fastify') c = await startFastifyProxy(upstream.url);
     else if (p === 'http-proxy') c = await startForwarder(upstream.url, { maxSockets: 256 });
     // CPU of the process and its children (gateway.workers: the primary and its workers).
@@ -217,7 +236,9 @@ async function throughput({ upstream, peers }) {
 async function latency({ peers }, t) {
   const durationMs = ms(settings.rateDuration);
   const basis = t.headline;
-  const rate = Math.max(100, Math.round(t.medians[basis].switchyard.rps / 2));
+  // Half of Switchyard's median max in this same run (the issue's "50% load").
+  const maxRps = t.medians[basis].switchyard.rps;
+  const rate = Math.max(100, Math.round(maxRps / 2));
   const path = SIZES[basis.split('/')[0]].path;
   const connections = 64;
   // wrk (µs histogram) paced to about `rate`: each connection waits a random 0–10 ms
@@ -253,11 +274,14 @@ async function latency({ peers }, t) {
   const goal = { what: 'p99 added by Switchyard ≤ 1 ms at 50% load', value: sw.p99Ms, met: sw.p99Ms <= 1, ...(sw2 === undefined ? {} : { value2w: sw2.p99Ms, met2w: sw2.p99Ms <= 1 }) };
   const ol = addedOverDirect.switchyard;
   console.log(`  open loop, added over direct by Switchyard: p50 ${fmt(ol.p50Ms, 3)} ms, p99 ${fmt(ol.p99Ms, 3)} ms, p99.9 ${fmt(ol.p999Ms, 3)} ms`);
-  console.log(`  wrk paced, added over direct by Switchyard: p50 ${fmt(sw.p50Ms, 3)} ms, p99 ${fmt(sw.p99Ms, 3)} ms, p99.9 ${fmt(sw.p999Ms, 3)} ms — goal p99 ≤ 1 ms ${goal.met ? 'met' : 'NOT met'}`);
+  console.log(`  wrk paced, added over direct by Switchyard: p50 ${fmt(sw.p50Ms, 3)} ms, p99 ${fmt(sw.p99Ms, 3)} ms, p99.9 ${fmt(sw.p999Ms, 3)} ms`);
+  console.log(
+    `  added p99 at 50% of Switchyard's measured max (${fmt(rate)} of ${fmt(maxRps)} req/s on ${basis}; wrk paced, Switchyard achieved ${fmt(paced.switchyard.achievedRps)}): ${fmt(sw.p99Ms, 3)} ms — goal ≤ 1 ms ${goal.met ? 'met' : 'NOT met'}`,
+  );
   if (sw2 !== undefined) console.log(`  wrk paced, added over direct by Switchyard with 2 workers: p50 ${fmt(sw2.p50Ms, 3)} ms, p99 ${fmt(sw2.p99Ms, 3)} ms, p99.9 ${fmt(sw2.p999Ms, 3)} ms — ${goal.met2w ? 'met' : 'NOT met'}`);
   const peersOut = {};
   for (const [p, r] of Object.entries(out)) peersOut[p] = { achievedRps: r.achievedRps, requests: r.requests, failed: r.failed, p50Ms: r.p50Ms, p99Ms: r.p99Ms, p999Ms: r.p999Ms, maxMs: r.maxMs, generatorLagMs: r.lagMs };
-  return { rate, basis, path, durationS: durationMs / 1000, connections, peers: peersOut, addedOverDirect, wrk: { connections: wrkConnections, meanDelayMs, peers: paced, addedOverDirect: pacedAdded }, goal };
+  return { rate, maxRps, basis, path, durationS: durationMs / 1000, connections, peers: peersOut, addedOverDirect, wrk: { connections: wrkConnections, meanDelayMs, peers: paced, addedOverDirect: pacedAdded }, goal };
 }
 
 /** Runs another bench script as a child (it merges its section into latest.json). */
@@ -271,7 +295,7 @@ function runScript(file) {
 async function main() {
   if (!haveWrk()) throw new Error('wrk is not installed (Debian: apt-get install wrk; `npm test` installs it through scripts/ensure-test-deps.sh)');
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`);
-  const results = { date: new Date().toISOString(), machine: { ...machineInfo(), nginx: nginxVersion(), haproxy: haproxyVersion() } };
+  const results = { date: new Date().toISOString(), machine: { ...machineInfo(), nginx: nginxVersion(), haproxy: haproxyVersion(), caddy: caddyVersion() } };
   const combos = settings.sizes.length * settings.connections.length;
   console.log(
     `switchyard bench: peers ${settings.peers.join(', ')}${settings.skipped.length ? ` (skipped: ${settings.skipped.join(', ')})` : ''}; sizes ${settings.sizes.join(', ')} × connections ${settings.connections.join(', ')}; ${settings.rounds} round(s) × ${settings.duration} (${combos * settings.peers.length * settings.rounds} wrk runs); ${results.machine.cpus} CPU(s), load average ${results.machine.loadavg.join(' ')}`,
@@ -313,6 +337,11 @@ async function main() {
   const final = { ...merged, ...results, fleet: merged.fleet, scale: merged.scale };
   final.machine.loadavgEnd = loadavg();
   const dir = writeResults(final);
+  const figures = issue17Figures(final);
+  if (figures.length) {
+    console.log('\nissue #17 figures:');
+    for (const f of figures) console.log(`  ${f.what}: ${f.text}`);
+  }
   console.log(`\nload average at the end ${final.machine.loadavgEnd.join(' ')}`);
   console.log(`results: ${dir}/latest.json, ${dir}/latest.md, ${dir}/latest.svg`);
   if (failed) throw new Error('a part of the benchmark failed (see above)');
