@@ -22,7 +22,6 @@ interface Binding {
     kOnMessageComplete: number;
     kLenientNone: number;
   };
-  methods: string[];
 }
 interface NativeParser {
   [callback: number]: unknown;
@@ -31,7 +30,19 @@ interface NativeParser {
   close(): void;
 }
 
-const { HTTPParser, methods } = require('_http_common') as Binding;
+const { HTTPParser } = require('_http_common') as Binding;
+
+// kOnHeadersComplete reports the method as llhttp's llhttp_method number. node:http maps
+// it with the binding's allMethods, which _http_common does not export (its `methods` is
+// the sorted http.METHODS), so the table is spelled out here; the numbers are llhttp's
+// public enum and do not change between releases.
+const LLHTTP_METHODS = [
+  'DELETE', 'GET', 'HEAD', 'POST', 'PUT', 'CONNECT', 'OPTIONS', 'TRACE', 'COPY', 'LOCK', 'MKCOL',
+  'MOVE', 'PROPFIND', 'PROPPATCH', 'SEARCH', 'UNLOCK', 'BIND', 'REBIND', 'UNBIND', 'ACL', 'REPORT',
+  'MKACTIVITY', 'CHECKOUT', 'MERGE', 'M-SEARCH', 'NOTIFY', 'SUBSCRIBE', 'UNSUBSCRIBE', 'PATCH',
+  'PURGE', 'MKCALENDAR', 'LINK', 'UNLINK', 'SOURCE', 'PRI', 'DESCRIBE', 'ANNOUNCE', 'SETUP', 'PLAY',
+  'PAUSE', 'TEARDOWN', 'GET_PARAMETER', 'SET_PARAMETER', 'REDIRECT', 'RECORD', 'FLUSH', 'QUERY',
+];
 
 export interface OracleMessage {
   method: string;
@@ -93,7 +104,7 @@ export function llhttpParse(chunks: Buffer[], maxHeaderSize = 0): OracleResult {
     begun = true;
     const rawHeaders = headers ? pendingHeaders.concat(headers) : pendingHeaders;
     current = {
-      method: methods[method],
+      method: LLHTTP_METHODS[method] ?? `#${method}`,
       url: url ? pendingUrl + url : pendingUrl,
       versionMajor,
       versionMinor,
@@ -117,6 +128,8 @@ export function llhttpParse(chunks: Buffer[], maxHeaderSize = 0): OracleResult {
     current.body = Buffer.concat(bodyParts);
     current.trailers = pendingHeaders;
     pendingHeaders = [];
+    // Node's trailer flush repeats the URL; node:http drops it here too.
+    pendingUrl = '';
     bodyParts = [];
     messages.push(current);
     if (current.upgrade) upgraded = true;
@@ -140,6 +153,13 @@ export function llhttpParse(chunks: Buffer[], maxHeaderSize = 0): OracleResult {
         break;
       }
       if (upgraded) rest = Buffer.from(chunk.subarray(ret));
+      else if (ret < chunk.length) {
+        // Node's binding reports no error once llhttp has set its upgrade flag (it
+        // returns the bytes parsed instead), so a refusal inside an upgrade request's
+        // body shows only as a short count.
+        error = 'HPE_SHORT_READ_IN_UPGRADE';
+        break;
+      }
     }
   } finally {
     parser.close();

@@ -555,7 +555,8 @@ export class RequestReader {
         if (equalsLower(buf, start, colon, CONNECTION)) this.connection(buf, vs, ve);
         break;
       case 7:
-        if (equalsLower(buf, start, colon, UPGRADE)) this.sawUpgrade = true;
+        // llhttp marks an upgrade only for a non-empty Upgrade value; so does this reader.
+        if (vs < ve && equalsLower(buf, start, colon, UPGRADE)) this.sawUpgrade = true;
         break;
       case 6:
         if (equalsLower(buf, start, colon, EXPECT) && equalsLower(buf, vs, ve, CONTINUE)) this.expect = true;
