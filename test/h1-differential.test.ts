@@ -42,6 +42,8 @@ interface Outcome {
   ends: number[];
   error: string | undefined;
   pending: boolean;
+  /** llhttp only: the pending message is an upgrade request, where the binding hides refusals. */
+  pendingUpgrade?: boolean;
   rest: string | undefined;
 }
 
@@ -49,7 +51,7 @@ function nodeHeaders(raw: string[]): Record<string, string | string[]> {
   // _addHeaderLines is how node:http fills a request's headers from the parser's pairs.
   const m = new IncomingMessage(new Socket()) as IncomingMessage & { _addHeaderLines(h: string[], n: number): void };
   m._addHeaderLines(raw, raw.length);
-  return { ...m.headers };
+  return { ...m.headers } as Record<string, string | string[]>;
 }
 
 function fromOracle(chunks: Buffer[]): Outcome {
@@ -65,7 +67,7 @@ function fromOracle(chunks: Buffer[]): Outcome {
     keepAlive: m.keepAlive,
     trailers: m.trailers,
   });
-  return { messages: r.messages.map(msg), ends: [], error: r.error, pending: r.pending, rest: r.rest?.toString('latin1') };
+  return { messages: r.messages.map(msg), ends: [], error: r.error, pending: r.pending, pendingUpgrade: r.pendingUpgrade, rest: r.rest?.toString('latin1') };
 }
 
 function fromReader(chunks: Buffer[]): Outcome {
@@ -124,6 +126,8 @@ function fromReader(chunks: Buffer[]): Outcome {
 interface Raw {
   requestLine: string;
   fields: Array<[string, string]>;
+  /** The field lines as sent. */
+  lines: string[];
   afterHead: string | undefined;
 }
 
@@ -133,6 +137,7 @@ function splitRaw(bytes: string): Raw {
   const lineEnd = s.indexOf('\r\n');
   const requestLine = lineEnd < 0 ? s : s.slice(0, lineEnd);
   const fields: Array<[string, string]> = [];
+  const lines: string[] = [];
   let at = lineEnd < 0 ? s.length : lineEnd + 2;
   let afterHead: string | undefined;
   while (at < s.length) {
@@ -142,16 +147,19 @@ function splitRaw(bytes: string): Raw {
       afterHead = s.slice(e + 2);
       break;
     }
+    lines.push(line);
     const colon = line.indexOf(':');
     if (colon > 0) fields.push([line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim()]);
     if (e < 0) break;
     at = e + 2;
   }
-  return { requestLine, fields, afterHead };
+  return { requestLine, fields, lines, afterHead };
 }
 
 const values = (r: Raw, name: string) => r.fields.filter(([n]) => n === name).map(([, v]) => v);
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const T = "[!#$%&'*+\\-.^_`|~0-9A-Za-z]+";
+const CHUNK_EXT = new RegExp(`^(;${T}(=(${T}|"([\\t !#-\\[\\]-~\\x80-\\xff]|\\\\[\\t -~\\x80-\\xff])*"))?)*$`);
 const AUTHORITY = /^[A-Za-z0-9\-._~!$&'()*+,;=:@[\]%]+$/;
 
 const STRICTER: Record<string, (r: Raw) => boolean> = {
@@ -187,6 +195,14 @@ const STRICTER: Record<string, (r: Raw) => boolean> = {
   connectWithBody: (r) =>
     r.requestLine.startsWith('CONNECT ') &&
     (values(r, 'transfer-encoding').length > 0 || values(r, 'content-length').some((v) => v !== '' && !/^0+$/.test(v))),
+  /** A chunk extension outside RFC 9112 §7.1.1 (llhttp takes e.g. an empty value, "a="). */
+  chunkExtensionNotRfc: (r) =>
+    r.afterHead !== undefined &&
+    r.afterHead
+      .split('\r\n')
+      .some((line) => /^[0-9a-fA-F]+;/.test(line) && !CHUNK_EXT.test(line.replace(/^[0-9a-fA-F]+/, ''))),
+  /** HTAB after a Content-Length value (refused by llhttp 9.3, taken by 9.4). */
+  tabAfterContentLength: (r) => r.lines.some((l) => /^content-length:.*\t$/i.test(l)),
   /** Content-Length or Transfer-Encoding among the trailers. */
   framingTrailer: (r) => r.afterHead !== undefined && /\r\n0[^\r]*\r\n(?:[^\r]*\r\n)*(content-length|transfer-encoding):/i.test('\r\n' + r.afterHead),
 };
@@ -374,6 +390,13 @@ const bytewise = (bytes: Buffer) => Array.from({ length: bytes.length }, (_, i) 
 // ---------------------------------------------------------------------------------------
 // The property.
 
+// llhttp before 9.4 (Node 20) does not recognise a Connection option followed by HTAB
+// ("close\t" keeps the connection); 9.4 (Node 24) and this reader trim OWS as RFC 9110
+// says. Streams with a tab in a Connection line are left out where the oracle is older.
+const [LLHTTP_MAJOR, LLHTTP_MINOR] = (process.versions.llhttp ?? '0.0').split('.').map(Number);
+const OLD_LLHTTP = LLHTTP_MAJOR < 9 || (LLHTTP_MAJOR === 9 && LLHTTP_MINOR < 4);
+const tabInConnection = (text: string) => /(^|\n)connection:[^\n]*\t/im.test(text);
+
 const tally = { accepted: 0, refusedByBoth: 0, stricter: new Map<string, number>() };
 
 function check(text: string, cuts: number[]): void {
@@ -396,6 +419,12 @@ function check(text: string, cuts: number[]): void {
       tally.refusedByBoth++;
       return;
     }
+    if (oracle.pending && oracle.pendingUpgrade && oracle.messages.length === k) {
+      // Inside an upgrade request's body Node's binding reports no llhttp error, so the
+      // oracle cannot tell a refusal from waiting for bytes: nothing to compare.
+      tally.stricter.set('oracleBlindInUpgradeBody', (tally.stricter.get('oracleBlindInUpgradeBody') ?? 0) + 1);
+      return;
+    }
     // llhttp accepted (or is still reading) the message the reader refused: that must be
     // one of the documented stricter cases.
     const from = k === 0 ? 0 : ours.ends[k - 1];
@@ -414,7 +443,10 @@ function check(text: string, cuts: number[]): void {
 describe('HTTP/1 request reader agrees with llhttp (strict)', () => {
   it('on generated and mutated request streams, however they are split', () => {
     fc.assert(
-      fc.property(stream, ({ bytes, cuts }) => check(bytes, cuts)),
+      fc.property(stream, ({ bytes, cuts }) => {
+        fc.pre(!(OLD_LLHTTP && tabInConnection(bytes)));
+        check(bytes, cuts);
+      }),
       { seed: SEED, numRuns: RUNS },
     );
     // The run must have exercised both sides, or the generators have drifted.
@@ -454,6 +486,8 @@ describe('stricter-case predicates', () => {
     transferEncodingNotClean: 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n',
     transferEncodingInHttp10: 'POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n',
     connectWithBody: 'CONNECT a:1 HTTP/1.1\r\nContent-Length: 2\r\n\r\nab',
+    chunkExtensionNotRfc: 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;a=\r\nabc\r\n0\r\n\r\n',
+    tabAfterContentLength: 'POST / HTTP/1.1\r\nContent-Length: 1\t\r\n\r\nx',
     framingTrailer: 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 1\r\n\r\n',
   };
   for (const [name, shape] of Object.entries(shapes)) {

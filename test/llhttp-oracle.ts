@@ -64,6 +64,11 @@ export interface OracleResult {
   error: string | undefined;
   /** A message had begun and not finished when the input ended (and no error). */
   pending: boolean;
+  /**
+   * The unfinished message is an upgrade request (so in its body). Node's binding hides
+   * llhttp's errors once the upgrade flag is set, so there "pending" may be a refusal.
+   */
+  pendingUpgrade: boolean;
   /** After an upgrade message: the bytes llhttp left unparsed, which belong to the new protocol. */
   rest: Buffer | undefined;
 }
@@ -164,5 +169,6 @@ export function llhttpParse(chunks: Buffer[], maxHeaderSize = 0): OracleResult {
   } finally {
     parser.close();
   }
-  return { messages, error, pending: error === undefined && !upgraded && begun, rest: upgraded ? (rest ?? Buffer.alloc(0)) : undefined };
+  const pending = error === undefined && !upgraded && begun;
+  return { messages, error, pending, pendingUpgrade: pending && current?.upgrade === true, rest: upgraded ? (rest ?? Buffer.alloc(0)) : undefined };
 }

@@ -32,6 +32,12 @@
 //     request with Transfer-Encoding is refused (RFC 9112 §6.1 calls its framing faulty).
 //   - CONNECT with a body (Content-Length above 0 or Transfer-Encoding) is refused: llhttp
 //     ignores such a body and tunnels its bytes, a classic smuggling shape.
+//   - Chunk extensions must follow RFC 9112 §7.1.1 exactly: `;name`, `;name=token` or
+//     `;name="quoted"`, no whitespace (llhttp also takes an empty value, `;name=`).
+//     Extensions are dropped, never forwarded, but a loose grammar here is where two
+//     parsers in a chain start to disagree about where a chunk begins.
+//   - Content-Length may not be followed by HTAB (llhttp 9.3, in Node 20, refuses it; 9.4,
+//     in Node 24, takes it): the reader must hold on both runtimes.
 //   - Trailers may not carry Content-Length or Transfer-Encoding (RFC 9110 §6.5.1).
 //   - Limits: the head counts every byte of the request line and the header lines up to
 //     and including the empty line, where Node counts only the target, names and values;
@@ -103,6 +109,13 @@ const METHODS = new Set([
   'PATCH', 'POST', 'PROPFIND', 'PROPPATCH', 'PURGE', 'PUT', 'QUERY', 'REBIND', 'REPORT',
   'SEARCH', 'SOURCE', 'SUBSCRIBE', 'TRACE', 'UNBIND', 'UNLINK', 'UNLOCK', 'UNSUBSCRIBE',
 ]);
+
+/** Every prefix of a known method (itself included), to refuse an unknown one before its end. */
+const METHOD_PREFIXES = new Set<string>();
+for (const m of METHODS) for (let n = 0; n <= m.length; n++) METHOD_PREFIXES.add(m.slice(0, n));
+
+/** "HTTP/x.y" as bytes; positions 5 and 7 (the digits) are checked separately. */
+const VERSION_SHAPE = Buffer.from('HTTP/x.y', 'latin1');
 
 const CONTENT_LENGTH = lowerBytes('content-length');
 const TRANSFER_ENCODING = lowerBytes('transfer-encoding');
@@ -347,7 +360,13 @@ export class RequestReader {
         case S.Method: {
           while (i < end && TCHAR[buf[i]] === 1) i++;
           if (i === end) break;
-          if (buf[i] !== SP || i === this.pos) throw bad('INVALID_METHOD', 'invalid method');
+          if (buf[i] !== SP || i === this.pos) {
+            // The same refusal whatever the split: bytes that no known method starts with
+            // are a 501 (see the check where a push ends inside the method).
+            if (!METHOD_PREFIXES.has(latin1(buf, this.pos, i))) throw new RequestError(501, 'method not implemented', 'UNKNOWN_METHOD');
+            throw bad('INVALID_METHOD', 'invalid method');
+          }
+          this.method = methodAt(buf, this.pos, i);
           this.m1 = i;
           i++;
           st = S.Target;
@@ -360,6 +379,7 @@ export class RequestReader {
             if (buf[i] === CR && i > this.m1 + 1) throw bad('MISSING_VERSION', 'request line has no HTTP version');
             throw bad('INVALID_TARGET', 'invalid request-target');
           }
+          this.target = targetAt(buf, this.method, this.m1 + 1, i);
           this.m2 = i;
           i++;
           st = S.Version;
@@ -372,7 +392,7 @@ export class RequestReader {
           while (i < limit && buf[i] !== CR) i++;
           if (i === end) break;
           if (buf[i] !== CR) throw bad('INVALID_VERSION', 'invalid HTTP version');
-          this.requestLine(buf, this.pos, this.m1, this.m2, i);
+          this.version(buf, this.m2, i);
           i++;
           st = S.RequestLineLF;
           continue;
@@ -448,6 +468,18 @@ export class RequestReader {
     }
     this.scan = i;
     this.state = st;
+    // A push that ends inside the method or the version is checked as far as it goes, so
+    // that a request llhttp refuses from its first bytes is refused here too rather than
+    // left waiting for a line end that may never come.
+    if (st === S.Method && !METHOD_PREFIXES.has(latin1(buf, this.pos, i))) {
+      throw new RequestError(501, 'method not implemented', 'UNKNOWN_METHOD');
+    }
+    if (st === S.Version) {
+      for (let v = this.m2 + 1, k = 0; v < i; v++, k++) {
+        const b = buf[v];
+        if (k === 5 || k === 7 ? b < 0x30 || b > 0x39 : b !== VERSION_SHAPE[k]) throw bad('INVALID_VERSION', 'invalid HTTP version');
+      }
+    }
     if (this.state !== S.Start && this.sectionBytes + (i - this.pos) > this.limits.maxHeaderSize) {
       throw new RequestError(431, 'request head larger than the limit');
     }
@@ -480,28 +512,8 @@ export class RequestReader {
     }
   }
 
-  private requestLine(buf: Buffer, start: number, sp1: number, sp2: number, cr: number): void {
-    // The common methods are recognised by their bytes so that no string is made for them.
-    let method: string;
-    const len = sp1 - start;
-    if (len === 3 && buf[start] === 0x47 && buf[start + 1] === 0x45 && buf[start + 2] === 0x54) method = 'GET';
-    else if (len === 4 && buf[start] === 0x50 && buf[start + 1] === 0x4f && buf[start + 2] === 0x53 && buf[start + 3] === 0x54) method = 'POST';
-    else {
-      method = latin1(buf, start, sp1);
-      if (!METHODS.has(method)) throw new RequestError(501, `method ${method} not implemented`, 'UNKNOWN_METHOD');
-    }
-
-    const t = sp1 + 1;
-    if (method === 'CONNECT') {
-      if (!authority(buf, t, sp2)) throw bad('INVALID_TARGET', 'CONNECT needs an authority-form target');
-    } else if (buf[t] === 0x2f /* / */) {
-      // origin-form: every byte was checked as the target was scanned.
-    } else if (buf[t] === 0x2a /* * */) {
-      if (sp2 !== t + 1) throw bad('INVALID_TARGET', 'invalid request-target');
-    } else if (!absoluteForm(buf, t, sp2)) {
-      throw bad('INVALID_TARGET', 'invalid request-target');
-    }
-
+  /** Checks the version of a request line whose method and target were taken already. */
+  private version(buf: Buffer, sp2: number, cr: number): void {
     const v = sp2 + 1;
     if (
       cr - v !== 8 ||
@@ -513,8 +525,6 @@ export class RequestReader {
     if (buf[v + 5] !== 0x31 || (buf[v + 7] !== 0x30 && buf[v + 7] !== 0x31)) {
       throw new RequestError(505, 'only HTTP/1.0 and HTTP/1.1 are supported', 'UNSUPPORTED_VERSION');
     }
-    this.method = method;
-    this.target = latin1(buf, t, sp2);
     this.minor = buf[v + 7] === 0x31 ? 1 : 0;
   }
 
@@ -544,12 +554,19 @@ export class RequestReader {
         if (equalsLower(buf, start, colon, CONTENT_LENGTH)) {
           if (this.contentLength !== -1) throw bad('DUPLICATE_CONTENT_LENGTH', 'more than one Content-Length');
           const n = parseDecimalLength(buf, vs, ve);
-          if (n < 0) throw bad('INVALID_CONTENT_LENGTH', 'invalid Content-Length');
+          // llhttp 9.3 (Node 20) refuses an HTAB after the digits, 9.4 (Node 24) takes it;
+          // the stricter reading holds on both.
+          if (n < 0 || hasTab(buf, ve, cr)) throw bad('INVALID_CONTENT_LENGTH', 'invalid Content-Length');
           this.contentLength = n;
         }
         break;
       case 17:
-        if (equalsLower(buf, start, colon, TRANSFER_ENCODING)) this.transferEncoding(buf, vs, ve);
+        if (equalsLower(buf, start, colon, TRANSFER_ENCODING)) {
+          // llhttp does not take HTAB as whitespace after a final "chunked" and refuses it.
+          if (this.transferEncoding(buf, vs, ve) && hasTab(buf, ve, cr)) {
+            throw bad('INVALID_TRANSFER_ENCODING', 'HTAB after chunked');
+          }
+        }
         break;
       case 10:
         if (equalsLower(buf, start, colon, CONNECTION)) this.connection(buf, vs, ve);
@@ -564,8 +581,11 @@ export class RequestReader {
     }
   }
 
-  /** A Transfer-Encoding list: tokens only, "chunked" once and, over all such headers, last. */
-  private transferEncoding(buf: Buffer, start: number, end: number): void {
+  /**
+   * A Transfer-Encoding list: tokens only, "chunked" once and, over all such headers, last.
+   * Returns whether this header's last coding is chunked.
+   */
+  private transferEncoding(buf: Buffer, start: number, end: number): boolean {
     this.sawTE = true;
     let i = start;
     for (;;) {
@@ -578,7 +598,7 @@ export class RequestReader {
       const chunked = equalsLower(buf, s, e, CHUNKED);
       if (chunked && ++this.chunkedCount > 1) throw bad('INVALID_TRANSFER_ENCODING', 'chunked applied more than once');
       this.lastChunked = chunked;
-      if (i === end) return;
+      if (i === end) return chunked;
       i++;
     }
   }
@@ -790,6 +810,44 @@ export class RequestReader {
     this.state = st;
     return undefined;
   }
+}
+
+/**
+ * The method in buf[start, end), refused with 501 unless Node knows it. The common
+ * methods are recognised by their bytes so that no string is made for them.
+ */
+function methodAt(buf: Buffer, start: number, end: number): string {
+  const len = end - start;
+  if (len === 3 && buf[start] === 0x47 && buf[start + 1] === 0x45 && buf[start + 2] === 0x54) return 'GET';
+  if (len === 4 && buf[start] === 0x50 && buf[start + 1] === 0x4f && buf[start + 2] === 0x53 && buf[start + 3] === 0x54) return 'POST';
+  const method = latin1(buf, start, end);
+  if (!METHODS.has(method)) throw new RequestError(501, `method ${method} not implemented`, 'UNKNOWN_METHOD');
+  return method;
+}
+
+/**
+ * The request-target in buf[start, end) (its bytes were checked while scanning), refused
+ * unless it has one of the forms of RFC 9112 §3.2: authority-form for CONNECT and only
+ * there, otherwise origin-form, "*" or absolute-form. Checked as soon as the target ends,
+ * so that the refusal is the same however the line is split.
+ */
+function targetAt(buf: Buffer, method: string, start: number, end: number): string {
+  if (method === 'CONNECT') {
+    if (!authority(buf, start, end)) throw bad('INVALID_TARGET', 'CONNECT needs an authority-form target');
+  } else if (buf[start] === 0x2f /* / */) {
+    // origin-form: every byte was checked as the target was scanned.
+  } else if (buf[start] === 0x2a /* * */) {
+    if (end !== start + 1) throw bad('INVALID_TARGET', 'invalid request-target');
+  } else if (!absoluteForm(buf, start, end)) {
+    throw bad('INVALID_TARGET', 'invalid request-target');
+  }
+  return latin1(buf, start, end);
+}
+
+/** Whether buf[start, end) holds an HTAB (used on the trailing OWS of a value, mostly empty). */
+function hasTab(buf: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (buf[i] === 0x09) return true;
+  return false;
 }
 
 /** authority-form for CONNECT: a non-empty run of authority bytes (RFC 9112 §3.2.3). */
