@@ -558,10 +558,13 @@ export class RequestReader {
           // the stricter reading holds on both.
           if (n < 0 || hasTab(buf, ve, cr)) throw bad('INVALID_CONTENT_LENGTH', 'invalid Content-Length');
           this.contentLength = n;
+          if (this.sawTE) throw bad('CONTENT_LENGTH_WITH_TRANSFER_ENCODING', 'both Content-Length and Transfer-Encoding');
         }
         break;
       case 17:
         if (equalsLower(buf, start, colon, TRANSFER_ENCODING)) {
+          // Refused at once, like llhttp, rather than when the head ends.
+          if (this.contentLength !== -1) throw bad('CONTENT_LENGTH_WITH_TRANSFER_ENCODING', 'both Content-Length and Transfer-Encoding');
           // llhttp does not take HTAB as whitespace after a final "chunked" and refuses it.
           if (this.transferEncoding(buf, vs, ve) && hasTab(buf, ve, cr)) {
             throw bad('INVALID_TRANSFER_ENCODING', 'HTAB after chunked');
