@@ -261,6 +261,12 @@ export class RequestReader {
   private keepAlive = true;
   private upgrade = false;
 
+  // A latin1 decoding of buf[strBase, strEnd), from which the head's strings are sliced:
+  // one native call per head instead of one per name and value (see text()).
+  private str = '';
+  private strBase = 0;
+  private strEnd = -1;
+
   /** Body bytes still to come (Content-Length body or current chunk). */
   private remaining = 0;
 
@@ -284,6 +290,7 @@ export class RequestReader {
       this.m2 -= pos;
     }
     this.pos = 0;
+    this.strEnd = -1;
   }
 
   /**
@@ -307,6 +314,7 @@ export class RequestReader {
     this.buf = EMPTY;
     this.pos = 0;
     this.scan = 0;
+    this.strEnd = -1;
     return out;
   }
 
@@ -318,6 +326,23 @@ export class RequestReader {
   /** Bytes buffered and not yet consumed. */
   get buffered(): number {
     return this.buf.length - this.pos;
+  }
+
+  /**
+   * buf[a, b) as a string. Making a string from a Buffer is a native call that costs far
+   * more than the bytes it copies, and a head has dozens of names and values; so the head
+   * is decoded in one call (a window of at least 2 KiB, which holds most heads whole) and
+   * every string is a slice of it, which V8 makes without leaving JavaScript. The window
+   * is bounded so that a large body pushed together with its head is not decoded too.
+   */
+  private text(a: number, b: number): string {
+    if (a < this.strBase || b > this.strEnd) {
+      const end = Math.min(this.buf.length, a + Math.max(b - a, 2048));
+      this.str = latin1(this.buf, a, end);
+      this.strBase = a;
+      this.strEnd = end;
+    }
+    return this.str.slice(a - this.strBase, b - this.strBase);
   }
 
   private step(): RequestEvent | undefined {
@@ -366,7 +391,7 @@ export class RequestReader {
             if (!METHOD_PREFIXES.has(latin1(buf, this.pos, i))) throw new RequestError(501, 'method not implemented', 'UNKNOWN_METHOD');
             throw bad('INVALID_METHOD', 'invalid method');
           }
-          this.method = methodAt(buf, this.pos, i);
+          this.method = this.methodAt(buf, this.pos, i);
           this.m1 = i;
           i++;
           st = S.Target;
@@ -379,7 +404,8 @@ export class RequestReader {
             if (buf[i] === CR && i > this.m1 + 1) throw bad('MISSING_VERSION', 'request line has no HTTP version');
             throw bad('INVALID_TARGET', 'invalid request-target');
           }
-          this.target = targetAt(buf, this.method, this.m1 + 1, i);
+          checkTarget(buf, this.method, this.m1 + 1, i);
+          this.target = this.text(this.m1 + 1, i);
           this.m2 = i;
           i++;
           st = S.Version;
@@ -512,6 +538,19 @@ export class RequestReader {
     }
   }
 
+  /**
+   * The method in buf[start, end), refused with 501 unless Node knows it. The common
+   * methods are recognised by their bytes so that no string is made for them.
+   */
+  private methodAt(buf: Buffer, start: number, end: number): string {
+    const len = end - start;
+    if (len === 3 && buf[start] === 0x47 && buf[start + 1] === 0x45 && buf[start + 2] === 0x54) return 'GET';
+    if (len === 4 && buf[start] === 0x50 && buf[start + 1] === 0x4f && buf[start + 2] === 0x53 && buf[start + 3] === 0x54) return 'POST';
+    const method = this.text(start, end);
+    if (!METHODS.has(method)) throw new RequestError(501, `method ${method} not implemented`, 'UNKNOWN_METHOD');
+    return method;
+  }
+
   /** Checks the version of a request line whose method and target were taken already. */
   private version(buf: Buffer, sp2: number, cr: number): void {
     const v = sp2 + 1;
@@ -536,8 +575,8 @@ export class RequestReader {
     let ve = cr;
     while (vs < ve && OWS[buf[vs]] === 1) vs++;
     while (ve > vs && OWS[buf[ve - 1]] === 1) ve--;
-    const name = latin1(buf, start, colon);
-    const value = latin1(buf, vs, ve);
+    const name = this.text(start, colon);
+    const value = vs === ve ? '' : this.text(vs, ve);
 
     if (this.inTrailers) {
       if (equalsLower(buf, start, colon, CONTENT_LENGTH) || equalsLower(buf, start, colon, TRANSFER_ENCODING)) {
@@ -816,25 +855,12 @@ export class RequestReader {
 }
 
 /**
- * The method in buf[start, end), refused with 501 unless Node knows it. The common
- * methods are recognised by their bytes so that no string is made for them.
- */
-function methodAt(buf: Buffer, start: number, end: number): string {
-  const len = end - start;
-  if (len === 3 && buf[start] === 0x47 && buf[start + 1] === 0x45 && buf[start + 2] === 0x54) return 'GET';
-  if (len === 4 && buf[start] === 0x50 && buf[start + 1] === 0x4f && buf[start + 2] === 0x53 && buf[start + 3] === 0x54) return 'POST';
-  const method = latin1(buf, start, end);
-  if (!METHODS.has(method)) throw new RequestError(501, `method ${method} not implemented`, 'UNKNOWN_METHOD');
-  return method;
-}
-
-/**
- * The request-target in buf[start, end) (its bytes were checked while scanning), refused
+ * Checks the request-target in buf[start, end) (its bytes were checked while scanning): refused
  * unless it has one of the forms of RFC 9112 §3.2: authority-form for CONNECT and only
  * there, otherwise origin-form, "*" or absolute-form. Checked as soon as the target ends,
  * so that the refusal is the same however the line is split.
  */
-function targetAt(buf: Buffer, method: string, start: number, end: number): string {
+function checkTarget(buf: Buffer, method: string, start: number, end: number): void {
   if (method === 'CONNECT') {
     if (!authority(buf, start, end)) throw bad('INVALID_TARGET', 'CONNECT needs an authority-form target');
   } else if (buf[start] === 0x2f /* / */) {
@@ -844,7 +870,6 @@ function targetAt(buf: Buffer, method: string, start: number, end: number): stri
   } else if (!absoluteForm(buf, start, end)) {
     throw bad('INVALID_TARGET', 'invalid request-target');
   }
-  return latin1(buf, start, end);
 }
 
 /** Whether buf[start, end) holds an HTAB (used on the trailing OWS of a value, mostly empty). */
