@@ -199,6 +199,12 @@ describe('RequestReader refuses malformed requests', () => {
     { name: 'a bare LF after a chunk size', input: 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n', status: 400 },
     { name: 'obs-fold in trailers', input: 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\r\n b\r\n\r\n', status: 400, reason: 'OBS_FOLD' },
     { name: 'Content-Length in trailers', input: 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 1\r\n\r\n', status: 400, reason: 'FRAMING_TRAILER' },
+    { name: 'HTAB after a Content-Length value (llhttp 9.3 refuses it)', input: 'POST / HTTP/1.1\r\nContent-Length: 1\t\r\n\r\nx', status: 400, reason: 'INVALID_CONTENT_LENGTH' },
+    { name: 'HTAB after a final chunked', input: 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n', status: 400, reason: 'INVALID_TRANSFER_ENCODING' },
+    { name: 'Transfer-Encoding after Content-Length before the head ends', input: 'POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n', status: 400, reason: 'CONTENT_LENGTH_WITH_TRANSFER_ENCODING' },
+    { name: 'a method no known method starts with, before its end', input: 'XY', status: 501, reason: 'UNKNOWN_METHOD' },
+    { name: 'a version of the wrong shape, before its end', input: 'GET / HTTX', status: 400, reason: 'INVALID_VERSION' },
+    { name: 'an empty chunk extension value', input: 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;a=\r\nabc\r\n0\r\n\r\n', status: 400, reason: 'INVALID_CHUNK_EXTENSION' },
     { name: 'data after a request with Connection: close', input: 'GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n', status: 400, reason: 'DATA_AFTER_CLOSE' },
   ];
   for (const c of cases) {
