@@ -3,10 +3,20 @@
 //
 // Shape. The reader keeps one Buffer and an offset into it. Bytes of the head are
 // scanned by a resumable state machine with one table lookup per byte; a line's strings
-// are made once the line is complete, and the line is then consumed, so a push that
-// splits a line copies only that line's bytes. Body bytes are handed out as views into
-// the pushed Buffers, never copied. Every refusal is a RequestError, and the reader is
-// dead after the first one.
+// are made once the line is complete (sliced from one latin1 decoding of the head), and
+// the line is then consumed, so a push that splits a line copies only that line's bytes.
+// Body bytes are handed out as views into the pushed Buffers, never copied. Every refusal
+// is a RequestError, and the reader is dead after the first one. Refusals do not depend
+// on how the bytes were split: whatever can be judged before a line ends (a method no
+// known method starts with, a version of the wrong shape, Content-Length together with
+// Transfer-Encoding) is refused as soon as it arrives, as llhttp does.
+//
+// Connection states, all as llhttp has them: CR and LF before a request line are skipped
+// (and not counted against the limits); after a request that does not keep the
+// connection alive only CR and LF may follow; after an upgrade request (CONNECT, or
+// Connection: upgrade with an Upgrade header) has ended, next() returns undefined for
+// good and the caller takes the following bytes with rest(). An upgrade request with a
+// body has that body parsed first, like llhttp does; node:http would skip it.
 //
 // Agreement with llhttp. Everything accepted here is accepted by Node's llhttp with its
 // lenient flags off, with the same method, target, version, header pairs and body
@@ -184,6 +194,7 @@ export class RequestHead {
 export type RequestEvent =
   | { type: 'head'; head: RequestHead }
   | { type: 'body'; chunk: Buffer }
+  /** trailers: flat raw pairs for a chunked body ([] when there were none), undefined otherwise. */
   | { type: 'end'; trailers: string[] | undefined };
 
 // Reader states. Head and trailer lines share the field states; `inTrailers` says where
