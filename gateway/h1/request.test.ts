@@ -236,6 +236,12 @@ describe('RequestReader limits', () => {
     const r = parse('GET / HTTP/1.1\r\nX: ' + 'a'.repeat(200), 16, { maxHeaderSize: 100, maxHeaderCount: 10 });
     expect(r.error?.status).toBe(431);
   });
+  it('gives the same refusal however the head is split when it is both too large and malformed', () => {
+    const input = 'GET / HTTP/1.1\r\nX: ' + 'a'.repeat(100) + '\x01\r\n\r\n';
+    for (const step of [Infinity, 1, 13]) {
+      expect(parse(input, step, { maxHeaderSize: 60, maxHeaderCount: 10 }).error?.status, `split every ${step}`).toBe(431);
+    }
+  });
   it('refuses more than maxHeaderCount fields with 431', () => {
     const three = head('A: 1\r\nB: 2\r\nC: 3\r\n');
     expect(parse(three, Infinity, { maxHeaderSize: 1000, maxHeaderCount: 3 }).error).toBeUndefined();

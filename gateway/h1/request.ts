@@ -376,7 +376,10 @@ export class RequestReader {
    */
   private section(): RequestEvent | undefined {
     const buf = this.buf;
-    const end = buf.length;
+    // Scanning stops at the section's byte limit, so that a head is judged on the same
+    // bytes however it was split: what lies past the limit is never read, only counted.
+    const limit = this.pos - this.sectionBytes + this.limits.maxHeaderSize;
+    let end = this.state === S.Start ? buf.length : Math.min(buf.length, limit);
     let i = this.scan;
     let st = this.state;
     while (i < end) {
@@ -390,6 +393,7 @@ export class RequestReader {
           }
           this.inRequest = true;
           this.resetHead();
+          end = Math.min(buf.length, i + this.limits.maxHeaderSize);
           st = S.Method;
           continue;
         }
@@ -425,8 +429,8 @@ export class RequestReader {
         case S.Version: {
           // "HTTP/x.y" is 8 bytes; stop early on anything longer so that garbage is not
           // scanned up to the head limit.
-          const limit = Math.min(end, this.m2 + 10);
-          while (i < limit && buf[i] !== CR) i++;
+          const stop = Math.min(end, this.m2 + 10);
+          while (i < stop && buf[i] !== CR) i++;
           if (i === end) break;
           if (buf[i] !== CR) throw bad('INVALID_VERSION', 'invalid HTTP version');
           this.version(buf, this.m2, i);
@@ -517,8 +521,8 @@ export class RequestReader {
         if (k === 5 || k === 7 ? b < 0x30 || b > 0x39 : b !== VERSION_SHAPE[k]) throw bad('INVALID_VERSION', 'invalid HTTP version');
       }
     }
-    if (this.state !== S.Start && this.sectionBytes + (i - this.pos) > this.limits.maxHeaderSize) {
-      throw new RequestError(431, 'request head larger than the limit');
+    if (st !== S.Start && i < buf.length) {
+      throw new RequestError(431, this.inTrailers ? 'trailer section larger than the limit' : 'request head larger than the limit');
     }
     return undefined;
   }
