@@ -376,6 +376,10 @@ export class RequestReader {
    */
   private section(): RequestEvent | undefined {
     const buf = this.buf;
+    // The tables in locals: a module binding is reloaded on every access in a loop.
+    const tchar = TCHAR;
+    const fieldByte = FIELD_BYTE;
+    const targetByte = TARGET_BYTE;
     // Scanning stops at the section's byte limit, so that a head is judged on the same
     // bytes however it was split: what lies past the limit is never read, only counted.
     const limit = this.pos - this.sectionBytes + this.limits.maxHeaderSize;
@@ -398,7 +402,7 @@ export class RequestReader {
           continue;
         }
         case S.Method: {
-          while (i < end && TCHAR[buf[i]] === 1) i++;
+          while (i < end && tchar[buf[i]] === 1) i++;
           if (i === end) break;
           if (buf[i] !== SP || i === this.pos) {
             // The same refusal whatever the split: bytes that no known method starts with
@@ -413,7 +417,7 @@ export class RequestReader {
           continue;
         }
         case S.Target: {
-          while (i < end && TARGET_BYTE[buf[i]] === 1) i++;
+          while (i < end && targetByte[buf[i]] === 1) i++;
           if (i === end) break;
           if (buf[i] !== SP || i === this.m1 + 1) {
             if (buf[i] === CR && i > this.m1 + 1) throw bad('MISSING_VERSION', 'request line has no HTTP version');
@@ -447,7 +451,7 @@ export class RequestReader {
         }
         case S.LineStart: {
           const b = buf[i];
-          if (TCHAR[b] === 1) {
+          if (tchar[b] === 1) {
             i++;
             st = S.Name;
             continue;
@@ -462,7 +466,7 @@ export class RequestReader {
           throw bad('INVALID_HEADER_NAME', 'invalid header name');
         }
         case S.Name: {
-          while (i < end && TCHAR[buf[i]] === 1) i++;
+          while (i < end && tchar[buf[i]] === 1) i++;
           if (i === end) break;
           if (buf[i] !== COLON) {
             if (buf[i] === SP || buf[i] === 0x09) throw bad('SPACE_BEFORE_COLON', 'whitespace between header name and colon');
@@ -474,7 +478,7 @@ export class RequestReader {
           continue;
         }
         case S.Value: {
-          while (i < end && FIELD_BYTE[buf[i]] === 1) i++;
+          while (i < end && fieldByte[buf[i]] === 1) i++;
           if (i === end) break;
           if (buf[i] !== CR) {
             if (buf[i] === LF) throw bad('BARE_LF', 'LF without CR');
