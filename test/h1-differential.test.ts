@@ -134,11 +134,12 @@ interface Raw {
 /** A loose split of a message's bytes, enough to evaluate the predicates. */
 function splitRaw(bytes: string): Raw {
   const s = bytes.replace(/^[\r\n]+/, '');
-  const lineEnd = s.indexOf('\r\n');
-  const requestLine = lineEnd < 0 ? s : s.slice(0, lineEnd);
+  // The request line ends at its first LF: llhttp reads "GET /\n" as an HTTP/0.9 line.
+  const lineEnd = s.indexOf('\n');
+  const requestLine = (lineEnd < 0 ? s : s.slice(0, lineEnd)).replace(/\r$/, '');
   const fields: Array<[string, string]> = [];
   const lines: string[] = [];
-  let at = lineEnd < 0 ? s.length : lineEnd + 2;
+  let at = lineEnd < 0 ? s.length : lineEnd + 1;
   let afterHead: string | undefined;
   while (at < s.length) {
     const e = s.indexOf('\r\n', at);

@@ -168,6 +168,7 @@ describe('RequestReader refuses malformed requests', () => {
     { name: 'the HTTP/2 preface', input: 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', status: 501 },
     { name: 'two spaces before the target', input: 'GET  / HTTP/1.1\r\n\r\n', status: 400 },
     { name: 'an HTTP/0.9 request line', input: 'GET /\r\n\r\n', status: 400, reason: 'MISSING_VERSION' },
+    { name: 'an HTTP/0.9 request line ending in a bare LF', input: 'GET /\nHost: a\r\n\r\n', status: 400, reason: 'MISSING_VERSION' },
     { name: 'HTTP/2.0', input: 'GET / HTTP/2.0\r\n\r\n', status: 505 },
     { name: 'HTTP/0.9 with a version', input: 'GET / HTTP/0.9\r\n\r\n', status: 505 },
     { name: 'HTTP/1.2', input: 'GET / HTTP/1.2\r\n\r\n', status: 505 },

@@ -420,7 +420,8 @@ export class RequestReader {
           while (i < end && targetByte[buf[i]] === 1) i++;
           if (i === end) break;
           if (buf[i] !== SP || i === this.m1 + 1) {
-            if (buf[i] === CR && i > this.m1 + 1) throw bad('MISSING_VERSION', 'request line has no HTTP version');
+            // A line end right after the target is an HTTP/0.9 request line.
+            if ((buf[i] === CR || buf[i] === LF) && i > this.m1 + 1) throw bad('MISSING_VERSION', 'request line has no HTTP version');
             throw bad('INVALID_TARGET', 'invalid request-target');
           }
           checkTarget(buf, this.method, this.m1 + 1, i);
