@@ -208,9 +208,9 @@ const STRICTER: Record<string, (r: Raw) => boolean> = {
       .some((line) => /^[0-9a-fA-F]+;/.test(line) && !CHUNK_EXT.test(line.replace(/^[0-9a-fA-F]+/, ''))),
   /** HTAB after a Content-Length value (refused by llhttp 9.3, taken by 9.4). */
   tabAfterContentLength: (r) => r.lines.some((l) => /^content-length:.*\t$/i.test(l)),
-  /** Content-Length or Transfer-Encoding among the trailers. */
+  /** Content-Length, Transfer-Encoding, Connection or Proxy-Connection among the trailers. */
   framingTrailer: (r) =>
-    chunkedBody(r) && /\r\n0[^\r]*\r\n(?:[^\r]+\r\n)*(content-length|transfer-encoding):/i.test('\r\n' + r.afterHead),
+    chunkedBody(r) && /\r\n0[^\r]*\r\n(?:[^\r]+\r\n)*(content-length|transfer-encoding|connection|proxy-connection):/i.test('\r\n' + r.afterHead),
 };
 
 /** The refusals (RequestError reasons) each stricter case may explain, and no others. */
@@ -250,7 +250,7 @@ const word = (chars: string[], min: number, max: number) =>
 const ows = fc.constantFrom('', '', ' ', '\t', '  ');
 
 const headerName = fc.oneof(
-  { weight: 3, arbitrary: fc.constantFrom('Host', 'Accept', 'User-Agent', 'X-Forwarded-For', 'Cookie', 'Set-Cookie', 'Cache-Control', 'Expect', 'Upgrade', 'Connection', 'x-custom', 'ACCEPT') },
+  { weight: 3, arbitrary: fc.constantFrom('Host', 'Proxy-Connection', 'Accept', 'User-Agent', 'X-Forwarded-For', 'Cookie', 'Set-Cookie', 'Cache-Control', 'Expect', 'Upgrade', 'Connection', 'x-custom', 'ACCEPT') },
   { weight: 2, arbitrary: word(TCHARS, 1, 12) },
 );
 const header = fc.tuple(headerName, ows, word(VALUE_CHARS, 0, 20), ows).map(([n, a, v, b]) => `${n}:${a}${v.trim() === '' ? '' : v}${b}\r\n`);

@@ -206,6 +206,8 @@ describe('RequestReader refuses malformed requests', () => {
     { name: 'a method no known method starts with, before its end', input: 'XY', status: 501, reason: 'UNKNOWN_METHOD' },
     { name: 'a version of the wrong shape, before its end', input: 'GET / HTTX', status: 400, reason: 'INVALID_VERSION' },
     { name: 'an empty chunk extension value', input: 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;a=\r\nabc\r\n0\r\n\r\n', status: 400, reason: 'INVALID_CHUNK_EXTENSION' },
+    { name: 'Connection in trailers', input: 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nConnection: close\r\n\r\n', status: 400, reason: 'FRAMING_TRAILER' },
+    { name: 'data after a request with Proxy-Connection: close (read like Connection, as llhttp does)', input: 'GET / HTTP/1.1\r\nProxy-Connection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n', status: 400, reason: 'DATA_AFTER_CLOSE' },
     { name: 'data after a request with Connection: close', input: 'GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n', status: 400, reason: 'DATA_AFTER_CLOSE' },
   ];
   for (const c of cases) {

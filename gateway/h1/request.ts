@@ -48,7 +48,8 @@
 //     parsers in a chain start to disagree about where a chunk begins.
 //   - Content-Length may not be followed by HTAB (llhttp 9.3, in Node 20, refuses it; 9.4,
 //     in Node 24, takes it): the reader must hold on both runtimes.
-//   - Trailers may not carry Content-Length or Transfer-Encoding (RFC 9110 §6.5.1).
+//   - Trailers may not carry Content-Length, Transfer-Encoding, Connection or
+//     Proxy-Connection (RFC 9110 §6.5.1; llhttp applies a trailer's Connection: close).
 //   - Limits: the head counts every byte of the request line and the header lines up to
 //     and including the empty line, where Node counts only the target, names and values;
 //     the trailer section has the same byte and count limits as the head. A head with more
@@ -130,6 +131,7 @@ const VERSION_SHAPE = Buffer.from('HTTP/x.y', 'latin1');
 const CONTENT_LENGTH = lowerBytes('content-length');
 const TRANSFER_ENCODING = lowerBytes('transfer-encoding');
 const CONNECTION = lowerBytes('connection');
+const PROXY_CONNECTION = lowerBytes('proxy-connection');
 const UPGRADE = lowerBytes('upgrade');
 const EXPECT = lowerBytes('expect');
 const CHUNKED = lowerBytes('chunked');
@@ -599,7 +601,15 @@ export class RequestReader {
     const value = vs === ve ? '' : this.text(vs, ve);
 
     if (this.inTrailers) {
-      if (equalsLower(buf, start, colon, CONTENT_LENGTH) || equalsLower(buf, start, colon, TRANSFER_ENCODING)) {
+      // Framing and connection fields are refused in trailers: llhttp would apply a
+      // trailer's Connection: close to the connection, which a recipient that ignores
+      // trailers (as RFC 9110 §6.5.1 allows) would not.
+      if (
+        equalsLower(buf, start, colon, CONTENT_LENGTH) ||
+        equalsLower(buf, start, colon, TRANSFER_ENCODING) ||
+        equalsLower(buf, start, colon, CONNECTION) ||
+        equalsLower(buf, start, colon, PROXY_CONNECTION)
+      ) {
         throw bad('FRAMING_TRAILER', `${name} is not allowed in trailers`);
       }
       (this.trailers ??= []).push(name, value);
@@ -632,6 +642,11 @@ export class RequestReader {
         break;
       case 10:
         if (equalsLower(buf, start, colon, CONNECTION)) this.connection(buf, vs, ve);
+        break;
+      case 16:
+        // llhttp reads Proxy-Connection exactly like Connection (close, keep-alive and
+        // upgrade alike), so the reader does too: keepAlive and upgrade must match Node's.
+        if (equalsLower(buf, start, colon, PROXY_CONNECTION)) this.connection(buf, vs, ve);
         break;
       case 7:
         // llhttp marks an upgrade only for a non-empty Upgrade value; so does this reader.
