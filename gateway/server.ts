@@ -326,6 +326,13 @@ export class GatewayServer implements ExchangeHost {
       this.reject(req, res, 'BODY_TOO_LARGE', `request body exceeds ${this.cfg.maxBodySize} bytes`, requestId);
       return;
     }
+    // An expectation other than 100-continue cannot be met by a proxy that does not know
+    // it (RFC 9110 §10.1.1): 417, never forwarded.
+    const expectation = req.headers.expect;
+    if (expectation !== undefined && req.httpVersionMajor === 1 && !(typeof expectation === 'string' && expectation.trim().toLowerCase() === '100-continue')) {
+      this.reject(req, res, 'EXPECTATION_FAILED', 'the only expectation the gateway meets is 100-continue', requestId);
+      return;
+    }
     const sel = this.select(req, res, url, requestId);
     if (sel === undefined) return;
     // Which version this connection now carries (what a connection drain matches on).
