@@ -176,6 +176,9 @@ export class H1Conn {
   /** Reading the pipeline is suspended (re-entrancy guard for pump). */
   private pumping = false;
   private first = true;
+  /** The last bytes received: a refused head's lines the reader has already consumed
+   * are still in them (for the client's x-request-id in the refusal). */
+  private lastChunk: Buffer | undefined;
 
   constructor(
     private readonly engine: H1Engine,
@@ -212,6 +215,7 @@ export class H1Conn {
       this.sniffing = false;
       chunk = seen;
     }
+    this.lastChunk = chunk;
     this.reader.push(chunk);
     this.pump();
     if (!this.paused && (this.state === SERVING || this.state === BODY) && this.reader.buffered > PIPELINE_HIGH_WATER + this.engine.limits.maxHeaderSize) this.pause();
@@ -335,7 +339,10 @@ export class H1Conn {
 
   /** A malformed or over-limit request head (or a pipelined one after a response). */
   private refuse(err: unknown): void {
-    const raw = this.reader.rest();
+    // What the reader had not consumed (from the refused line on), then the last bytes
+    // received (the refused head's earlier lines, when they came with them).
+    const rest = this.reader.rest();
+    const raw = this.lastChunk === undefined ? rest : Buffer.concat([rest, this.lastChunk]);
     this.state = GONE;
     this.detach();
     if (err instanceof RequestError) {
