@@ -531,7 +531,6 @@ export class ResponseReader {
       return buf.length;
     }
     if (joined.length < 2) {
-      if (joined.length === 1 && joined[0] !== CR) throw new ResponseError('HPE_INVALID_HEADER_TOKEN', 'invalid trailer');
       this.trailerParts = [joined];
       return buf.length;
     }
