@@ -1,12 +1,13 @@
-// Forwarding one request to one endpoint through its undici Pool.
+// Forwarding one request to one endpoint through its pool (gateway/h1/pool.ts for
+// HTTP/1.1, gateway/h2upstream.ts for HTTP/2).
 //
-// An Exchange is the undici dispatch handler for one client request. It implements
-// undici's core handler interface (onConnect/onHeaders/onData/onComplete/onError),
-// which is what the HTTP/1 client calls natively: no adapter object, no header
-// parsing into an object. Bodies stream both ways with backpressure:
-//  - request: undici reads the IncomingMessage and pauses it when the socket is full;
+// An Exchange is the dispatch handler for one client request. It implements undici's
+// core handler interface (onConnect/onHeaders/onData/onComplete/onError), which both
+// pools call natively: no adapter object, no header parsing into an object. Bodies
+// stream both ways with backpressure:
+//  - request: the pool reads the IncomingMessage and pauses it when the socket is full;
 //  - response: onData returns false when the client socket is full, which pauses the
-//    upstream parser until the client drains and we call undici's resume.
+//    upstream reader until the client drains and we call the pool's resume.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';

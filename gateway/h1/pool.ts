@@ -95,6 +95,18 @@ function isHeaderValue(s: string): boolean {
   return true;
 }
 
+/** A Content-Length value: 1 to 15 digits (below 2^53); -1 for anything else. */
+function parseLength(s: string): number {
+  if (s.length === 0 || s.length > 15) return -1;
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const d = s.charCodeAt(i) - 0x30;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
 /** A request path as undici sends it: no control characters, no space, nothing above 0xff. */
 function isPath(s: string): boolean {
   for (let i = 0; i < s.length; i++) {
@@ -186,8 +198,8 @@ class H1Request {
           }
           if (lower === 'content-length') {
             if (declared !== -1) throw invalidArg('duplicate content-length header');
-            if (!/^\d{1,15}$/.test(value)) throw invalidArg('invalid content-length header');
-            declared = Number(value);
+            declared = parseLength(value);
+            if (declared === -1) throw invalidArg('invalid content-length header');
             continue;
           }
           if (lower === 'transfer-encoding' || lower === 'keep-alive' || lower === 'upgrade' || lower === 'connection') throw invalidArg(`invalid ${lower} header`);
