@@ -466,6 +466,11 @@ describe('H1Pool', () => {
     const leaf = ca.issue('up', 'upstream.test', ['upstream.test']);
     const server = createTlsServer({ cert: readFileSync(leaf.cert), key: readFileSync(leaf.key), ALPNProtocols: ['http/1.1'] }, (req, res) => {
       const s = req.socket as TLSSocket;
+      if (req.url === '/resumed') {
+        // One request per connection: the next one needs a new handshake.
+        res.setHeader('connection', 'close');
+        return void res.end(String(s.isSessionReused()));
+      }
       res.end(`${s.servername} ${s.alpnProtocol} ${req.headers.host}`);
     });
     const up = await listen(server);
@@ -473,6 +478,10 @@ describe('H1Pool', () => {
     const p = pool(url, { tls: { ca: ca.ca, servername: 'upstream.test', rejectUnauthorized: true } });
     const o = await call(p, { headers: ['host', 'evil.example'] }).done;
     expect(o.body.toString()).toBe('upstream.test http/1.1 evil.example');
+    // A new connection resumes the pool's TLS session.
+    const resumed: string[] = [];
+    for (let i = 0; i < 3; i++) resumed.push((await call(p, { path: '/resumed' }).done).body.toString());
+    expect(resumed.slice(1)).toEqual(['true', 'true']);
 
     const wrong = pool(url, { tls: { ca: ca.ca, servername: 'other.test', rejectUnauthorized: true } });
     const w = await call(wrong, {}).done;

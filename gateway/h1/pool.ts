@@ -271,6 +271,12 @@ function onSocketError(this: PoolSocket, err: Error): void {
   const c = this[kConn];
   if (c !== undefined && c.error === null) c.error = err;
 }
+/** The pool's TLS connections resume the last session (one name per pool: the pinned
+ * servername), as undici's connector does: a new connection skips the full handshake. */
+function onTlsSession(this: PoolSocket, session: Buffer): void {
+  const c = this[kConn];
+  if (c !== undefined) c.pool.tlsSession = session;
+}
 function onSocketClose(this: PoolSocket): void {
   this[kConn]?.closed();
 }
@@ -377,9 +383,11 @@ class Conn implements ResponseSink {
         port: pool.port,
         ...(servername ? { servername } : {}),
         ...(t.ca === undefined ? {} : { ca: t.ca }),
+        ...(pool.tlsSession === undefined ? {} : { session: pool.tlsSession }),
         rejectUnauthorized: t.rejectUnauthorized,
         ALPNProtocols: ['http/1.1'],
       });
+      socket.on('session', onTlsSession);
       socket.setNoDelay(true);
       socket.setKeepAlive(true, 60_000);
       socket.once('secureConnect', onSocketConnect);
@@ -802,6 +810,8 @@ class Conn implements ResponseSink {
     }
     if (!this.isConnected) {
       pool.connecting--;
+      // A session that did not lead to a connection is not offered again.
+      if (this.error !== null) pool.tlsSession = undefined;
       const req = this.first;
       this.first = null;
       // A socket that never connected: its request failed to connect (never sent).
@@ -869,6 +879,8 @@ export class H1Pool {
   private closing = false;
   private destroyed = false;
   private closeWaiters: (() => void)[] = [];
+  /** The last TLS session a connection of this pool got (https endpoints). */
+  tlsSession: Buffer | undefined;
 
   constructor(origin: string | URL, options: H1PoolOptions) {
     const url = typeof origin === 'string' ? new URL(origin) : origin;
