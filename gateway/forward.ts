@@ -105,7 +105,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
    * HTTP/2 response with headers can end only with trailers or an empty DATA frame). */
   private heldTrailers: Record<string, string> | undefined;
   /** The copy of this request for the service's mirror (gateway/mirror.ts), if any: fed
-   * the request body as undici reads it and the response as it streams to the client. */
+   * the request body as the pool reads it and the response as it streams to the client. */
   mirror: MirrorCopy | undefined;
 
   constructor(
@@ -163,7 +163,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         // A streamed body under a limit goes through CheckedBody, which refuses the chunk
         // that would pass it before writing it: the upstream never gets a whole body
         // over the limit.
-        // (undici takes any async iterable as a body; its typings name only Readable.)
+        // (the pools take any async iterable as a body; undici's typings name only Readable.)
         // An HTTP/2 body always goes through it too: a reset stream ends like a complete
         // one, and CheckedBody fails the upload instead of finishing it.
         body: this.hasBody ? this.body() : null,
@@ -194,7 +194,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       : (new CheckedBody(this.req, this.bodyLimit, this.mirror) as unknown as IncomingMessage);
   }
 
-  // ---- undici handler ----
+  // ---- dispatch handler (undici's handler interface) ----
 
   onConnect(abort: (err?: Error) => void): void {
     this.abortFn = abort;
@@ -241,7 +241,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   /**
    * The body limit of a streamed upload (chunked, or HTTP/2 without a length;
-   * Content-Length bodies are refused up front): enforced by CheckedBody as undici reads
+   * Content-Length bodies are refused up front): enforced by CheckedBody as the pool reads
    * the body, so no listener of ours puts the request in flowing mode.
    */
   bodyLimit = Infinity;
@@ -252,7 +252,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.mirror !== undefined) this.mirror.servedData(chunk);
     if (!ok) {
       this.res.once('drain', onClientDrain);
-      // undici is paused (its body timer too) until the client drains: our own timer
+      // The pool is paused (its body timer too) until the client drains: our own timer
       // bounds how long a client that does not read holds the upstream request.
       const ms = this.host.sendTimeoutMs;
       if (ms > 0 && this.sendTimer === undefined) this.sendTimer = setTimeout(onSendTimeout, ms, this);
@@ -401,7 +401,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // The rest of the upload is refused (RST_STREAM NO_ERROR after the answer, RFC 9113 §8.1).
       this.res.once('finish', () => (this.req as H2Request).stream.close(0));
     } else this.res.destroy();
-    // Ends the exchange now if undici had not connected yet (onError would not come).
+    // Ends the exchange now if the pool had not connected yet (onError would not come).
     if (this.abortFn === null) {
       this.endAttempt(499, undefined);
       this.finish(this.cutStatus);
@@ -410,7 +410,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   private cutClient(message: string): void {
     this.clientGone = true;
-    // abortFn is null until undici has connected; onConnect checks clientGone then.
+    // abortFn is null until the pool has connected; onConnect checks clientGone then.
     this.abortFn?.(new GatewayError('CLIENT_CLOSED', message));
   }
 

@@ -461,6 +461,15 @@ describe('H1Pool', () => {
     expect(toGatewayError(o.error, false)).toMatchObject({ reason: 'connect', notSent: true });
   });
 
+  it('a connect (TLS handshake included) that takes longer than connectTimeoutMs fails as UPSTREAM_TIMEOUT, not sent', async () => {
+    // Accepts the TCP connection and never answers the TLS hello.
+    const up = await raw(() => {});
+    const p = pool(up.url.replace('http:', 'https:'), { connectTimeoutMs: 200, tls: { servername: 'upstream.test', rejectUnauthorized: true } });
+    const o = await call(p, {}).done;
+    expect(o.events).toEqual(['error']);
+    expect(toGatewayError(o.error, false)).toMatchObject({ code: 'UPSTREAM_TIMEOUT', reason: 'timeout', notSent: true });
+  });
+
   it('TLS: verifies the pinned servername (SNI) whatever the Host header, with ALPN http/1.1', async () => {
     const ca = makeCa();
     const leaf = ca.issue('up', 'upstream.test', ['upstream.test']);

@@ -73,9 +73,7 @@ function eqLower(b: Buffer, start: number, end: number, lower: Buffer): boolean 
   if (end - start !== n) return false;
   for (let i = 0; i < n; i++) {
     const c = b[start + i];
-    // Folding with 0x20 is exact for letters; the names compared here hold only
-    // letters and '-', and '-' | 0x20 is '-' itself while '\r' | 0x20 is '-' too: only
-    // bytes of a header value or name reach here, and a name holds no CR.
+    // Only A-Z are folded: any other byte must match exactly.
     if ((c >= 0x41 && c <= 0x5a ? c | 0x20 : c) !== lower[i]) return false;
   }
   return true;
