@@ -78,7 +78,8 @@ export function isTlsFailure(err: unknown): boolean {
 }
 
 /**
- * Maps an undici / socket error to a GatewayError.
+ * Maps a pool / undici / socket error to a GatewayError (gateway/h1/pool.ts raises its
+ * errors with undici's codes, so one table serves both).
  * @param responseStarted whether any byte of the response had arrived
  * @param reusedSocket whether the failure happened on a socket that had served before
  */

@@ -1,14 +1,15 @@
-// Forwarding one request to one endpoint through its undici Pool.
+// Forwarding one request to one endpoint through its pool (gateway/h1/pool.ts for
+// HTTP/1.1, gateway/h2upstream.ts for HTTP/2).
 //
-// An Exchange is the undici dispatch handler for one client request. It implements
-// undici's core handler interface (onConnect/onHeaders/onData/onComplete/onError),
-// which is what the HTTP/1 client calls natively: no adapter object, no header
-// parsing into an object. Bodies stream both ways with backpressure:
-//  - request: the upstream pool reads the body chunk by chunk (CheckedBody) and stops
-//    reading while its socket is full; the client's connection stops reading when the
-//    chunks it has wait unread;
+// An Exchange is the dispatch handler for one client request. It implements undici's
+// core handler interface (onConnect/onHeaders/onData/onComplete/onError), which both
+// upstream pools (gateway/h1/pool.ts, gateway/h2upstream.ts) call natively: no adapter
+// object, no header parsing into an object. Bodies stream both ways with backpressure:
+//  - request: the pool reads the body chunk by chunk (CheckedBody) and stops reading
+//    while its socket is full; the client's connection stops reading when the chunks it
+//    has wait unread;
 //  - response: onData returns false when the client socket is full, which pauses the
-//    upstream parser until the client drains and we call undici's resume.
+//    upstream reader until the client drains and we call the pool's resume.
 
 import type { ClientRequest, ClientResponse } from './io.js';
 import type { Dispatcher } from 'undici';
@@ -106,7 +107,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
    * HTTP/2 response with headers can end only with trailers or an empty DATA frame). */
   private heldTrailers: Record<string, string> | undefined;
   /** The copy of this request for the service's mirror (gateway/mirror.ts), if any: fed
-   * the request body as undici reads it and the response as it streams to the client. */
+   * the request body as the pool reads it and the response as it streams to the client. */
   mirror: MirrorCopy | undefined;
 
   constructor(
@@ -164,7 +165,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         // A streamed body under a limit goes through CheckedBody, which refuses the chunk
         // that would pass it before writing it: the upstream never gets a whole body
         // over the limit.
-        // (undici takes any async iterable as a body; its typings name only Readable.)
+        // (the pools take any async iterable as a body; undici's typings name only Readable.)
         // An HTTP/2 body always goes through it too: a reset stream ends like a complete
         // one, and CheckedBody fails the upload instead of finishing it.
         body: this.hasBody ? (this.body() as unknown as Dispatcher.DispatchOptions['body']) : null,
@@ -195,7 +196,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     return new CheckedBody(this.req, this.bodyLimit, this.mirror);
   }
 
-  // ---- undici handler ----
+  // ---- dispatch handler (undici's handler interface) ----
 
   onConnect(abort: (err?: Error) => void): void {
     this.abortFn = abort;
@@ -242,7 +243,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   /**
    * The body limit of a streamed upload (chunked, or HTTP/2 without a length;
-   * Content-Length bodies are refused up front): enforced by CheckedBody as undici reads
+   * Content-Length bodies are refused up front): enforced by CheckedBody as the pool reads
    * the body, so no listener of ours puts the request in flowing mode.
    */
   bodyLimit = Infinity;
@@ -253,7 +254,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.mirror !== undefined) this.mirror.servedData(chunk);
     if (!ok) {
       this.res.once('drain', onClientDrain);
-      // undici is paused (its body timer too) until the client drains: our own timer
+      // The pool is paused (its body timer too) until the client drains: our own timer
       // bounds how long a client that does not read holds the upstream request.
       const ms = this.host.sendTimeoutMs;
       if (ms > 0 && this.sendTimer === undefined) this.sendTimer = setTimeout(onSendTimeout, ms, this);
@@ -402,7 +403,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // The rest of the upload is refused (RST_STREAM NO_ERROR after the answer, RFC 9113 §8.1).
       this.res.once('finish', () => (this.req as H2Request).stream.close(0));
     } else this.res.destroy();
-    // Ends the exchange now if undici had not connected yet (onError would not come).
+    // Ends the exchange now if the pool had not connected yet (onError would not come).
     if (this.abortFn === null) {
       this.endAttempt(499, undefined);
       this.finish(this.cutStatus);
@@ -411,7 +412,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   private cutClient(message: string): void {
     this.clientGone = true;
-    // abortFn is null until undici has connected; onConnect checks clientGone then.
+    // abortFn is null until the pool has connected; onConnect checks clientGone then.
     this.abortFn?.(new GatewayError('CLIENT_CLOSED', message));
   }
 
