@@ -25,7 +25,7 @@
 // is what `cutover --wait` waits for.
 
 import type { Http2Session } from 'node:http2';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientRequest, ClientResponse } from './io.js';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { VersionStats } from './endpoint.js';
@@ -46,7 +46,7 @@ export const kCloseAfterResponse = Symbol('switchyard.closeAfterResponse');
 /** An HTTP/1.1 socket's record (on the socket itself: no lookup per request). */
 const kConn = Symbol('switchyard.h1conn');
 export type MarkedSocket = Duplex & { [kCloseAfterResponse]?: boolean; [kConn]?: H1Conn };
-type TrackedResponse = ServerResponse & { [kConn]?: H1Conn };
+type TrackedResponse = ClientResponse & { [kConn]?: H1Conn };
 
 /** A response ended (or its connection closed): one request fewer on its connection.
  * (One function for every response, not a closure per request.) */
@@ -101,7 +101,7 @@ export class ConnectionDrainer {
   // ---- what the request path tells it ----
 
   /** An HTTP/1.1 request placed on `version`; returns once it was registered. */
-  h1Request(req: IncomingMessage, res: ServerResponse, version: VersionStats): void {
+  h1Request(req: ClientRequest, res: ClientResponse, version: VersionStats): void {
     const socket = req.socket as MarkedSocket;
     let conn = socket[kConn];
     if (conn === undefined) {

@@ -3,10 +3,11 @@
 // (the shape of Caddy's hosts pool). The snapshot only holds references to these.
 
 import { isIP } from 'node:net';
-import { Pool, buildConnector, type Dispatcher } from 'undici';
+import { buildConnector, type Dispatcher } from 'undici';
 import type { EndpointAddress, VersionConfig } from '../config/types.js';
 import { WindowCounters } from './stats.js';
 import { H2Upstream } from './h2upstream.js';
+import { H1Pool } from './h1/pool.js';
 
 export interface PoolOptions {
   maxConnections: number;
@@ -14,13 +15,14 @@ export interface PoolOptions {
   connectTimeoutMs: number;
   /** For an https endpoint: how its TLS connections are made and verified. */
   tls?: UpstreamTlsOptions;
-  /** services.NAME.protocol: http1 through the undici Pool, h2c/h2 through HTTP/2 sessions. */
+  /** services.NAME.protocol: http1 through the H1Pool, h2c/h2 through HTTP/2 sessions. */
   protocol?: UpstreamProtocol;
 }
 
 export type UpstreamProtocol = 'http1' | 'h2c' | 'h2';
 
-/** What an Exchange dispatches a request on: the undici Pool or the HTTP/2 sessions. */
+/** What an Exchange dispatches a request on: the HTTP/1.1 pool or the HTTP/2 sessions
+ * (both take undici's dispatch options and handler). */
 export interface UpstreamDispatcher {
   dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean;
 }
@@ -57,7 +59,8 @@ export function upstreamTlsOptions(address: EndpointAddress, tls: VersionConfig[
 }
 
 /**
- * undici's connector for an https upstream with the servername pinned. undici otherwise
+ * undici's connector for an https endpoint with the servername pinned (health probes;
+ * the H1Pool pins it itself). undici otherwise
  * takes each request's Host header as SNI and verification name (and drops the
  * connection whenever it differs from the last one): a client could choose the name the
  * gateway verifies. Here the endpoint's name is used whatever the request carries.
@@ -143,7 +146,7 @@ export class Endpoint {
   readonly key: string;
   /** Created on first use: ~18 KB of heap each, so 10,000 listed endpoints that take no
    * traffic (an idle version) cost nothing. */
-  private poolInstance: Pool | undefined;
+  private poolInstance: H1Pool | undefined;
   private h2Instance: H2Upstream | undefined;
   private readonly poolOptions: PoolOptions;
   readonly protocol: UpstreamProtocol;
@@ -182,7 +185,7 @@ export class Endpoint {
     this.protocol = opts.protocol ?? 'http1';
   }
 
-  get pool(): Pool {
+  get pool(): H1Pool {
     return (this.poolInstance ??= this.createPool());
   }
 
@@ -211,7 +214,7 @@ export class Endpoint {
   /** Mirror copies (gateway/mirror.ts) go on connections of their own, in the
    * endpoint's protocol: a hung mirror target holds none of the connections served
    * requests use. Created on first use. */
-  private mirrorPoolInstance: Pool | undefined;
+  private mirrorPoolInstance: H1Pool | undefined;
   private mirrorH2Instance: H2Upstream | undefined;
   get mirrorDispatcher(): UpstreamDispatcher {
     if (this.protocol === 'http1') return (this.mirrorPoolInstance ??= this.createPool());
@@ -233,35 +236,17 @@ export class Endpoint {
     await (force ? p.destroy() : p.close()).catch(() => {});
   }
 
-  private createPool(): Pool {
+  private createPool(): H1Pool {
     const opts = this.poolOptions;
-    const address = this.address;
-    const pool = new Pool(address.origin, {
-      ...(this.tls === undefined ? {} : { connect: tlsConnector(this.tls, opts.connectTimeoutMs) }),
+    // The pool pins the TLS servername to the endpoint's (tls.servername, else its host
+    // name): a client's Host header never chooses the name that is verified, and never
+    // churns the TLS connections.
+    return new H1Pool(this.address.origin, {
       connections: opts.maxConnections,
-      pipelining: 1,
-      keepAliveTimeout: opts.idleTimeoutMs,
-      // Never keep a socket longer than our idle timeout, whatever the backend's
-      // keep-alive hint says, so we never reuse a socket the backend is closing.
-      keepAliveMaxTimeout: opts.idleTimeoutMs,
-      connectTimeout: opts.connectTimeoutMs,
-      // Timeouts are given per request (from the service's config).
-      headersTimeout: 0,
-      bodyTimeout: 0,
+      idleTimeoutMs: opts.idleTimeoutMs,
+      connectTimeoutMs: opts.connectTimeoutMs,
+      ...(this.tls === undefined ? {} : { tls: this.tls }),
     });
-    if (this.tls !== undefined) {
-      // undici compares each request's servername (from its Host header) with the one
-      // of the open connections and closes them when it differs; every request here
-      // carries the endpoint's own (the connector pins it anyway), so client Host
-      // headers never churn the TLS connections.
-      const sn = this.tls.servername ?? address.host;
-      const dispatch = pool.dispatch.bind(pool);
-      pool.dispatch = (o: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean => {
-        (o as Dispatcher.DispatchOptions & { servername?: string }).servername = sn;
-        return dispatch(o, handler);
-      };
-    }
-    return pool;
   }
 
   get id(): string {

@@ -7,6 +7,7 @@ export type GatewayErrorCode =
   | 'NO_ROUTE'
   | 'BAD_REQUEST'
   | 'METHOD_NOT_ALLOWED'
+  | 'EXPECTATION_FAILED'
   | 'BODY_TOO_LARGE'
   | 'HEADERS_TOO_LARGE'
   | 'UPSTREAM_ERROR'
@@ -22,6 +23,7 @@ const STATUS: Record<GatewayErrorCode, number> = {
   NO_ROUTE: 404,
   BAD_REQUEST: 400,
   METHOD_NOT_ALLOWED: 405,
+  EXPECTATION_FAILED: 417,
   BODY_TOO_LARGE: 413,
   HEADERS_TOO_LARGE: 431,
   UPSTREAM_ERROR: 502,
@@ -76,7 +78,8 @@ export function isTlsFailure(err: unknown): boolean {
 }
 
 /**
- * Maps an undici / socket error to a GatewayError.
+ * Maps a pool / undici / socket error to a GatewayError (gateway/h1/pool.ts raises its
+ * errors with undici's codes, so one table serves both).
  * @param responseStarted whether any byte of the response had arrived
  * @param reusedSocket whether the failure happened on a socket that had served before
  */

@@ -1,14 +1,17 @@
-// Forwarding one request to one endpoint through its undici Pool.
+// Forwarding one request to one endpoint through its pool (gateway/h1/pool.ts for
+// HTTP/1.1, gateway/h2upstream.ts for HTTP/2).
 //
-// An Exchange is the undici dispatch handler for one client request. It implements
-// undici's core handler interface (onConnect/onHeaders/onData/onComplete/onError),
-// which is what the HTTP/1 client calls natively: no adapter object, no header
-// parsing into an object. Bodies stream both ways with backpressure:
-//  - request: undici reads the IncomingMessage and pauses it when the socket is full;
+// An Exchange is the dispatch handler for one client request. It implements undici's
+// core handler interface (onConnect/onHeaders/onData/onComplete/onError), which both
+// upstream pools (gateway/h1/pool.ts, gateway/h2upstream.ts) call natively: no adapter
+// object, no header parsing into an object. Bodies stream both ways with backpressure:
+//  - request: the pool reads the body chunk by chunk (CheckedBody) and stops reading
+//    while its socket is full; the client's connection stops reading when the chunks it
+//    has wait unread;
 //  - response: onData returns false when the client socket is full, which pauses the
-//    upstream parser until the client drains and we call undici's resume.
+//    upstream reader until the client drains and we call the pool's resume.
 
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientRequest, ClientResponse } from './io.js';
 import type { Dispatcher } from 'undici';
 import { kCloseAfterResponse, type MarkedSocket } from './conndrain.js';
 import type { Endpoint } from './endpoint.js';
@@ -24,7 +27,7 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS', 'TRACE'])
 /** What the exchange needs from the server around it. */
 export interface ExchangeHost {
   /** Answers a gateway error (JSON body) unless the response has started. */
-  sendError(req: IncomingMessage, res: ServerResponse, err: GatewayError, requestId: string): void;
+  sendError(req: ClientRequest, res: ClientResponse, err: GatewayError, requestId: string): void;
   /** Called once per attempt on an endpoint: its status, or how it failed. */
   upstreamResult(endpoint: Endpoint, status: number, failure: UpstreamFailure | undefined): void;
   /** Called exactly once per exchange when it ends, however it ends. */
@@ -40,7 +43,7 @@ export interface ExchangeHost {
 }
 
 const kExchange = Symbol('switchyard.exchange');
-type WithExchange = ServerResponse & { [kExchange]?: Exchange };
+type WithExchange = ClientResponse & { [kExchange]?: Exchange };
 
 function onClientClose(this: WithExchange): void {
   this[kExchange]?.clientClosed();
@@ -58,8 +61,8 @@ function onRequestTimeout(x: Exchange): void {
   x.requestTimedOut();
 }
 
-type H2Request = IncomingMessage & { stream: { endAfterHeaders: boolean; rstCode?: number; close(code?: number): void }; aborted: boolean };
-type WithExchangeReq = IncomingMessage & { [kExchange]?: Exchange };
+type H2Request = ClientRequest & { stream: { endAfterHeaders: boolean; rstCode?: number; close(code?: number): void }; aborted: boolean };
+type WithExchangeReq = ClientRequest & { [kExchange]?: Exchange };
 
 function onRequestEnd(this: WithExchangeReq): void {
   this[kExchange]?.requestEnded();
@@ -68,7 +71,7 @@ function onRequestEnd(this: WithExchangeReq): void {
 /** Whether a request body that ended was received whole. A reset HTTP/2 stream (the
  * client's RST_STREAM, or nghttp2's own when DATA disagrees with content-length) ends
  * its body stream as if it were complete: only `aborted` tells them apart. */
-function bodyComplete(req: IncomingMessage): boolean {
+function bodyComplete(req: ClientRequest): boolean {
   if (req.httpVersionMajor === 2) return !(req as H2Request).aborted && ((req as H2Request).stream.rstCode ?? 0) === 0;
   return req.complete;
 }
@@ -104,13 +107,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
    * HTTP/2 response with headers can end only with trailers or an empty DATA frame). */
   private heldTrailers: Record<string, string> | undefined;
   /** The copy of this request for the service's mirror (gateway/mirror.ts), if any: fed
-   * the request body as undici reads it and the response as it streams to the client. */
+   * the request body as the pool reads it and the response as it streams to the client. */
   mirror: MirrorCopy | undefined;
 
   constructor(
     readonly host: ExchangeHost,
-    readonly req: IncomingMessage,
-    readonly res: ServerResponse,
+    readonly req: ClientRequest,
+    readonly res: ClientResponse,
     readonly service: ServiceSnapshot,
     /** The version serving the request (changes only by a failover, see retryTarget). */
     public version: VersionSnapshot,
@@ -162,10 +165,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
         // A streamed body under a limit goes through CheckedBody, which refuses the chunk
         // that would pass it before writing it: the upstream never gets a whole body
         // over the limit.
-        // (undici takes any async iterable as a body; its typings name only Readable.)
+        // (the pools take any async iterable as a body; undici's typings name only Readable.)
         // An HTTP/2 body always goes through it too: a reset stream ends like a complete
         // one, and CheckedBody fails the upload instead of finishing it.
-        body: this.hasBody ? this.body() : null,
+        body: this.hasBody ? (this.body() as unknown as Dispatcher.DispatchOptions['body']) : null,
         headersTimeout: timeout,
         bodyTimeout: timeout,
         // We retry ourselves, on another endpoint, only when that is safe.
@@ -180,20 +183,20 @@ export class Exchange implements Dispatcher.DispatchHandler {
    * bytes) so that a call refused before it was processed can be sent again. */
   private replay: ReplayBody | undefined;
 
-  private body(): IncomingMessage {
+  private body(): AsyncIterableIterator<Buffer> {
     // Each attempt of a gRPC call over HTTP/2 reads the one body through a view of its
     // own: what was read already, then on from the client.
     if (this.grpc && this.endpoint.protocol !== 'http1') {
       this.replay ??= new ReplayBody(new CheckedBody(this.req, this.bodyLimit, this.mirror));
-      return this.replay.view() as unknown as IncomingMessage;
+      return this.replay.view();
     }
-    // A mirrored upload goes through CheckedBody as well: it tees each chunk to the copy.
-    return this.bodyLimit === Infinity && this.req.httpVersionMajor !== 2 && this.mirror?.wantsRequestBody !== true
-      ? this.req
-      : (new CheckedBody(this.req, this.bodyLimit, this.mirror) as unknown as IncomingMessage);
+    // Every other body goes through CheckedBody: it reads the request chunk by chunk,
+    // holds the limit of a streamed upload, tees a mirrored one, and fails the upload of
+    // a body that ended without being received whole.
+    return new CheckedBody(this.req, this.bodyLimit, this.mirror);
   }
 
-  // ---- undici handler ----
+  // ---- dispatch handler (undici's handler interface) ----
 
   onConnect(abort: (err?: Error) => void): void {
     this.abortFn = abort;
@@ -240,7 +243,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   /**
    * The body limit of a streamed upload (chunked, or HTTP/2 without a length;
-   * Content-Length bodies are refused up front): enforced by CheckedBody as undici reads
+   * Content-Length bodies are refused up front): enforced by CheckedBody as the pool reads
    * the body, so no listener of ours puts the request in flowing mode.
    */
   bodyLimit = Infinity;
@@ -251,7 +254,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.mirror !== undefined) this.mirror.servedData(chunk);
     if (!ok) {
       this.res.once('drain', onClientDrain);
-      // undici is paused (its body timer too) until the client drains: our own timer
+      // The pool is paused (its body timer too) until the client drains: our own timer
       // bounds how long a client that does not read holds the upstream request.
       const ms = this.host.sendTimeoutMs;
       if (ms > 0 && this.sendTimer === undefined) this.sendTimer = setTimeout(onSendTimeout, ms, this);
@@ -400,7 +403,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // The rest of the upload is refused (RST_STREAM NO_ERROR after the answer, RFC 9113 §8.1).
       this.res.once('finish', () => (this.req as H2Request).stream.close(0));
     } else this.res.destroy();
-    // Ends the exchange now if undici had not connected yet (onError would not come).
+    // Ends the exchange now if the pool had not connected yet (onError would not come).
     if (this.abortFn === null) {
       this.endAttempt(499, undefined);
       this.finish(this.cutStatus);
@@ -409,7 +412,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   private cutClient(message: string): void {
     this.clientGone = true;
-    // abortFn is null until undici has connected; onConnect checks clientGone then.
+    // abortFn is null until the pool has connected; onConnect checks clientGone then.
     this.abortFn?.(new GatewayError('CLIENT_CLOSED', message));
   }
 
@@ -509,7 +512,7 @@ class CheckedBody implements AsyncIterableIterator<Buffer> {
   private readonly declared: number;
 
   constructor(
-    private readonly req: IncomingMessage,
+    private readonly req: ClientRequest,
     private readonly limit: number,
     /** A mirror copy that gets each chunk read, and the end. */
     private readonly tee?: MirrorCopy,
@@ -641,7 +644,7 @@ class ReplayBody {
 }
 
 /** Resolves when the request body has more to read, ends, or closes. */
-function stirred(req: IncomingMessage): Promise<void> {
+function stirred(req: ClientRequest): Promise<void> {
   return new Promise<void>((resolve) => {
     const done = (): void => {
       req.off('readable', done);

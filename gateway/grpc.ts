@@ -3,7 +3,7 @@
 // the gateway makes itself is told to a gRPC client (HTTP 200 with grpc-status and
 // grpc-message, which is all a gRPC client reads; a JSON body would be a protocol error).
 
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientRequest, ClientResponse } from './io.js';
 import type { GatewayError } from './errors.js';
 
 /** gRPC status codes used by the gateway itself. */
@@ -22,7 +22,7 @@ export const GRPC = {
 
 /** A gRPC call (application/grpc, application/grpc+proto …; not gRPC-Web, whose
  * trailers travel in the body and which HTTP/1.1 clients speak). */
-export function isGrpc(req: IncomingMessage): boolean {
+export function isGrpc(req: ClientRequest): boolean {
   const ct = req.headers['content-type'];
   return typeof ct === 'string' && ct.startsWith('application/grpc') && !ct.startsWith('application/grpc-web');
 }
@@ -91,7 +91,7 @@ export function encodeGrpcMessage(m: string): string {
  * the status in the trailers (a HEADERS frame, then the trailers: every gRPC client
  * reads it).
  */
-export function sendGrpcError(_req: IncomingMessage, res: ServerResponse, err: GatewayError, requestId: string): void {
+export function sendGrpcError(_req: ClientRequest, res: ClientResponse, err: GatewayError, requestId: string): void {
   const code = grpcStatusOf(err);
   const message = encodeGrpcMessage(`${err.code}: ${err.message}`);
   res.writeHead(200, ['content-type', 'application/grpc', 'x-request-id', requestId, 'x-switchyard-error', err.code]);

@@ -1,7 +1,7 @@
 // Header rewriting in both directions. Works on raw header arrays (name, value, name,
 // value …) so that case, order and duplicates (Set-Cookie) survive the trip.
 
-import type { IncomingMessage } from 'node:http';
+import type { ClientRequest } from './io.js';
 
 // RFC 9110 §7.6.1 hop-by-hop headers, plus those that are the proxy's own business on
 // each connection. `expect` is answered by the gateway itself (100-continue).
@@ -50,7 +50,7 @@ export function connectionTokens(value: string | string[] | undefined): Set<stri
   return out;
 }
 
-export function clientAddress(req: IncomingMessage): string {
+export function clientAddress(req: ClientRequest): string {
   const a = req.socket.remoteAddress ?? '';
   return a.startsWith('::ffff:') ? a.slice(7) : a;
 }
@@ -77,7 +77,7 @@ export interface HeadProblem {
  * :authority, and a Host, when sent too, that names the same authority. On success the
  * routing host is in req.headers.host.
  */
-export function checkRequestHead(req: IncomingMessage, maxHeaderCount: number): HeadProblem | undefined {
+export function checkRequestHead(req: ClientRequest, maxHeaderCount: number): HeadProblem | undefined {
   const raw = req.rawHeaders;
   const h2 = req.httpVersionMajor === 2;
   let fields = 0;
@@ -123,7 +123,7 @@ export function checkRequestHead(req: IncomingMessage, maxHeaderCount: number): 
  * x-request-id set; Forwarded and x-forwarded-prefix dropped.
  * @param upgrade a tunnel handshake: keep Upgrade, and send `Connection: upgrade`
  */
-export function upstreamRequestHeaders(req: IncomingMessage, requestId: string, proto: string, upgrade = false): string[] {
+export function upstreamRequestHeaders(req: ClientRequest, requestId: string, proto: string, upgrade = false): string[] {
   if (req.httpVersionMajor === 2) return upstreamRequestHeadersH2(req, requestId, proto);
   const raw = req.rawHeaders;
   const out: string[] = [];
@@ -151,7 +151,7 @@ export function upstreamRequestHeaders(req: IncomingMessage, requestId: string, 
 }
 
 /** The headers the gateway adds for the upstream: x-forwarded-*, x-real-ip and x-request-id. */
-function appendForwarded(out: string[], req: IncomingMessage, xff: string | undefined, host: string | undefined, proto: string, requestId: string): string[] {
+function appendForwarded(out: string[], req: ClientRequest, xff: string | undefined, host: string | undefined, proto: string, requestId: string): string[] {
   const client = clientAddress(req);
   out.push('x-forwarded-for', xff === undefined ? client : `${xff}, ${client}`);
   out.push('x-forwarded-proto', proto);
@@ -168,7 +168,7 @@ function appendForwarded(out: string[], req: IncomingMessage, xff: string | unde
  * :authority (checkRequestHead made them agree), cookie crumbs joined into one Cookie
  * (RFC 9113 §8.2.3), hop-by-hop headers (HTTP/2 forbids them anyway) removed.
  */
-function upstreamRequestHeadersH2(req: IncomingMessage, requestId: string, proto: string): string[] {
+function upstreamRequestHeadersH2(req: ClientRequest, requestId: string, proto: string): string[] {
   const raw = req.rawHeaders;
   const out: string[] = [];
   let xff: string | undefined;

@@ -3,7 +3,7 @@
 // proxies WebSocket upgrades, and runs the shutdown sequence.
 
 import { randomUUID } from 'node:crypto';
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http from 'node:http';
 import https from 'node:https';
 import http2, { type Http2SecureServer, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from 'node:http2';
 import type { Duplex } from 'node:stream';
@@ -21,7 +21,8 @@ import { hashToUnit, pickEndpoint, readCookie, versionAt } from './select.js';
 import { matchRoute, type ServiceSnapshot, type VersionSnapshot } from './snapshot.js';
 import { TlsCertificates } from './tls.js';
 import { grpcStatusOfHttp, isGrpc, sendGrpcError } from './grpc.js';
-import { acceptPriorKnowledge } from './h2c.js';
+import { H1Engine, type H1Handlers, type H1Limits } from './h1/engine.js';
+import type { ClientRequest, ClientResponse } from './io.js';
 import { ConnectionDrainer, kCloseAfterResponse, type MarkedSocket } from './conndrain.js';
 import { Tunnel } from './tunnel.js';
 
@@ -49,17 +50,21 @@ interface Selection {
 }
 
 export class GatewayServer implements ExchangeHost {
-  /** Plain HTTP/1.1, or with gateway.tls an HTTP/2 server that also speaks HTTP/1.1
-   * (ALPN), whose HTTP/1.1 connections go through Node's http connection handling. */
-  readonly server: http.Server | Http2SecureServer;
+  /** The listener: a plain TCP server whose connections go to the HTTP/1.1 engine (or,
+   * opening with the HTTP/2 preface, to `h2c`); with gateway.tls, the HTTP/2 server,
+   * whose connections that did not choose `h2` by ALPN go to the HTTP/1.1 engine. */
+  readonly server: net.Server | Http2SecureServer;
+  /** The HTTP/1.1 engine (gateway/h1/engine.ts) of the listener. */
+  readonly h1: H1Engine;
   /** x-forwarded-proto upstream. */
   readonly proto: 'http' | 'https';
   /** gateway.tls: the certificates, chosen by SNI, reloadable. */
   readonly tls: TlsCertificates | undefined;
   /** gateway.redirectHttp: plain listener answering 308 to https. */
-  readonly redirect: http.Server | undefined;
+  readonly redirect: net.Server | undefined;
+  private readonly redirectH1: H1Engine | undefined;
   /** Without gateway.tls: the HTTP/2 server that takes the plain listener's connections
-   * opening with the HTTP/2 preface (prior knowledge, see h2c.ts). */
+   * opening with the HTTP/2 preface (prior knowledge, RFC 9113 §3.3). */
   readonly h2c: Http2Server | undefined;
   private httpsPortSuffix = '';
   /** HTTP/2 sessions, for a graceful GOAWAY at shutdown. */
@@ -89,10 +94,17 @@ export class GatewayServer implements ExchangeHost {
     dp.onConnectionDrain((order) => this.drainer.drain(order, (v) => dp.statsOf(order.service, v)));
     const t = opts.config.timeouts;
     const cfg = opts.config;
-    const onRequest = (req: IncomingMessage, res: ServerResponse): void => this.onRequest(req, res);
+    const onRequest = (req: ClientRequest, res: ClientResponse): void => this.onRequest(req, res);
+    const handlers: H1Handlers = {
+      request: onRequest,
+      checkContinue: (req, res) => this.onCheckContinue(req, res),
+      upgrade: (req, socket, head) => this.onUpgrade(req, socket, head),
+      // The gateway is no forward proxy: 405 JSON, never forwarded.
+      connect: (_req, socket) => rejectConnect(socket),
+      refuse: (socket, status, code, message, raw) => this.onRefused(socket, status, code, message, raw),
+    };
     if (cfg.tls === undefined) {
       this.proto = 'http';
-      this.server = http.createServer(httpOptions(cfg), onRequest);
       // HTTP/2 with prior knowledge on the same port: the same limits as over TLS.
       const h2c = http2.createServer(
         {
@@ -103,10 +115,16 @@ export class GatewayServer implements ExchangeHost {
         onRequest as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void,
       );
       h2c.on('session', (session: Http2Session) => this.onSession(session));
-      h2c.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.onCheckContinue(req, res));
-      h2c.on('connect', (req: IncomingMessage, res: ServerResponse) => this.reject(req, res, 'METHOD_NOT_ALLOWED', 'CONNECT is not supported: the gateway is not a forward proxy'));
-      acceptPriorKnowledge(this.server, h2c, t.headersMs);
+      h2c.on('checkContinue', (req: ClientRequest, res: ClientResponse) => this.onCheckContinue(req, res));
+      h2c.on('connect', (req: ClientRequest, res: ClientResponse) => this.reject(req, res, 'METHOD_NOT_ALLOWED', 'CONNECT is not supported: the gateway is not a forward proxy'));
       this.h2c = h2c;
+      // A connection opening with the HTTP/2 preface goes to the HTTP/2 server, with
+      // the bytes read put back; HTTP/1.1 clients see no difference (a request line can
+      // never start like the preface).
+      handlers.http2 = (socket) => h2c.emit('connection', socket);
+      this.h1 = new H1Engine(handlers, engineLimits(cfg), true);
+      const h1 = this.h1;
+      this.server = net.createServer((socket) => h1.accept(socket));
     } else {
       this.proto = 'https';
       this.tls = new TlsCertificates(cfg.tls.certificates, opts.log);
@@ -123,37 +141,43 @@ export class GatewayServer implements ExchangeHost {
           settings: { maxHeaderListSize: cfg.maxHeaderSize, maxConcurrentStreams: cfg.http2.maxConcurrentStreams },
           maxSessionMemory: 32,
         },
-        // The same handler for both: an HTTP/2 stream comes as the compat request and
-        // response, which the request path uses through the http/1 surface they share.
+        // An HTTP/2 stream comes as the compat request and response, which the request
+        // path uses through the surface it shares with the HTTP/1.1 engine (io.ts).
         onRequest as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void,
       );
-      // HTTP/1.1 connections on this server are handled by Node's http code, which reads
-      // its settings from these properties.
-      const h1 = server as unknown as Record<string, unknown>;
-      for (const [k, v] of Object.entries(httpOptions(cfg))) h1[k] = v;
+      this.h1 = new H1Engine(handlers, engineLimits(cfg), false);
+      const h1 = this.h1;
+      // A TLS connection that chose h2 by ALPN goes to node:http2; every other one
+      // (http/1.1, or no ALPN) to the HTTP/1.1 engine instead of Node's http code.
+      const own = server.listeners('secureConnection') as ((socket: Socket) => void)[];
+      server.removeAllListeners('secureConnection');
+      server.on('secureConnection', (socket: Socket & { alpnProtocol?: string | false }) => {
+        if (socket.alpnProtocol === 'h2') for (const fn of own) fn.call(server, socket);
+        else h1.accept(socket);
+      });
       this.tls.attach(server);
       server.on('session', (session: Http2Session) => this.onSession(session));
       server.on('tlsClientError', (err: NodeJS.ErrnoException) => this.log.debug({ err: err.code ?? err.message }, 'TLS handshake failed'));
+      server.on('checkContinue', (req: ClientRequest, res: ClientResponse) => this.onCheckContinue(req, res));
+      // CONNECT over HTTP/2 (an extended CONNECT or a tunnel): 405 JSON, never forwarded.
+      server.on('connect', (req: ClientRequest, res: ClientResponse) => this.reject(req, res, 'METHOD_NOT_ALLOWED', 'CONNECT is not supported: the gateway is not a forward proxy'));
       this.server = server;
       if (cfg.redirectHttp !== undefined) {
-        this.redirect = http.createServer(httpOptions(cfg), (req, res) => this.onRedirect(req, res));
-        this.redirect.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket));
-        this.redirect.on('connect', (_req: IncomingMessage, socket: Duplex) => rejectConnect(socket));
+        const redirect = new H1Engine(
+          {
+            request: (req, res) => this.onRedirect(req, res),
+            checkContinue: (req, res) => this.onRedirect(req, res),
+            upgrade: (req, socket) => this.redirectRaw(req, socket),
+            connect: (_req, socket) => rejectConnect(socket),
+            refuse: (socket, status, code, message, raw) => this.onRefused(socket, status, code, message, raw),
+          },
+          engineLimits(cfg),
+          false,
+        );
+        this.redirectH1 = redirect;
+        this.redirect = net.createServer((socket) => redirect.accept(socket));
       }
     }
-    // Count one more than the limit so that going over it is visible (Node silently
-    // drops headers beyond maxHeadersCount).
-    (this.server as http.Server).maxHeadersCount = opts.config.maxHeaderCount + 1;
-    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.onCheckContinue(req, res));
-    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket));
-    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
-    // CONNECT: an HTTP/1.1 tunnel request (socket) or an HTTP/2 one (compat response).
-    // Without a listener Node would drop an HTTP/1.1 one silently; the gateway is no
-    // forward proxy: 405 JSON, never forwarded.
-    this.server.on('connect', (req: IncomingMessage, sock: Duplex | ServerResponse) => {
-      if (req.httpVersionMajor === 2) this.reject(req, sock as ServerResponse, 'METHOD_NOT_ALLOWED', 'CONNECT is not supported: the gateway is not a forward proxy');
-      else rejectConnect(sock as Duplex);
-    });
     if (cfg.maxConnectionsPerClient > 0) this.countClients();
   }
 
@@ -161,7 +185,8 @@ export class GatewayServer implements ExchangeHost {
    * cannot); with TLS, the certificates are loaded again. */
   reconfigure(cfg: Config['gateway']): void {
     this.cfg = cfg;
-    (this.server as http.Server).maxHeadersCount = cfg.maxHeaderCount + 1;
+    this.h1.limits = engineLimits(cfg);
+    if (this.redirectH1 !== undefined) this.redirectH1.limits = engineLimits(cfg);
     if (cfg.maxConnectionsPerClient > 0) this.countClients();
     if (this.tls !== undefined && cfg.tls !== undefined) this.tls.reload(cfg.tls.certificates, 'config reload');
     else if ((this.tls === undefined) !== (cfg.tls === undefined)) this.log.warn('gateway.tls is turned on or off only on restart');
@@ -244,10 +269,10 @@ export class GatewayServer implements ExchangeHost {
 
   // ---- HTTP → HTTPS redirect (gateway.redirectHttp) ----
 
-  private onRedirect(req: IncomingMessage, res: ServerResponse): void {
+  private onRedirect(req: ClientRequest, res: ClientResponse): void {
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
     const url = req.url as string;
-    const host = req.headers.host;
+    const host = req.headers.host as string | undefined;
     const m = host === undefined ? null : REDIRECT_HOST_RE.exec(host);
     if (url.charCodeAt(0) !== 47 || m === null) {
       this.reject(req, res, 'BAD_REQUEST', m === null ? 'a redirect to https needs a valid Host header' : 'the request target must be a path (origin-form)', requestId);
@@ -257,9 +282,22 @@ export class GatewayServer implements ExchangeHost {
     res.end();
   }
 
+  /** An upgrade request on the redirect listener: the same 308 (or 400), written raw. */
+  private redirectRaw(req: ClientRequest, socket: Socket): void {
+    const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
+    const url = req.url as string;
+    const host = req.headers.host as string | undefined;
+    const m = host === undefined ? null : REDIRECT_HOST_RE.exec(host);
+    if (url.charCodeAt(0) !== 47 || m === null) {
+      writeRawError(socket, 400, 'BAD_REQUEST', m === null ? 'a redirect to https needs a valid Host header' : 'the request target must be a path (origin-form)', requestId);
+      return;
+    }
+    socket.end(`HTTP/1.1 308 Permanent Redirect\r\nlocation: https://${m[1]}${this.httpsPortSuffix}${url}\r\ncontent-length: 0\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n`);
+  }
+
   // ---- request path ----
 
-  private onCheckContinue(req: IncomingMessage, res: ServerResponse): void {
+  private onCheckContinue(req: ClientRequest, res: ClientResponse): void {
     // Refuse an oversized body before the client sends it.
     const cl = req.headers['content-length'];
     if (cl !== undefined && Number(cl) > this.cfg.maxBodySize) {
@@ -270,7 +308,7 @@ export class GatewayServer implements ExchangeHost {
     this.onRequest(req, res);
   }
 
-  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+  private onRequest(req: ClientRequest, res: ClientResponse): void {
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
     const url = req.url as string;
     if (url.charCodeAt(0) !== 47 /* / */) {
@@ -286,6 +324,13 @@ export class GatewayServer implements ExchangeHost {
     const cl = req.headers['content-length'];
     if (cl !== undefined && Number(cl) > this.cfg.maxBodySize) {
       this.reject(req, res, 'BODY_TOO_LARGE', `request body exceeds ${this.cfg.maxBodySize} bytes`, requestId);
+      return;
+    }
+    // An expectation other than 100-continue cannot be met by a proxy that does not know
+    // it (RFC 9110 §10.1.1): 417, never forwarded.
+    const expectation = req.headers.expect;
+    if (expectation !== undefined && req.httpVersionMajor === 1 && !(typeof expectation === 'string' && expectation.trim().toLowerCase() === '100-continue')) {
+      this.reject(req, res, 'EXPECTATION_FAILED', 'the only expectation the gateway meets is 100-continue', requestId);
       return;
     }
     const sel = this.select(req, res, url, requestId);
@@ -310,10 +355,10 @@ export class GatewayServer implements ExchangeHost {
    * Routing rules 1–4. Answers the error itself and returns undefined when the request
    * cannot be placed.
    */
-  private select(req: IncomingMessage, res: ServerResponse | undefined, url: string, requestId: string): Selection | undefined {
+  private select(req: ClientRequest, res: ClientResponse | undefined, url: string, requestId: string): Selection | undefined {
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
-    const host = req.headers.host;
+    const host = req.headers.host as string | undefined;
     const service = matchRoute(this.dp.holder.current, host === undefined ? undefined : host.toLowerCase(), path);
     if (service === undefined) return this.failSelect(req, res, requestId, 'NO_ROUTE', `no route for ${host ?? '(no host)'}${path}`);
 
@@ -335,7 +380,7 @@ export class GatewayServer implements ExchangeHost {
         if (typeof h === 'string' && h !== '') key = h;
       }
       if (key === undefined && service.stickyCookie !== undefined) {
-        key = readCookie(req.headers.cookie, service.stickyCookie);
+        key = readCookie(req.headers.cookie as string | undefined, service.stickyCookie);
         if (key === undefined) {
           key = randomUUID();
           setCookie = `${service.stickyCookie}=${key}; Path=/; HttpOnly; SameSite=Lax`;
@@ -349,17 +394,17 @@ export class GatewayServer implements ExchangeHost {
     return { service, version, endpoint, setCookie, pinned };
   }
 
-  private failSelect(req: IncomingMessage, res: ServerResponse | undefined, requestId: string, code: GatewayErrorCode, message: string): undefined {
+  private failSelect(req: ClientRequest, res: ClientResponse | undefined, requestId: string, code: GatewayErrorCode, message: string): undefined {
     if (res !== undefined) this.reject(req, res, code, message, requestId);
     else this.rejectUpgrade(req, req.socket, code, message, requestId);
     return undefined;
   }
 
-  private reject(req: IncomingMessage, res: ServerResponse, code: GatewayErrorCode, message: string, requestId?: string): void {
+  private reject(req: ClientRequest, res: ClientResponse, code: GatewayErrorCode, message: string, requestId?: string): void {
     this.sendError(req, res, new GatewayError(code, message), requestId ?? acceptableRequestId(req.headers['x-request-id']) ?? randomUUID());
   }
 
-  sendError(req: IncomingMessage, res: ServerResponse, err: GatewayError, requestId: string): void {
+  sendError(req: ClientRequest, res: ClientResponse, err: GatewayError, requestId: string): void {
     if (err.statusCode >= 500) {
       this.log.warn({ reqId: requestId, code: err.code, err: err.cause ?? err.message, url: req.url }, 'gateway error');
     }
@@ -424,54 +469,21 @@ export class GatewayServer implements ExchangeHost {
     }
   }
 
-  private onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-    const code0 = typeof err.code === 'string' ? err.code : '';
-    // Only a request Node could not parse (HPE_*) or did not get in time has an HTTP
-    // answer; anything else (a reset, a TLS handshake failure or timeout on the TLS
-    // listener) just closes.
-    const http = code0.startsWith('HPE_') || code0 === 'ERR_HTTP_REQUEST_TIMEOUT';
-    // A response already started on this connection (a malformed chunk in a body being
-    // forwarded): no error response can follow it, only the close.
-    const pending = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
-    if (!http || !socket.writable || pending?.headersSent === true) {
+  /** A request the HTTP/1.1 engine refused before it reached the request path: a
+   * malformed or oversized head (or body chunk), or one not received in time. Answered
+   * with the JSON error on the raw socket, which then closes. */
+  private onRefused(socket: Socket, status: number, code: string, message: string, raw: Buffer | undefined): void {
+    if (status !== 408) this.log.debug({ status, err: message }, 'malformed request refused');
+    if (!socket.writable) {
       socket.destroy();
       return;
     }
-    this.log.debug({ err: code0 || err.message, reason: (err as { reason?: string }).reason }, 'malformed request refused');
-    // A valid request pipelined before the malformed one is still being answered: the
-    // error goes after its response (in order), then the connection closes. (When the
-    // malformed bytes are that request's own body, it can never complete: answer now.)
-    if (pending != null && pending.req?.complete === true) {
-      const after = (): void => {
-        if (socket.writable) this.onClientError(err, socket);
-        else socket.destroy();
-      };
-      pending.once('finish', after);
-      pending.once('close', () => {
-        if (!pending.writableFinished) socket.destroy();
-      });
-      return;
-    }
-    let status = 400;
-    let code = 'BAD_REQUEST';
-    let message = 'malformed HTTP request';
-    if (err.code === 'HPE_HEADER_OVERFLOW') {
-      status = 431;
-      code = 'HEADERS_TOO_LARGE';
-      message = `request headers exceed ${this.cfg.maxHeaderSize} bytes`;
-    } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
-      status = 408;
-      code = 'REQUEST_TIMEOUT';
-      message = 'the request was not received in time';
-    } else if (typeof err.code === 'string' && err.code.startsWith('HPE_')) {
-      message = `malformed HTTP request (${err.code})`;
-    }
-    writeRawError(socket, status, code, message, requestIdOf(err) ?? randomUUID());
+    writeRawError(socket, status, code, message, (raw === undefined ? undefined : requestIdOf(raw)) ?? randomUUID());
   }
 
   // ---- WebSocket (and any other Upgrade) ----
 
-  private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  private onUpgrade(req: ClientRequest, socket: Duplex, head: Buffer): void {
     this.drainer.forget(socket);
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
     if (this.closing) {
@@ -614,7 +626,7 @@ export class GatewayServer implements ExchangeHost {
     up.end();
   }
 
-  private rejectUpgrade(_req: IncomingMessage, socket: Duplex, code: GatewayErrorCode, message: string, requestId: string): void {
+  private rejectUpgrade(_req: ClientRequest, socket: Duplex, code: GatewayErrorCode, message: string, requestId: string): void {
     const e = new GatewayError(code, message);
     writeRawError(socket, e.statusCode, code, message, requestId);
   }
@@ -626,12 +638,11 @@ export class GatewayServer implements ExchangeHost {
    * when the last connection has closed. */
   stopAccepting(): Promise<void> {
     this.closing = true;
-    // net's close, not http's: http.Server#close would also close every idle keep-alive
-    // connection at once, and a connection is "idle" to Node while the client's next
-    // request is still on the wire — that request would be lost. Idle connections are
-    // closed by the quiet sweep below instead.
+    // The listener stops accepting; its open connections are closed by the quiet sweep
+    // below (an idle keep-alive connection may have its client's next request on the
+    // wire: it is closed only once seen idle twice).
     const closed = new Promise<void>((resolve) => net.Server.prototype.close.call(this.server, () => resolve()));
-    if (this.redirect !== undefined) net.Server.prototype.close.call(this.redirect);
+    if (this.redirect !== undefined) this.redirect.close();
     // HTTP/2: GOAWAY; streams in flight finish, the client opens no new one here.
     for (const s of this.sessions) s.close();
     this.quietSweep = setInterval(() => this.closeQuietConnections(), QUIET_MS);
@@ -643,7 +654,7 @@ export class GatewayServer implements ExchangeHost {
 
   private quietSweep: NodeJS.Timeout | undefined;
   /** HTTP/1.1 connections seen idle at the last sweep. */
-  private quiet = new Set<Duplex>();
+  private quiet = new Set<Socket>();
 
   /**
    * During shutdown every response says `Connection: close`, so a keep-alive client's
@@ -653,10 +664,10 @@ export class GatewayServer implements ExchangeHost {
    * carry a request: it gets until the next sweep.
    */
   private closeQuietConnections(): void {
-    const next = new Set<Duplex>();
-    for (const srv of [this.server, this.redirect]) {
-      if (srv === undefined) continue;
-      for (const socket of idleSockets(srv)) {
+    const next = new Set<Socket>();
+    for (const engine of [this.h1, this.redirectH1]) {
+      if (engine === undefined) continue;
+      for (const socket of engine.idleSockets()) {
         if (this.quiet.has(socket)) socket.destroy();
         else next.add(socket);
       }
@@ -682,33 +693,16 @@ export class GatewayServer implements ExchangeHost {
     this.drainer.close();
     clearInterval(this.quietSweep);
     if (this.server.listening) net.Server.prototype.close.call(this.server);
-    http.Server.prototype.closeAllConnections.call(this.server);
+    this.h1.closeAll();
     for (const s of this.sessions) s.destroy();
-    if (this.redirect?.listening === true) net.Server.prototype.close.call(this.redirect);
-    this.redirect?.closeAllConnections();
+    if (this.redirect?.listening === true) this.redirect.close();
+    this.redirectH1?.closeAll();
     for (const t of this.tunnels) t.destroy();
   }
 }
 
 /** How long an HTTP/1.1 connection must stay idle during shutdown before it is closed. */
 const QUIET_MS = 250;
-
-// Node's record of a server's HTTP/1.1 connections (the one closeIdleConnections reads).
-type ConnectionsList = { idle(): { socket: Duplex & { _httpMessage?: ServerResponse | null } }[] };
-
-/** The server's HTTP/1.1 connections with no request in progress (no byte of one read). */
-function idleSockets(server: http.Server | Http2SecureServer): Duplex[] {
-  const key = Object.getOwnPropertySymbols(server).find((k) => k.description === 'http.server.connections');
-  const list = key === undefined ? undefined : ((server as unknown as Record<symbol, ConnectionsList | undefined>)[key]);
-  if (list === undefined) return [];
-  const out: Duplex[] = [];
-  for (const c of list.idle()) {
-    const pending = c.socket._httpMessage;
-    if (pending != null && !pending.writableFinished) continue;
-    out.push(c.socket);
-  }
-  return out;
-}
 
 const REASONS: Record<number, string> = {
   400: 'Bad Request',
@@ -722,7 +716,7 @@ const REASONS: Record<number, string> = {
   504: 'Gateway Timeout',
 };
 
-/** Writes an error response straight to a socket (no ServerResponse exists for it). */
+/** Writes an error response straight to a socket (no ClientResponse exists for it). */
 function writeRawError(socket: Duplex, status: number, code: string, message: string, requestId: string): void {
   const body = errorBody(code, message, requestId);
   socket.end(
@@ -731,29 +725,21 @@ function writeRawError(socket: Duplex, status: number, code: string, message: st
   );
 }
 
-/** Settings of Node's HTTP/1.1 server, plain or on the TLS listener. */
-function httpOptions(cfg: Config['gateway']): http.ServerOptions {
+/** The HTTP/1.1 engine's limits from the gateway's config. */
+function engineLimits(cfg: Config['gateway']): H1Limits {
   const t = cfg.timeouts;
   return {
     maxHeaderSize: cfg.maxHeaderSize,
-    headersTimeout: t.headersMs,
-    requestTimeout: t.requestMs,
-    keepAliveTimeout: t.keepAliveMs,
-    // How often Node checks the two timeouts above; the default (30 s) would let a
-    // slowloris client hold a socket for up to 30 s past its deadline.
-    connectionsCheckingInterval: Math.min(1000, t.headersMs),
-    // Node would answer an HTTP/1.1 request without Host with a bare 400 (no JSON,
-    // no x-request-id) before onRequest runs; onRequest refuses it itself. This also
-    // covers a Host header dropped for being past maxHeadersCount, which must be a 431.
-    requireHostHeader: false,
-    // Strict parsing whatever --insecure-http-parser says: requests with both
-    // Content-Length and Transfer-Encoding, duplicate lengths, obs-fold, bare LF or bad
-    // chunk sizes are refused (400) and never forwarded.
-    insecureHTTPParser: false,
+    // One field more than the limit passes the reader, so that the request path's own
+    // check answers it (with the client's x-request-id); beyond, the reader refuses.
+    maxHeaderCount: cfg.maxHeaderCount + 1,
+    headersMs: t.headersMs,
+    requestMs: t.requestMs,
+    keepAliveMs: t.keepAliveMs,
   };
 }
 
-function listenOn(server: http.Server | Http2SecureServer, host: string, port: number): Promise<void> {
+function listenOn(server: net.Server | Http2SecureServer, host: string, port: number): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -772,10 +758,8 @@ function rejectConnect(socket: Duplex): void {
 
 const RAW_REQUEST_ID_RE = /\r\nx-request-id:[ \t]*([A-Za-z0-9._:/+=-]{1,128})[ \t]*\r\n/i;
 
-/** The client's x-request-id from the bytes of a request Node refused, when readable. */
-function requestIdOf(err: NodeJS.ErrnoException): string | undefined {
-  const raw = (err as { rawPacket?: Buffer }).rawPacket;
-  if (raw === undefined) return undefined;
+/** The client's x-request-id from the bytes of a refused request, when readable. */
+function requestIdOf(raw: Buffer): string | undefined {
   const m = RAW_REQUEST_ID_RE.exec(raw.toString('latin1', 0, Math.min(raw.length, 65536)));
   return m === null ? undefined : m[1];
 }

@@ -182,6 +182,10 @@ export class Tunnel {
       if (client.writable) client.end(WS_GOING_AWAY);
       endOf(upstream);
     });
+    // The client's socket was paused when the HTTP/1.1 engine handed it over (its frames
+    // wait in the kernel until the upstream has switched protocols): read on now.
+    client.resume();
+    upstream.resume();
   }
 
   /** Like pipe(), with backpressure, reading the frame headers as they pass. */

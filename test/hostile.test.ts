@@ -231,6 +231,25 @@ describe('hostile clients', () => {
     expect(x.responses[0].headers['x-request-id']).toBe('smuggle-7');
   });
 
+  it.each([
+    ['plain', () => plain],
+    ['TLS', () => secure],
+  ] as const)('pipelined requests (%s) are forwarded one at a time and answered in order', async (_kind, target) => {
+    up.completed.length = 0;
+    const reqs = ['/p1', '/p2', '/p3', '/p4'].map((p) => `GET ${p} HTTP/1.1\r\nHost: shop.test\r\n\r\n`);
+    const x = await exchange(target(), [reqs.join('') + 'POST /p5 HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi']);
+    expect(x.responses.map((r) => r.body.toString())).toEqual(['ok GET /p1', 'ok GET /p2', 'ok GET /p3', 'ok GET /p4', 'ok POST /p5']);
+    expect(up.completed).toEqual(['GET /p1', 'GET /p2', 'GET /p3', 'GET /p4', 'POST /p5']);
+    expect(x.closedByPeer).toBe(true);
+  });
+
+  it('an Expect other than 100-continue → 417, not forwarded', async () => {
+    up.seen.length = 0;
+    const x = await exchange(plain, ['POST /a HTTP/1.1\r\nHost: shop.test\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\nhi']);
+    expectJsonError(x.responses[0], 417, 'EXPECTATION_FAILED');
+    expect(up.seen).toHaveLength(0);
+  });
+
   describe.each([
     ['plain', () => plain],
     ['TLS', () => secure],
