@@ -21,7 +21,7 @@ import { hashToUnit, pickEndpoint, readCookie, versionAt } from './select.js';
 import { matchRoute, type ServiceSnapshot, type VersionSnapshot } from './snapshot.js';
 import { TlsCertificates } from './tls.js';
 import { grpcStatusOfHttp, isGrpc, sendGrpcError } from './grpc.js';
-import { H1Engine, type H1Handlers, type H1Limits } from './h1/engine.js';
+import { H1Engine, reasonPhrase, type H1Handlers, type H1Limits } from './h1/engine.js';
 import type { ClientRequest, ClientResponse } from './io.js';
 import { ConnectionDrainer, kCloseAfterResponse, type MarkedSocket } from './conndrain.js';
 import { Tunnel } from './tunnel.js';
@@ -478,7 +478,10 @@ export class GatewayServer implements ExchangeHost {
       socket.destroy();
       return;
     }
-    writeRawError(socket, status, code, message, (raw === undefined ? undefined : requestIdOf(raw)) ?? randomUUID());
+    // The reader's 501 (a method it does not know) and 505 (a version other than 1.0 and
+    // 1.1) have codes of their own.
+    const c = status === 501 ? 'NOT_IMPLEMENTED' : status === 505 ? 'VERSION_NOT_SUPPORTED' : code;
+    writeRawError(socket, status, c, message, (raw === undefined ? undefined : requestIdOf(raw)) ?? randomUUID());
   }
 
   // ---- WebSocket (and any other Upgrade) ----
@@ -704,23 +707,11 @@ export class GatewayServer implements ExchangeHost {
 /** How long an HTTP/1.1 connection must stay idle during shutdown before it is closed. */
 const QUIET_MS = 250;
 
-const REASONS: Record<number, string> = {
-  400: 'Bad Request',
-  404: 'Not Found',
-  405: 'Method Not Allowed',
-  408: 'Request Timeout',
-  413: 'Payload Too Large',
-  431: 'Request Header Fields Too Large',
-  502: 'Bad Gateway',
-  503: 'Service Unavailable',
-  504: 'Gateway Timeout',
-};
-
 /** Writes an error response straight to a socket (no ClientResponse exists for it). */
 function writeRawError(socket: Duplex, status: number, code: string, message: string, requestId: string): void {
   const body = errorBody(code, message, requestId);
   socket.end(
-    `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\ncontent-type: application/json\r\n` +
+    `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\ncontent-type: application/json\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`,
   );
 }

@@ -306,6 +306,23 @@ describe('hostile clients', () => {
       expect(up.seen).toHaveLength(0);
     });
 
+    it('an unknown method is refused with 501 and an HTTP version other than 1.0/1.1 with 505, never forwarded', async () => {
+      up.seen.length = 0;
+      for (const [head, status, code] of [
+        ['FROB /a HTTP/1.1\r\nHost: shop.test\r\n\r\n', 501, 'NOT_IMPLEMENTED'],
+        ['GET /a HTTP/2.0\r\nHost: shop.test\r\n\r\n', 505, 'VERSION_NOT_SUPPORTED'],
+        ['GET /a HTTP/1.2\r\nHost: shop.test\r\n\r\n', 505, 'VERSION_NOT_SUPPORTED'],
+      ] as const) {
+        const x = await exchange(target(), [head]);
+        expectJsonError(x.responses[0], status, code);
+        expect(x.closedByPeer).toBe(true);
+      }
+      // WebDAV and other methods llhttp knows are forwarded like any other.
+      const dav = await exchange(target(), ['PROPFIND /dav HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n']);
+      expect(dav.responses[0].status).toBe(200);
+      expect(up.seen.map((s) => s.url)).toEqual(['/dav']);
+    });
+
     it('CONNECT is refused with 405 JSON and never tunnelled or forwarded', async () => {
       up.seen.length = 0;
       const x = await exchange(target(), [`CONNECT 127.0.0.1:${up.port} HTTP/1.1\r\nHost: 127.0.0.1:${up.port}\r\n\r\nGET /through-tunnel HTTP/1.1\r\nHost: x\r\n\r\n`]);
