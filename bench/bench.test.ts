@@ -66,7 +66,7 @@ describe('bench harness', () => {
     expect(code, `stdout:\n${stdout}\nstderr:\n${stderr}`).toBe(0);
 
     const r = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as Results;
-    const peers = ['direct', 'switchyard', 'switchyard-2w', 'fastify', 'http-proxy', ...(have('nginx') ? ['nginx'] : []), ...(have('haproxy') ? ['haproxy'] : []), ...(have('caddy') ? ['caddy'] : [])];
+    const peers = ['direct', 'switchyard', 'switchyard-2w', 'fastify', 'http-proxy', 'node-raw', ...(have('nginx') ? ['nginx'] : []), ...(have('haproxy') ? ['haproxy'] : []), ...(have('caddy') ? ['caddy'] : [])];
     for (const combo of ['small/8', '64k/8']) {
       for (const p of peers) {
         const m = r.throughput.medians[combo][p];
@@ -115,19 +115,20 @@ describe('bench harness', () => {
     expect(r.machine.loadavgEnd).toHaveLength(3);
 
     const md = readFileSync(join(out, 'latest.md'), 'utf8');
-    for (const heading of ['## Issue #17 figures', '## Throughput', '## Latency at a fixed rate', '## Zero-loss scenarios', '## Fleet', '## Scale']) expect(md).toContain(heading);
+    for (const heading of ['## Headline figures', '## Throughput', '## Latency at a fixed rate', '## Zero-loss scenarios', '## Fleet', '## Scale']) expect(md).toContain(heading);
     expect(readFileSync(join(out, 'latest.svg'), 'utf8')).toMatch(/^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
     // The printed goals are the ones written.
     expect(stdout).toMatch(/Switchyard ≥ 1\.5× @fastify\/http-proxy, req\/s: \d+\.\d\d/);
-    // Issue #17's figures close the run, each with a number.
-    expect(stdout).toContain('\nissue #17 figures:');
-    const figures = stdout.slice(stdout.indexOf('\nissue #17 figures:'));
+    // The headline figures close the run, each with a number.
+    expect(stdout).toContain('\nheadline figures:');
+    const figures = stdout.slice(stdout.indexOf('\nheadline figures:'));
     expect(figures).toMatch(/small\/8: Switchyard ÷ http-proxy forwarder, req\/s: \d+\.\d\d/);
     expect(figures).toMatch(/64k\/8: Switchyard CPU per request: \d+\.\d µs/);
     expect(figures).toMatch(/added p99 at 50% of Switchyard's measured max \(\d+ of \d+ req\/s on small\/8, wrk paced\): -?\d+\.\d{3} ms/);
     expect(figures).toMatch(/200 idle keep-alive clients: Switchyard RSS growth: [+-]?\d+\.\d MiB, -?\d+\.\d KiB per connection/);
     if (have('haproxy')) expect(figures).toMatch(/small\/8: Switchyard ÷ HAProxy \(1 thread\), req\/s: \d+\.\d\d/);
     if (have('caddy')) expect(figures).toMatch(/small\/8: Switchyard ÷ Caddy \(GOMAXPROCS=1\), req\/s: \d+\.\d\d/);
+    expect(figures).toMatch(/small\/8: Switchyard ÷ Node raw-socket forwarder \(no HTTP features\), req\/s: \d+\.\d\d/);
 
     // Every peer process was stopped by the harness.
     const pids = [...stdout.matchAll(/ pid (\d+) /g)].map((x) => Number(x[1]));

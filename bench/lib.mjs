@@ -254,6 +254,16 @@ export async function startForwarder(targetUrl, { maxSockets = 256 } = {}) {
   return c;
 }
 
+/** Starts bench/raw-forwarder.mjs (raw sockets, no HTTP features: the ceiling of one
+ * Node process) in front of one upstream address (host:port). */
+export async function startRawForwarder(address) {
+  const c = startChild(process.execPath, [join(BENCH_DIR, 'raw-forwarder.mjs'), '--target', address], { label: 'raw-socket forwarder' });
+  const l = await c.waitLine((o) => o.ready === true);
+  c.port = l.port;
+  c.url = `http://127.0.0.1:${l.port}`;
+  return c;
+}
+
 /** A Switchyard config for the benchmarks; `services` is the services map. */
 export function gatewayConfig({ port, adminPort, controlPort, level = 'warn', services, shutdown = { drainDelay: '0s', grace: '5s' }, workers = 1 }) {
   return {

@@ -14,27 +14,30 @@ export const PEER_LABELS = {
   caddy: 'Caddy (GOMAXPROCS=1)',
   fastify: '@fastify/http-proxy',
   'http-proxy': 'http-proxy forwarder',
+  'node-raw': 'Node raw-socket forwarder (no HTTP features)',
 };
 
 const label = (p) => PEER_LABELS[p] ?? p;
 
-/** The ratio goals of issue #8, evaluated on the headline combination. */
+/** The ratio goals, evaluated on the headline combination (small bodies, 32 connections). */
 export const GOALS = [
   { peer: 'haproxy', goal: 0.6, what: 'Switchyard ≥ 0.6× HAProxy (1 thread), req/s' },
-  { peer: 'http-proxy', goal: 2.5, what: 'Switchyard ≥ 2.5× the http-proxy forwarder, req/s' },
+  { peer: 'http-proxy', goal: 3, what: 'Switchyard ≥ 3× the http-proxy forwarder, req/s' },
+  { peer: 'caddy', goal: 2, what: 'Switchyard ≥ 2× Caddy (GOMAXPROCS=1), req/s' },
   { peer: 'fastify', goal: 1.5, what: 'Switchyard ≥ 1.5× @fastify/http-proxy, req/s' },
 ];
 
 /**
- * The figures issue #17 tracks, gathered from whichever parts the results hold:
+ * The headline figures, gathered from whichever parts the results hold:
  * Switchyard ÷ HAProxy, ÷ the http-proxy forwarder and ÷ Caddy on small bodies and ÷
  * HAProxy on 64 KB bodies (32 connections, or the first count run when 32 was not),
  * Switchyard's CPU µs per request on both, the p99 it adds at 50% of its measured max
- * (wrk paced), and its RSS growth with idle keep-alive clients (scale.mjs). Reported,
- * never judged: the issue names no thresholds for them.
+ * (wrk paced), and its RSS growth with idle keep-alive clients (scale.mjs), and
+ * Switchyard ÷ the raw-socket forwarder (what one Node process can do at most). Reported
+ * here, judged by the reader against the README's targets.
  * @returns {{what: string, value: number, text: string}[]}
  */
-export function issue17Figures(r) {
+export function headlineFigures(r) {
   const out = [];
   const t = r.throughput;
   if (t?.medians) {
@@ -49,6 +52,7 @@ export function issue17Figures(r) {
     ratio(small, 'haproxy');
     ratio(small, 'http-proxy');
     ratio(small, 'caddy');
+    ratio(small, 'node-raw');
     ratio(big, 'haproxy');
     for (const c of [small, big]) {
       const v = t.medians[c]?.switchyard?.proxyCpuUsPerReq;
@@ -80,9 +84,9 @@ export function toMarkdown(r) {
   const out = ['# Switchyard benchmark results', ''];
   out.push(machineLine(r));
   out.push('All traffic on 127.0.0.1; every process (upstream, proxies, wrk, the bench itself) shares the same cores, which other work on the machine also uses: figures are noisy; the CPU µs per request of each proxy process is less sensitive to that than req/s.', '');
-  const figures = issue17Figures(r);
+  const figures = headlineFigures(r);
   if (figures.length) {
-    out.push('## Issue #17 figures', '', 'Gathered from the sections below (medians; reported, not judged).', '', '| figure | value |', '|---|---:|');
+    out.push('## Headline figures', '', 'Gathered from the sections below (medians; reported, not judged).', '', '| figure | value |', '|---|---:|');
     for (const f of figures) out.push(`| ${f.what} | ${f.text} |`);
     out.push('');
   }
@@ -112,7 +116,7 @@ export function toMarkdown(r) {
     out.push('');
     if (two) out.push('"2 workers" = `gateway.workers: 2`: a primary (control plane) and two data-plane processes sharing the listener; its CPU µs/req counts all three processes. The machine has 2 cores shared with wrk and the upstream.', '');
     if (t.goals?.length) {
-      out.push(`Goals (issue #8), on ${t.headline}:`, '');
+      out.push(`Goals, on ${t.headline}:`, '');
       const g2 = t.goals.some((g) => g.value2w !== undefined);
       out.push(`| goal | Switchyard ÷ peer | met |${g2 ? ' 2 workers ÷ peer | met |' : ''}`, `|---|---:|---|${g2 ? '---:|---|' : ''}`);
       for (const g of t.goals) out.push(`| ${g.what} | ${fmt(g.value, 2)} | ${g.met ? 'yes' : 'no'} |${g2 ? ` ${fmt(g.value2w, 2)} | ${g.value2w === undefined ? '—' : g.met2w ? 'yes' : 'no'} |` : ''}`);
@@ -199,6 +203,7 @@ const COLORS = {
   caddy: '#00897b',
   fastify: '#ef6c00',
   'http-proxy': '#c62828',
+  'node-raw': '#6d4c41',
 };
 
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');

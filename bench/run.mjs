@@ -14,8 +14,8 @@
 //  4. fleet propagation (bench/fleet.mjs) unless BENCH_SKIP_FLEET=1;
 //  5. scale (bench/scale.mjs, which also measures the gateway's RSS growth with
 //     10,000 idle keep-alive clients) unless BENCH_SKIP_SCALE=1;
-//  6. the figures issue #17 tracks, gathered from the parts above (report.mjs's
-//     issue17Figures): printed last, and at the top of latest.md.
+//  6. the headline figures, gathered from the parts above (report.mjs's
+//     headlineFigures): printed last, and at the top of latest.md.
 // Writes bench/results/latest.json, latest.md and latest.svg (or under BENCH_OUT).
 //
 // Environment: BENCH_DURATION (3s), BENCH_ROUNDS (3), BENCH_SIZES (small,64k),
@@ -49,13 +49,14 @@ import {
   runWrk,
   runWrkPaced,
   startForwarder,
+  startRawForwarder,
   startGateway,
   startUpstream,
   stopAll,
   treeCpuMs,
   writeResults,
 } from './lib.mjs';
-import { GOALS, PEER_LABELS, issue17Figures } from './report.mjs';
+import { GOALS, PEER_LABELS, headlineFigures } from './report.mjs';
 import {
   CADDY,
   HAPROXY,
@@ -73,7 +74,7 @@ import {
 
 const env = process.env;
 const list = (v, dflt) => (v ?? dflt).split(',').map((x) => x.trim()).filter(Boolean);
-const ALL_PEERS = ['direct', 'switchyard', 'switchyard-2w', 'haproxy', 'nginx', 'caddy', 'fastify', 'http-proxy'];
+const ALL_PEERS = ['direct', 'switchyard', 'switchyard-2w', 'haproxy', 'nginx', 'caddy', 'fastify', 'http-proxy', 'node-raw'];
 const settings = {
   rounds: Math.max(1, Number(env.BENCH_ROUNDS ?? 3) || 3),
   duration: env.BENCH_DURATION ?? '3s',
@@ -135,6 +136,7 @@ async function startPeers() {
     else if (p === 'caddy') c = await startCaddy(upstream.address);
     else if (p === 'fastify') c = await startFastifyProxy(upstream.url);
     else if (p === 'http-proxy') c = await startForwarder(upstream.url, { maxSockets: 256 });
+    else if (p === 'node-raw') c = await startRawForwarder(upstream.address);
     // CPU of the process and its children (gateway.workers: the primary and its workers).
     peers[p] = { child: c, url: c.url, pid: c.pid, cpu: p === 'direct' ? () => undefined : () => treeCpuMs(c.pid) };
   }
@@ -337,9 +339,9 @@ async function main() {
   const final = { ...merged, ...results, fleet: merged.fleet, scale: merged.scale };
   final.machine.loadavgEnd = loadavg();
   const dir = writeResults(final);
-  const figures = issue17Figures(final);
+  const figures = headlineFigures(final);
   if (figures.length) {
-    console.log('\nissue #17 figures:');
+    console.log('\nheadline figures:');
     for (const f of figures) console.log(`  ${f.what}: ${f.text}`);
   }
   console.log(`\nload average at the end ${final.machine.loadavgEnd.join(' ')}`);

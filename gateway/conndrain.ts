@@ -52,7 +52,9 @@ type TrackedResponse = ClientResponse & { [kConn]?: H1Conn };
  * (One function for every response, not a closure per request.) */
 function onResponseClose(this: TrackedResponse): void {
   const c = this[kConn];
-  if (c !== undefined) c.busy--;
+  if (c === undefined) return;
+  this[kConn] = undefined;
+  c.busy--;
 }
 
 /** How long an HTTP/1.1 connection being drained must stay idle before it is closed. */
@@ -115,7 +117,8 @@ export class ConnectionDrainer {
     conn.started++;
     conn.busy++;
     (res as TrackedResponse)[kConn] = conn;
-    res.once('close', onResponseClose);
+    // (`on`: a response closes once, and once() would wrap the listener per request.)
+    res.on('close', onResponseClose);
   }
 
   /** The socket is a tunnel from now on (an upgrade on a keep-alive connection): it
