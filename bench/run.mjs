@@ -4,7 +4,8 @@
 //     fast upstream (nginx when installed, else bench/upstream.mjs): the upstream
 //     directly, Switchyard (one process, and gateway.workers: 2), the http-proxy forwarder,
 //     @fastify/http-proxy, NGINX (1 worker), HAProxy (1 thread) and Caddy
-//     (GOMAXPROCS=1) as proxies; small (~100 B) and 64 KB bodies at 32 and 256
+//     (GOMAXPROCS=1) as proxies, and the raw-socket Node forwarder (the ceiling of
+//     one Node process); small (~100 B) and 64 KB bodies at 32 and 256
 //     connections; rounds interleaved with the peer order rotated each round; medians,
 //     ratios Switchyard ÷ peer, CPU µs/request of each proxy process (/proc);
 //  2. latency at a fixed rate of 50% of Switchyard's median max (small/32): wrk paced
@@ -20,7 +21,7 @@
 //
 // Environment: BENCH_DURATION (3s), BENCH_ROUNDS (3), BENCH_SIZES (small,64k),
 // BENCH_CONNECTIONS (32,256), BENCH_PEERS (all: direct,switchyard,switchyard-2w,
-// haproxy,nginx,caddy,fastify,http-proxy; peers whose binary is missing are left out
+// haproxy,nginx,caddy,fastify,http-proxy,node-raw; peers whose binary is missing are left out
 // and named on the first line, "skipped: caddy (not installed)"),
 // BENCH_WARMUP (1s, 0 to skip), BENCH_THREADS (wrk threads, 1), BENCH_RATE_DURATION
 // (5s, 0 to skip the fixed-rate part), BENCH_SKIP_SCENARIOS, BENCH_SKIP_FLEET,
