@@ -727,6 +727,7 @@ function engineLimits(cfg: Config['gateway']): H1Limits {
     headersMs: t.headersMs,
     requestMs: t.requestMs,
     keepAliveMs: t.keepAliveMs,
+    sendMs: t.sendMs,
   };
 }
 

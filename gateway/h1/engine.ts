@@ -33,6 +33,10 @@ export interface H1Limits {
   /** 0 = no limit. */
   requestMs: number;
   keepAliveMs: number;
+  /** How long a closing connection's unsent response may go without any byte taken by
+   * the client before the connection is cut (gateway.timeouts.send); LINGER_MS when
+   * absent or 0. */
+  sendMs?: number;
 }
 
 /** What the engine hands requests to. */
@@ -58,6 +62,10 @@ const LINGER_MS = 2000;
 const BODY_HIGH_WATER = 64 * 1024;
 /** Pipelined bytes held while a response is being written before the socket is paused. */
 const PIPELINE_HIGH_WATER = 64 * 1024;
+/** What a queued body chunk costs against BODY_HIGH_WATER beyond its bytes (a Buffer
+ * object and its queue slot), so that a body of tiny chunks cannot queue tens of
+ * thousands of objects under a mark meant for 64 KiB. */
+const CHUNK_COST = 64;
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
@@ -179,6 +187,8 @@ export class H1Conn {
   /** The last bytes received: a refused head's lines the reader has already consumed
    * are still in them (for the client's x-request-id in the refusal). */
   private lastChunk: Buffer | undefined;
+  /** In LINGER: the response bytes still unsent at the last sweep (-1: not looked yet). */
+  private lingerPending = -1;
 
   constructor(
     private readonly engine: H1Engine,
@@ -401,6 +411,7 @@ export class H1Conn {
   private linger(): void {
     this.state = LINGER;
     this.since = performance.now();
+    this.lingerPending = -1;
     this.req = undefined;
     this.res = undefined;
     if (this.paused) this.resume();
@@ -428,7 +439,10 @@ export class H1Conn {
   /** The client sent its FIN. */
   ended(): void {
     if (this.state === LINGER) {
-      this.socket.destroy();
+      // Our FIN may still wait behind response bytes the client has not taken: cutting
+      // now would drop them (silently, for a close-delimited body). Without half-open
+      // the socket ends its side itself and closes once they are out.
+      if (this.socket.writableFinished) this.socket.destroy();
       return;
     }
     // (Node's server does the same without httpAllowHalfOpen: a request in progress is
@@ -460,9 +474,26 @@ export class H1Conn {
       case BODY:
         if (l.requestMs > 0 && now - this.requestSince >= l.requestMs) this.timedOut();
         return;
-      case LINGER:
+      case LINGER: {
+        // The clock runs from our FIN actually leaving; before that, from the last
+        // progress of the response still being flushed (a client that takes nothing for
+        // the send timeout is cut, as forward.ts does while the response is in flight).
+        if (!s.writableFinished) {
+          const pending = s.writableLength;
+          if (pending !== this.lingerPending) {
+            this.lingerPending = pending;
+            this.since = now;
+          } else if (now - this.since >= (l.sendMs !== undefined && l.sendMs > 0 ? l.sendMs : LINGER_MS)) s.destroy();
+          return;
+        }
+        if (this.lingerPending !== 0) {
+          this.lingerPending = 0;
+          this.since = now;
+          return;
+        }
         if (now - this.since >= LINGER_MS) s.destroy();
         return;
+      }
     }
   }
 
@@ -559,15 +590,19 @@ export class H1Request extends EventEmitter {
       return null;
     }
     this.readableDidRead = true;
-    this.bytes -= c.length;
+    this.bytes -= c.length + CHUNK_COST;
     if (this.bytes < BODY_HIGH_WATER) this.conn.bodyTaken();
     return c;
   }
 
   /** @internal A body chunk from the reader. */
   push(chunk: Buffer): void {
+    // A body chunk is a view into a socket read buffer: a small one would keep the whole
+    // read buffer alive (a 1-byte chunk behind a 32 KiB chunk extension pins 32 KiB per
+    // byte counted), so it is copied out.
+    if (chunk.length < chunk.buffer.byteLength >>> 1) chunk = Buffer.from(chunk);
     this.chunks.push(chunk);
-    this.bytes += chunk.length;
+    this.bytes += chunk.length + CHUNK_COST;
     this.emit('readable');
   }
 
