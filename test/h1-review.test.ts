@@ -4,6 +4,7 @@
 import net, { type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { H1Engine, type H1Handlers, type H1Limits, type H1Request } from '../gateway/h1/engine.js';
+import { shopConfig, startInProcess, startUpstream } from './helpers.js';
 
 const limits: H1Limits = { maxHeaderSize: 16 * 1024, maxHeaderCount: 100, headersMs: 400, requestMs: 20_000, keepAliveMs: 5000, sendMs: 10_000 };
 
@@ -199,5 +200,37 @@ describe('H1Engine under review: upgrade requests with a body', () => {
     b.write('helloPING');
     await waitUntil(() => (heads[1] + later[1]).endsWith('PING'));
     expect(heads[0] + later[0]).toBe(heads[1] + later[1]);
+  });
+});
+
+describe('gateway under review: request id of a refusal in the body', () => {
+  // A request whose head was read (and whose X-Request-Id the exchange has taken) is
+  // refused while its body arrives: a malformed chunk (400) or a body too slow (408).
+  // The engine hands the refusal no raw bytes, so the answer carries a made-up id
+  // instead of the client's: the client cannot match the refusal to its request.
+  it('answers a malformed chunk with the client x-request-id', async () => {
+    const up = await startUpstream('blue', (req, res) => {
+      req.resume();
+      req.on('end', () => res.end('ok'));
+    });
+    const g = await startInProcess(shopConfig({ blue: { weight: 100, endpoints: [up.address] } }));
+    try {
+      const s = net.connect(g.gw.addresses.gateway.port, '127.0.0.1');
+      clients.push(s);
+      let got = '';
+      s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+      s.on('error', () => {});
+      const closed = new Promise<void>((resolve) => s.on('close', () => resolve()));
+      s.write('POST /a HTTP/1.1\r\nHost: shop.test\r\nX-Request-Id: body-7\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n');
+      // A good chunk first: the bad chunk comes once the request is being forwarded.
+      await waitUntil(() => up.seen.length === 1);
+      s.write('zz\r\nworld\r\n0\r\n\r\n');
+      await closed;
+      expect(got).toMatch(/^HTTP\/1\.1 400 /);
+      expect(got).toMatch(/\r\nx-request-id: body-7\r\n/i);
+    } finally {
+      await g.close();
+      await up.close();
+    }
   });
 });
