@@ -50,8 +50,9 @@ export interface H1Handlers {
   /** A CONNECT request: the socket is the handler's. */
   connect(req: H1Request, socket: Socket): void;
   /** A request refused before it reached the handlers (malformed, too large, too slow): answered by
-   * the handler on the raw socket, which is closed after. `raw` holds the bytes read of it. */
-  refuse(socket: Socket, status: number, code: string, message: string, raw: Buffer | undefined): void;
+   * the handler on the raw socket, which is closed after. `raw` holds the bytes read of it;
+   * `req` is the request when its head was read whole (a refusal during its body). */
+  refuse(socket: Socket, status: number, code: string, message: string, raw: Buffer | undefined, req?: H1Request): void;
   /** A connection whose first bytes are the HTTP/2 preface (plain listener only). */
   http2?(socket: Socket): void;
 }
@@ -377,7 +378,7 @@ export class H1Conn {
       this.detach();
       res.abandon();
       req?.abort();
-      this.engine.handlers.refuse(this.socket, err.status, err.code, err.message, undefined);
+      this.engine.handlers.refuse(this.socket, err.status, err.code, err.message, undefined, req);
       return;
     }
     this.socket.destroy();
@@ -509,11 +510,12 @@ export class H1Conn {
       return;
     }
     const raw = this.state === HEAD ? this.reader.rest() : undefined;
+    const req = this.state === HEAD ? undefined : this.req;
     this.state = GONE;
     this.detach();
     res?.abandon();
     this.req?.abort();
-    this.engine.handlers.refuse(this.socket, 408, 'REQUEST_TIMEOUT', 'the request was not received in time', raw);
+    this.engine.handlers.refuse(this.socket, 408, 'REQUEST_TIMEOUT', 'the request was not received in time', raw, req);
   }
 
   date(): string {
