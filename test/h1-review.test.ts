@@ -259,3 +259,29 @@ describe('H1Engine under review: checked and fine', () => {
     expect(seen).toEqual(['POST /a', 'GET /b']);
   });
 });
+
+describe('H1Engine under review: a discarded body with no request deadline', () => {
+  // An upstream answering before it read the body (401, 413, a redirect) is relayed
+  // keep-alive, and the engine reads and drops the rest of the body. With
+  // gateway.timeouts.request 0 ("no limit") nothing bounds that state: a client that
+  // announced a large body and then sends nothing holds the connection forever — it is
+  // neither idle for the keep-alive deadline nor for the shutdown's quiet sweep.
+  it('closes a connection whose answered request body stops arriving', async () => {
+    const { port, engine } = await start(
+      { request: (_req, res) => res.writeHead(401, ['content-length', '0']).end() },
+      { ...limits, requestMs: 0, keepAliveMs: 300 },
+    );
+    const s = net.connect(port, '127.0.0.1');
+    clients.push(s);
+    let got = '';
+    let closed = false;
+    s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    s.on('error', () => {});
+    s.on('close', () => (closed = true));
+    s.write('POST /upload HTTP/1.1\r\nhost: a\r\ncontent-length: 1000000000\r\n\r\n0123456789');
+    await waitUntil(() => got.includes('HTTP/1.1 401'));
+    // Well past keepAliveMs (and any headers deadline): the connection must be gone.
+    await waitUntil(() => closed || engine.connections === 0, 3000).catch(() => {});
+    expect(closed || engine.connections === 0).toBe(true);
+  });
+});
