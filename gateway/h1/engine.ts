@@ -227,6 +227,7 @@ export class H1Conn {
       chunk = seen;
     }
     this.lastChunk = chunk;
+    if (this.discarding) this.since = performance.now();
     this.reader.push(chunk);
     this.pump();
     if (!this.paused && (this.state === SERVING || this.state === BODY) && this.reader.buffered > PIPELINE_HIGH_WATER + this.engine.limits.maxHeaderSize) this.pause();
@@ -395,6 +396,7 @@ export class H1Conn {
       // Answered before its body was read whole: the rest is read and dropped (bounded
       // by the request timeout), then the next request is read.
       this.discarding = true;
+      this.since = performance.now();
       this.req?.abort();
       if (this.paused) this.resume();
       this.pump();
@@ -478,7 +480,11 @@ export class H1Conn {
         if (now - this.since >= l.headersMs) this.timedOut();
         return;
       case BODY:
-        if (l.requestMs > 0 && now - this.requestSince >= l.requestMs) this.timedOut();
+        // Dropping the body of an answered request: the client owes nothing more, so a
+        // pause longer than the keep-alive deadline closes the connection (there may be
+        // no request deadline at all).
+        if (this.discarding && now - this.since >= l.keepAliveMs) s.destroy();
+        else if (l.requestMs > 0 && now - this.requestSince >= l.requestMs) this.timedOut();
         return;
       case LINGER: {
         // The clock runs from our FIN actually leaving; before that, from the last
