@@ -586,7 +586,8 @@ export class H1Request extends EventEmitter {
     this[kHeaders] = h;
   }
 
-  /** Body bytes received and not read yet. */
+  /** What the body received and not read yet costs: its bytes plus CHUNK_COST per
+   * queued chunk (what BODY_HIGH_WATER is measured against). */
   get buffered(): number {
     return this.bytes;
   }
