@@ -101,7 +101,7 @@ export class GatewayServer implements ExchangeHost {
       upgrade: (req, socket, head) => this.onUpgrade(req, socket, head),
       // The gateway is no forward proxy: 405 JSON, never forwarded.
       connect: (_req, socket) => rejectConnect(socket),
-      refuse: (socket, status, code, message, raw) => this.onRefused(socket, status, code, message, raw),
+      refuse: (socket, status, code, message, raw, req) => this.onRefused(socket, status, code, message, raw, req),
     };
     if (cfg.tls === undefined) {
       this.proto = 'http';
@@ -169,7 +169,7 @@ export class GatewayServer implements ExchangeHost {
             checkContinue: (req, res) => this.onRedirect(req, res),
             upgrade: (req, socket) => this.redirectRaw(req, socket),
             connect: (_req, socket) => rejectConnect(socket),
-            refuse: (socket, status, code, message, raw) => this.onRefused(socket, status, code, message, raw),
+            refuse: (socket, status, code, message, raw, req) => this.onRefused(socket, status, code, message, raw, req),
           },
           engineLimits(cfg),
           false,
@@ -472,7 +472,7 @@ export class GatewayServer implements ExchangeHost {
   /** A request the HTTP/1.1 engine refused before it reached the request path: a
    * malformed or oversized head (or body chunk), or one not received in time. Answered
    * with the JSON error on the raw socket, which then closes. */
-  private onRefused(socket: Socket, status: number, code: string, message: string, raw: Buffer | undefined): void {
+  private onRefused(socket: Socket, status: number, code: string, message: string, raw: Buffer | undefined, req?: ClientRequest): void {
     if (status !== 408) this.log.debug({ status, err: message }, 'malformed request refused');
     if (!socket.writable) {
       socket.destroy();
@@ -481,7 +481,9 @@ export class GatewayServer implements ExchangeHost {
     // The reader's 501 (a method it does not know) and 505 (a version other than 1.0 and
     // 1.1) have codes of their own.
     const c = status === 501 ? 'NOT_IMPLEMENTED' : status === 505 ? 'VERSION_NOT_SUPPORTED' : code;
-    writeRawError(socket, status, c, message, (raw === undefined ? undefined : requestIdOf(raw)) ?? randomUUID());
+    // A refusal during the body: the head was read, its id is the request's.
+    const id = req !== undefined ? acceptableRequestId(req.headers['x-request-id']) : raw === undefined ? undefined : requestIdOf(raw);
+    writeRawError(socket, status, c, message, id ?? randomUUID());
   }
 
   // ---- WebSocket (and any other Upgrade) ----
@@ -727,6 +729,7 @@ function engineLimits(cfg: Config['gateway']): H1Limits {
     headersMs: t.headersMs,
     requestMs: t.requestMs,
     keepAliveMs: t.keepAliveMs,
+    sendMs: t.sendMs,
   };
 }
 

@@ -33,6 +33,10 @@ export interface H1Limits {
   /** 0 = no limit. */
   requestMs: number;
   keepAliveMs: number;
+  /** How long a closing connection's unsent response may go without any byte taken by
+   * the client before the connection is cut (gateway.timeouts.send); LINGER_MS when
+   * absent or 0. */
+  sendMs?: number;
 }
 
 /** What the engine hands requests to. */
@@ -46,8 +50,9 @@ export interface H1Handlers {
   /** A CONNECT request: the socket is the handler's. */
   connect(req: H1Request, socket: Socket): void;
   /** A request refused before it reached the handlers (malformed, too large, too slow): answered by
-   * the handler on the raw socket, which is closed after. `raw` holds the bytes read of it. */
-  refuse(socket: Socket, status: number, code: string, message: string, raw: Buffer | undefined): void;
+   * the handler on the raw socket, which is closed after. `raw` holds the bytes read of it;
+   * `req` is the request when its head was read whole (a refusal during its body). */
+  refuse(socket: Socket, status: number, code: string, message: string, raw: Buffer | undefined, req?: H1Request): void;
   /** A connection whose first bytes are the HTTP/2 preface (plain listener only). */
   http2?(socket: Socket): void;
 }
@@ -58,6 +63,10 @@ const LINGER_MS = 2000;
 const BODY_HIGH_WATER = 64 * 1024;
 /** Pipelined bytes held while a response is being written before the socket is paused. */
 const PIPELINE_HIGH_WATER = 64 * 1024;
+/** What a queued body chunk costs against BODY_HIGH_WATER beyond its bytes (a Buffer
+ * object and its queue slot), so that a body of tiny chunks cannot queue tens of
+ * thousands of objects under a mark meant for 64 KiB. */
+const CHUNK_COST = 64;
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
@@ -179,6 +188,8 @@ export class H1Conn {
   /** The last bytes received: a refused head's lines the reader has already consumed
    * are still in them (for the client's x-request-id in the refusal). */
   private lastChunk: Buffer | undefined;
+  /** In LINGER: the response bytes still unsent at the last sweep (-1: not looked yet). */
+  private lingerPending = -1;
 
   constructor(
     private readonly engine: H1Engine,
@@ -216,6 +227,7 @@ export class H1Conn {
       chunk = seen;
     }
     this.lastChunk = chunk;
+    if (this.discarding) this.since = performance.now();
     this.reader.push(chunk);
     this.pump();
     if (!this.paused && (this.state === SERVING || this.state === BODY) && this.reader.buffered > PIPELINE_HIGH_WATER + this.engine.limits.maxHeaderSize) this.pause();
@@ -267,11 +279,16 @@ export class H1Conn {
       return false;
     }
     if (head.upgrade) {
-      // The body-less end of the upgrade request comes right after its head.
-      try {
-        this.reader.next();
-      } catch {
-        // (nothing: the head is what matters)
+      // The body-less end of the upgrade request comes right after its head. A request
+      // with a body keeps it in what is handed over: taking a body event here would drop
+      // the part that came with the head and tunnel the part that came later, so the
+      // bytes the other protocol sees would depend on TCP segmentation.
+      if (head.contentLength <= 0 && !head.chunked) {
+        try {
+          this.reader.next();
+        } catch {
+          // (nothing: the head is what matters)
+        }
       }
       const rest = this.reader.rest();
       this.handOver();
@@ -362,7 +379,7 @@ export class H1Conn {
       this.detach();
       res.abandon();
       req?.abort();
-      this.engine.handlers.refuse(this.socket, err.status, err.code, err.message, undefined);
+      this.engine.handlers.refuse(this.socket, err.status, err.code, err.message, undefined, req);
       return;
     }
     this.socket.destroy();
@@ -379,6 +396,7 @@ export class H1Conn {
       // Answered before its body was read whole: the rest is read and dropped (bounded
       // by the request timeout), then the next request is read.
       this.discarding = true;
+      this.since = performance.now();
       this.req?.abort();
       if (this.paused) this.resume();
       this.pump();
@@ -401,6 +419,7 @@ export class H1Conn {
   private linger(): void {
     this.state = LINGER;
     this.since = performance.now();
+    this.lingerPending = -1;
     this.req = undefined;
     this.res = undefined;
     if (this.paused) this.resume();
@@ -428,7 +447,10 @@ export class H1Conn {
   /** The client sent its FIN. */
   ended(): void {
     if (this.state === LINGER) {
-      this.socket.destroy();
+      // Our FIN may still wait behind response bytes the client has not taken: cutting
+      // now would drop them (silently, for a close-delimited body). Without half-open
+      // the socket ends its side itself and closes once they are out.
+      if (this.socket.writableFinished) this.socket.destroy();
       return;
     }
     // (Node's server does the same without httpAllowHalfOpen: a request in progress is
@@ -458,11 +480,32 @@ export class H1Conn {
         if (now - this.since >= l.headersMs) this.timedOut();
         return;
       case BODY:
-        if (l.requestMs > 0 && now - this.requestSince >= l.requestMs) this.timedOut();
+        // Dropping the body of an answered request: the client owes nothing more, so a
+        // pause longer than the keep-alive deadline closes the connection (there may be
+        // no request deadline at all).
+        if (this.discarding && now - this.since >= l.keepAliveMs) s.destroy();
+        else if (l.requestMs > 0 && now - this.requestSince >= l.requestMs) this.timedOut();
         return;
-      case LINGER:
+      case LINGER: {
+        // The clock runs from our FIN actually leaving; before that, from the last
+        // progress of the response still being flushed (a client that takes nothing for
+        // the send timeout is cut, as forward.ts does while the response is in flight).
+        if (!s.writableFinished) {
+          const pending = s.writableLength;
+          if (pending !== this.lingerPending) {
+            this.lingerPending = pending;
+            this.since = now;
+          } else if (now - this.since >= (l.sendMs !== undefined && l.sendMs > 0 ? l.sendMs : LINGER_MS)) s.destroy();
+          return;
+        }
+        if (this.lingerPending !== 0) {
+          this.lingerPending = 0;
+          this.since = now;
+          return;
+        }
         if (now - this.since >= LINGER_MS) s.destroy();
         return;
+      }
     }
   }
 
@@ -473,11 +516,12 @@ export class H1Conn {
       return;
     }
     const raw = this.state === HEAD ? this.reader.rest() : undefined;
+    const req = this.state === HEAD ? undefined : this.req;
     this.state = GONE;
     this.detach();
     res?.abandon();
     this.req?.abort();
-    this.engine.handlers.refuse(this.socket, 408, 'REQUEST_TIMEOUT', 'the request was not received in time', raw);
+    this.engine.handlers.refuse(this.socket, 408, 'REQUEST_TIMEOUT', 'the request was not received in time', raw, req);
   }
 
   date(): string {
@@ -542,7 +586,8 @@ export class H1Request extends EventEmitter {
     this[kHeaders] = h;
   }
 
-  /** Body bytes received and not read yet. */
+  /** What the body received and not read yet costs: its bytes plus CHUNK_COST per
+   * queued chunk (what BODY_HIGH_WATER is measured against). */
   get buffered(): number {
     return this.bytes;
   }
@@ -559,15 +604,19 @@ export class H1Request extends EventEmitter {
       return null;
     }
     this.readableDidRead = true;
-    this.bytes -= c.length;
+    this.bytes -= c.length + CHUNK_COST;
     if (this.bytes < BODY_HIGH_WATER) this.conn.bodyTaken();
     return c;
   }
 
   /** @internal A body chunk from the reader. */
   push(chunk: Buffer): void {
+    // A body chunk is a view into a socket read buffer: a small one would keep the whole
+    // read buffer alive (a 1-byte chunk behind a 32 KiB chunk extension pins 32 KiB per
+    // byte counted), so it is copied out.
+    if (chunk.length < chunk.buffer.byteLength >>> 1) chunk = Buffer.from(chunk);
     this.chunks.push(chunk);
-    this.bytes += chunk.length;
+    this.bytes += chunk.length + CHUNK_COST;
     this.emit('readable');
   }
 
