@@ -279,16 +279,18 @@ export class H1Conn {
       return false;
     }
     if (head.upgrade) {
-      // The body-less end of the upgrade request comes right after its head. A request
-      // with a body keeps it in what is handed over: taking a body event here would drop
-      // the part that came with the head and tunnel the part that came later, so the
-      // bytes the other protocol sees would depend on TCP segmentation.
-      if (head.contentLength <= 0 && !head.chunked) {
-        try {
-          this.reader.next();
-        } catch {
-          // (nothing: the head is what matters)
-        }
+      // An upgrade request with a body is refused: where the other protocol would start
+      // (after the body, or right after the head) is a question two parties can answer
+      // differently, which is what a desync is made of. A WebSocket handshake never has one.
+      if (head.contentLength > 0 || head.chunked) {
+        this.refuse(new RequestError(400, 'an upgrade request must not carry a body'));
+        return false;
+      }
+      // The body-less end of the upgrade request comes right after its head.
+      try {
+        this.reader.next();
+      } catch {
+        // (nothing: the head is what matters)
       }
       const rest = this.reader.rest();
       this.handOver();
