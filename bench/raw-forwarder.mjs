@@ -3,7 +3,7 @@
 // sockets on both sides and nothing else. A request head is found by its blank line and
 // written as it came to a pooled keep-alive upstream socket; the response is framed by
 // its Content-Length and written back as it came. No parsing beyond that, no body
-// forwarding, no header rewriting, no routing, no timeouts, no errors: it is a measuring
+// forwarding, no header rewriting, no routing, no timeouts, no retries: it is a measuring
 // stick for the bench (what the runtime's event loop and syscalls cost per request), not a
 // proxy. It only works in front of an upstream that answers every GET with a
 // Content-Length, as the bench's do.
@@ -34,6 +34,13 @@ function upstream() {
   const u = net.connect(Number(port), host);
   u.setNoDelay(true);
   u.on('error', () => {});
+  // An upstream closing a socket (its keep-alive timeout): out of the idle list, and a
+  // request caught on it fails its client rather than hanging.
+  u.on('close', () => {
+    const i = idle.indexOf(u);
+    if (i !== -1) idle.splice(i, 1);
+    u.client?.destroy();
+  });
   return u;
 }
 
@@ -60,11 +67,13 @@ const server = net.createServer((client) => {
       }
       if (got.length < need) return;
       u.off('data', onData);
+      u.client = undefined;
       client.write(got.length === need ? got : got.subarray(0, need));
       idle.push(u);
       busy = false;
       next();
     };
+    u.client = client;
     u.on('data', onData);
     u.write(head);
   };
