@@ -38,7 +38,7 @@ export interface ExchangeHost {
   /** gateway.timeouts.send: longest a response may make no write progress (0 = never). */
   readonly sendTimeoutMs: number;
   /** gateway.timeouts.request: an HTTP/2 request must have arrived whole within this
-   * (Node's HTTP/1.1 server enforces the same for HTTP/1.1 itself; 0 = never). */
+   * (the HTTP/1.1 engine enforces the same for HTTP/1.1 itself; 0 = never). */
   readonly requestTimeoutMs: number;
 }
 

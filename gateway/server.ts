@@ -257,7 +257,8 @@ export class GatewayServer implements ExchangeHost {
         socket.destroy();
       }
     };
-    // Before Node's own listener, so a refused socket is never read from.
+    // Before the listener's own connection handler (the HTTP/1.1 engine, or TLS), so a
+    // refused socket is never read from.
     this.server.prependListener('connection', onConnection);
     this.redirect?.prependListener('connection', onConnection);
   }
