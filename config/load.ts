@@ -229,7 +229,13 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
     throw new ConfigError([`(yaml): ${String((err as Error).message ?? err).split('\n')[0]}`]);
   }
   const raw = interpolate(js ?? {}, env, [], problems);
-  if (problems.length) throw new ConfigError(problems);
+  if (problems.length) {
+    // A `__proto__` key (or a variable that could not be substituted) may sit inside a
+    // key that is unknown itself: name that one too, so the outermost mistake is never
+    // hidden behind the one found inside it.
+    if (!validateRaw(raw)) for (const p of describeErrors(validateRaw.errors)) if (p.endsWith(': unknown key') && !problems.includes(p)) problems.push(p);
+    throw new ConfigError(problems);
+  }
   if (!validateRaw(raw)) throw new ConfigError(describeErrors(validateRaw.errors));
   return deepFreeze(normalize(raw as RawConfig, baseDir));
 }

@@ -51,6 +51,12 @@ function problemsOf(text: string, env: NodeJS.ProcessEnv = {}): string[] {
 }
 
 describe('config: the loader', () => {
+  it('names an unknown key even when a __proto__ key sits inside it (found by fuzz-config, seed 1067870438)', () => {
+    const problems = problemsOf('gateway:\n  listen: 127.0.0.1:8080\n  " ":\n    __proto__: false\nservices: {}\n');
+    expect(problems).toContain('gateway. : unknown key');
+    expect(problems).toContain('gateway. .__proto__: unknown key');
+  });
+
   it('accepts the baseline config (so every refusal below is caused by its one change)', () => {
     const c = loadConfigText(doc(), {});
     expect(c.services.map((s) => s.name)).toEqual(['shop']);
