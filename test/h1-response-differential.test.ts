@@ -22,7 +22,7 @@ import { ResponseError, ResponseReader, type ResponseSink } from '../gateway/h1/
 import { llhttpParseResponses } from './llhttp-oracle.js';
 
 const SEED = process.env.H1_FUZZ_SEED ? Number(process.env.H1_FUZZ_SEED) : 20_261_204;
-const RUNS = process.env.H1_FUZZ_RUNS ? Number(process.env.H1_FUZZ_RUNS) : 1500;
+const RUNS = process.env.H1_FUZZ_RUNS ? Number(process.env.H1_FUZZ_RUNS) : 3000;
 
 // ---------------------------------------------------------------------------------------
 // What each parser made of a stream, in one shape.
@@ -546,4 +546,67 @@ describe('HTTP/1 response reader agrees with llhttp (strict)', () => {
         `(${tally.responses} responses), ${tally.refusedByBoth} refused by both, ${tally.refusedOnceHeadEnds} refused once the head ends, stricter: ${JSON.stringify(Object.fromEntries(tally.stricter))}`,
     );
   }, 60_000);
+});
+
+describe('known response shapes', () => {
+  // Each is checked by the same property, whole, split and byte by byte.
+  const shapes: Array<[string, string[], boolean]> = [
+    ['HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', ['GET'], false],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n', ['GET'], false],
+    ['HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx', ['GET'], false],
+    ['HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy', ['GET'], false],
+    ['HTTP/1.1 200 OK\r\nContent-Length: 1, 1\r\n\r\nx', ['GET'], false],
+    ['HTTP/1.1 200 OK\r\nContent-Length : 1\r\n\r\nx', ['GET'], false],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n', ['GET'], true],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nabc', ['GET'], true],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n', ['GET'], true],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n', ['GET'], false],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1 ;a\r\nx\r\n0\r\n\r\n', ['GET'], false],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;a"b"\r\nx\r\n0\r\n\r\n', ['GET'], false],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxx\r\n0\r\n\r\n', ['GET'], false],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 3\r\n\r\n', ['GET'], false],
+    ['HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\r\n', ['GET'], false],
+    ['HTTP/1.1 200 OK\nContent-Length: 0\n\n', ['GET'], false],
+    ['HTTP/1.1 100 Continue\r\nConnection: close\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n', ['GET'], false],
+    ['HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok', ['POST'], false],
+    ['HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nHTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\nHTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n', ['HEAD', 'GET', 'GET'], false],
+    ['HTTP/1.1 200 OK\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n', ['HEAD', 'GET'], false],
+    ['HTTP/1.0 200 OK\r\n\r\nto the close', ['GET'], true],
+    ['HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK\r\n\r\n', ['GET', 'GET'], false],
+  ];
+  for (const [text, methods, eof] of shapes) {
+    it(JSON.stringify(text).slice(0, 90), () => check(text, methods, eof, [3, 17, 40]));
+  }
+});
+
+describe('stricter-case predicates', () => {
+  // The predicates gate the only refusals llhttp does not share; each must fire on its
+  // own shape and stay silent on a plain response, or it would excuse anything.
+  const plain = 'HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx';
+  const shapes: Record<string, string> = {
+    tabAfterFramingValue: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n',
+    chunkExtensionNotRfc: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\r\nx\r\n0\r\n\r\n',
+    framingTrailer: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nConnection: close\r\n\r\n',
+    chunkedNotOnceAndLast: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n',
+    reasonNotText: 'HTTP/1.1 200 O\x7fK\r\nContent-Length: 0\r\n\r\n',
+    statusBelow100: 'HTTP/1.1 099 X\r\n\r\n',
+    versionNot1x: 'HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n',
+    emptyLineBeforeStatus: '\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n',
+    unexpected101: 'HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n',
+    lengthBeyondSafeInteger: 'HTTP/1.1 200 OK\r\nContent-Length: 9007199254740992\r\n\r\n',
+  };
+  it('every predicate has a shape here', () => {
+    expect(Object.keys(shapes).sort()).toEqual(Object.keys(STRICTER).sort());
+  });
+  for (const [name, shape] of Object.entries(shapes)) {
+    it(`${name} names its shape and not a plain response`, () => {
+      expect(STRICTER_REASONS[name]).toBeDefined();
+      expect(STRICTER[name](splitRaw(shape))).toBe(true);
+      expect(STRICTER[name](splitRaw(plain))).toBe(false);
+      // The reader does refuse the shape, with a reason the case names, while llhttp takes it.
+      const ours = fromReader([Buffer.from(shape, 'latin1')], ['GET'], false);
+      expect(STRICTER_REASONS[name]).toContain(ours.error);
+      expect(llhttpParseResponses([Buffer.from(shape, 'latin1')], ['GET'], false).error).toBeUndefined();
+    });
+  }
 });
