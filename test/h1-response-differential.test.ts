@@ -183,8 +183,9 @@ const STRICTER: Record<string, (r: Raw) => boolean> = {
   versionNot1x: (r) => /^HTTP\/[0-9]\.[0-9]/.test(r.statusLine) && !/^HTTP\/1\.[01]/.test(r.statusLine),
   /** A status code below 100 ("099"), which llhttp reads (as interim, under 200). */
   statusBelow100: (r) => /^HTTP\/\d\.\d 0\d\d/.test(r.statusLine),
-  /** A control character or DEL in the reason phrase (RFC 9112 §4: HTAB, SP, VCHAR, obs-text). */
-  reasonNotText: (r) => /^HTTP\/\d\.\d \d\d\d .*[\x00-\x08\x0a-\x1f\x7f]/s.test(r.statusLine),
+  /** A control character or DEL in the reason phrase (RFC 9112 §4: HTAB, SP, VCHAR, obs-text);
+   * llhttp 9.3 (Node 20) even takes a bare CR there. */
+  reasonNotText: (r) => /^HTTP\/\d\.\d \d\d\d( .*)?[\x00-\x08\x0a-\x1f\x7f]/s.test(r.statusLine),
   /** Transfer-Encoding lines that name chunked and then more (a second line after one with
    * chunked): llhttp lets them by where the body is not read (HEAD, 204, 304). */
   chunkedNotOnceAndLast: (r) => {
@@ -192,8 +193,10 @@ const STRICTER: Record<string, (r: Raw) => boolean> = {
     const at = items.indexOf('chunked');
     return at !== -1 && at !== items.length - 1;
   },
-  /** A chunk extension with an empty value (`;name=`), which llhttp takes. */
-  chunkExtensionNotRfc: (r) => chunkedBody(r) && /(^|\n)[0-9a-fA-F]+(;[^\r\n]*)?;[!#$%&'*+\-.^_`|~0-9A-Za-z]+=(;|\r)/.test(r.afterHead),
+  /** A chunk extension with an empty value (`;name=`), an empty name (`;=value`) or none at all (`;;`), which llhttp takes. */
+  chunkExtensionNotRfc: (r) => chunkedBody(r) && /(^|\n)[0-9a-fA-F]+(;[^\r\n]*)?;(=|;|[!#$%&'*+\-.^_`|~0-9A-Za-z]+=(;|\r))/.test(r.afterHead),
+  /** An empty Transfer-Encoding, which llhttp ignores. */
+  transferEncodingEmpty: (r) => values(r, 'transfer-encoding').some((v) => v === ''),
   /** Transfer-Encoding, Connection or Proxy-Connection in the trailers (llhttp refuses only Content-Length there). */
   framingTrailer: (r) => chunkedBody(r) && /\r\n0(;[^\r\n]*)?\r\n([^\r\n]*\r\n)*(transfer-encoding|connection|proxy-connection)\s*:/i.test(`\r\n${r.afterHead}`),
   /** HTAB after a Content-Length (llhttp 9.3 refuses it, 9.4 trims it) or after a
@@ -206,11 +209,12 @@ const STRICTER: Record<string, (r: Raw) => boolean> = {
     values(r, 'content-length').some((v) => /^\d{16,}$/.test(v)) || (chunkedBody(r) && /(^|\n)[0-9a-fA-F]{14,}/.test(r.afterHead)),
 };
 const STRICTER_REASONS: Record<string, string[]> = {
+  transferEncodingEmpty: ['HPE_INVALID_TRANSFER_ENCODING'],
   tabAfterFramingValue: ['HPE_INVALID_CONTENT_LENGTH', 'HPE_INVALID_TRANSFER_ENCODING'],
   chunkExtensionNotRfc: ['HPE_INVALID_CHUNK_SIZE'],
   framingTrailer: ['HPE_INVALID_HEADER_TOKEN'],
   chunkedNotOnceAndLast: ['HPE_INVALID_TRANSFER_ENCODING'],
-  reasonNotText: ['HPE_INVALID_STATUS'],
+  reasonNotText: ['HPE_INVALID_STATUS', 'HPE_CR_EXPECTED'],
   statusBelow100: ['HPE_INVALID_STATUS'],
   versionNot1x: ['HPE_INVALID_CONSTANT', 'HPE_INVALID_VERSION'],
   // With the head unfinished the refusal is a bare LF or CR, or the EOF in the middle of it.
@@ -525,7 +529,10 @@ function check(text: string, methods: string[], eof: boolean, cuts: number[]): v
   expect(oracleSeen.upgraded, 'llhttp switched protocols where the reader did not').toBe(false);
   expect(oracleSeen.responses.length, `llhttp read more responses: ${show(text)}`).toBe(k);
   // After a 1xx the reader has started the response; llhttp has finished a message.
-  if (!oracleSeen.lastInterim) expect(ours.pending, `pending differs: ${show(text)}`).toBe(oracleSeen.pending);
+  // Nothing but CR and LF after the last response: llhttp skips them, the reader has begun
+  // a response (the pool, which asked for none, drops the connection).
+  const trailing = text.slice(k === 0 ? 0 : ours.responses[k - 1].end);
+  if (!oracleSeen.lastInterim && !/^[\r\n]+$/.test(trailing)) expect(ours.pending, `pending differs: ${show(text)}`).toBe(oracleSeen.pending);
   tally.accepted++;
 }
 
@@ -585,6 +592,7 @@ describe('stricter-case predicates', () => {
   const plain = 'HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx';
   const shapes: Record<string, string> = {
     tabAfterFramingValue: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n',
+    transferEncodingEmpty: 'HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\nContent-Length: 1\r\n\r\nx',
     chunkExtensionNotRfc: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\r\nx\r\n0\r\n\r\n',
     framingTrailer: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nConnection: close\r\n\r\n',
     chunkedNotOnceAndLast: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n',

@@ -141,6 +141,8 @@ const INVALID: Invalid[] = [
   { name: 'chunk extension name followed by a quoted string', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;a"b"\r\nx\r\n0\r\n\r\n', code: 'HPE_INVALID_CHUNK_SIZE' },
   { name: 'whitespace in a chunk extension', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;a = b\r\nx\r\n0\r\n\r\n', code: 'HPE_INVALID_CHUNK_SIZE' },
   { name: 'text after a quoted chunk extension value', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;a="b"c\r\nx\r\n0\r\n\r\n', code: 'HPE_INVALID_CHUNK_SIZE' },
+  { name: 'empty Transfer-Encoding', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\nContent-Length: 1\r\n\r\nx', code: 'HPE_INVALID_TRANSFER_ENCODING' },
+  { name: 'chunk extension without a name', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;=a\r\nx\r\n0\r\n\r\n', code: 'HPE_INVALID_CHUNK_SIZE' },
   { name: 'Content-Length in the trailers', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 3\r\n\r\n', code: 'HPE_INVALID_CONTENT_LENGTH' },
   { name: 'Connection in the trailers', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nConnection: close\r\n\r\n', code: 'HPE_INVALID_HEADER_TOKEN' },
   { name: 'a 1xx that closes the connection', wire: 'HTTP/1.1 100 Continue\r\nConnection: close\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n', code: 'HPE_CLOSED_CONNECTION' },

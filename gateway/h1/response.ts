@@ -16,8 +16,9 @@
 // is a named predicate in that test):
 //   - The status line: HTTP/1.0 or HTTP/1.1 only (llhttp also reads 0.9 and 2.0), a
 //     status of 100–999 (llhttp reads "099"), a reason phrase of HTAB, SP, VCHAR and
-//     obs-text (llhttp takes other control characters and DEL), and no CR or LF before
-//     it (llhttp skips empty lines; RFC 9112 allows that only before a request line).
+//     obs-text (llhttp takes other control characters and DEL, 9.3 even a bare CR),
+//     and no CR or LF before it (llhttp skips empty lines; RFC 9112 allows that only
+//     before a request line).
 //   - A 101 is refused: the pool never asks for an upgrade.
 //   - A 1xx that does not keep the connection (Connection: close, HTTP/1.0 without
 //     keep-alive) is refused at once: llhttp refuses every byte after it.
@@ -26,11 +27,12 @@
 //   - HTAB after a Content-Length value (llhttp 9.3, in Node 20, refuses it; 9.4 trims
 //     it) or after a Transfer-Encoding value (llhttp reads "chunked<HTAB>" as another
 //     coding, so a body to the close, where OWS trimming would read chunked).
+//   - An empty Transfer-Encoding (llhttp ignores it and frames by what else there is).
 //   - A Transfer-Encoding line after one ending in chunked, even where the body is not
 //     read (HEAD, 204, 304), where llhttp lets it by.
-//   - Chunk extensions to RFC 9112 §7.1.1 exactly, so `;name=` with no value is refused
-//     (llhttp takes it). Whitespace after the chunk size or in an extension is refused by
-//     both.
+//   - Chunk extensions to RFC 9112 §7.1.1 exactly, so `;name=` with no value, `;=v` with
+//     no name and `;;` are refused (llhttp takes them). Whitespace after the chunk size
+//     or in an extension is refused by both.
 //   - Trailers may not carry Transfer-Encoding, Connection or Proxy-Connection (llhttp
 //     refuses only Content-Length there, and applies a Connection: close).
 //   - An HTTP/1.0 response with both close and keep-alive in Connection closes (llhttp,
@@ -463,6 +465,8 @@ export class ResponseReader {
         // llhttp (9.3 and 9.4) reads "chunked<HTAB>" as a coding other than chunked, so
         // the body to the close, where trimming OWS gives chunked: refused, not guessed.
         for (let k = valueEnd; k < i - 2; k++) if (b[k] === HTAB) throw new ResponseError('HPE_INVALID_TRANSFER_ENCODING', 'HTAB after the Transfer-Encoding');
+        // An empty one names no coding (RFC 9112 wants one at least); llhttp ignores it.
+        if (valueStart === valueEnd) throw new ResponseError('HPE_INVALID_TRANSFER_ENCODING', 'empty Transfer-Encoding');
         te = true;
         chunked = lastTokenIs(b, valueStart, valueEnd, V_CHUNKED);
       } else if (nameLen === 10) {
