@@ -195,7 +195,7 @@ const STRICTER: Record<string, (r: Raw) => boolean> = {
   },
   /** A chunk extension with an empty value (`;name=`), an empty name (`;=value`) or none at all (`;;`), which llhttp takes. */
   chunkExtensionNotRfc: (r) => chunkedBody(r) && /(^|\n)[0-9a-fA-F]+(;[^\r\n]*)?;(=|;|[!#$%&'*+\-.^_`|~0-9A-Za-z]+=(;|\r))/.test(r.afterHead),
-  /** An empty Transfer-Encoding, which llhttp ignores. */
+  /** An empty Transfer-Encoding, which llhttp 9.3 (Node 20) ignores; 9.4 refuses it too. */
   transferEncodingEmpty: (r) => values(r, 'transfer-encoding').some((v) => v === ''),
   /** Transfer-Encoding, Connection or Proxy-Connection in the trailers (llhttp refuses only Content-Length there). */
   framingTrailer: (r) => chunkedBody(r) && /\r\n0(;[^\r\n]*)?\r\n([^\r\n]*\r\n)*(transfer-encoding|connection|proxy-connection)\s*:/i.test(`\r\n${r.afterHead}`),
@@ -592,7 +592,7 @@ describe('stricter-case predicates', () => {
   const plain = 'HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx';
   const shapes: Record<string, string> = {
     tabAfterFramingValue: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n',
-    transferEncodingEmpty: 'HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\nContent-Length: 1\r\n\r\nx',
+    transferEncodingEmpty: 'HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n\r\nx',
     chunkExtensionNotRfc: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\r\nx\r\n0\r\n\r\n',
     framingTrailer: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nConnection: close\r\n\r\n',
     chunkedNotOnceAndLast: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n',
@@ -614,7 +614,8 @@ describe('stricter-case predicates', () => {
       // The reader does refuse the shape, with a reason the case names, while llhttp takes it.
       const ours = fromReader([Buffer.from(shape, 'latin1')], ['GET'], false);
       expect(STRICTER_REASONS[name]).toContain(ours.error);
-      expect(llhttpParseResponses([Buffer.from(shape, 'latin1')], ['GET'], false).error).toBeUndefined();
+      // llhttp 9.4 (Node 24) refuses an empty Transfer-Encoding too: stricter only than 9.3.
+      if (!(name === 'transferEncodingEmpty' && !OLD_LLHTTP)) expect(llhttpParseResponses([Buffer.from(shape, 'latin1')], ['GET'], false).error).toBeUndefined();
     });
   }
 });

@@ -27,7 +27,8 @@
 //   - HTAB after a Content-Length value (llhttp 9.3, in Node 20, refuses it; 9.4 trims
 //     it) or after a Transfer-Encoding value (llhttp reads "chunked<HTAB>" as another
 //     coding, so a body to the close, where OWS trimming would read chunked).
-//   - An empty Transfer-Encoding (llhttp ignores it and frames by what else there is).
+//   - An empty Transfer-Encoding (llhttp 9.3, in Node 20, ignores it and frames by what
+//     else there is; 9.4 refuses it too).
 //   - A Transfer-Encoding line after one ending in chunked, even where the body is not
 //     read (HEAD, 204, 304), where llhttp lets it by.
 //   - Chunk extensions to RFC 9112 §7.1.1 exactly, so `;name=` with no value, `;=v` with
@@ -465,7 +466,8 @@ export class ResponseReader {
         // llhttp (9.3 and 9.4) reads "chunked<HTAB>" as a coding other than chunked, so
         // the body to the close, where trimming OWS gives chunked: refused, not guessed.
         for (let k = valueEnd; k < i - 2; k++) if (b[k] === HTAB) throw new ResponseError('HPE_INVALID_TRANSFER_ENCODING', 'HTAB after the Transfer-Encoding');
-        // An empty one names no coding (RFC 9112 wants one at least); llhttp ignores it.
+        // An empty one names no coding (RFC 9112 wants one at least): llhttp 9.4 refuses
+        // it, 9.3 ignores it.
         if (valueStart === valueEnd) throw new ResponseError('HPE_INVALID_TRANSFER_ENCODING', 'empty Transfer-Encoding');
         te = true;
         chunked = lastTokenIs(b, valueStart, valueEnd, V_CHUNKED);
