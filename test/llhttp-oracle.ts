@@ -1,5 +1,5 @@
 // Node's own HTTP/1 parser (llhttp, through the binding node:http uses) as a reference
-// for the differential test of gateway/h1/request.ts.
+// for the differential tests of gateway/h1/request.ts and gateway/h1/response.ts.
 //
 // The binding is reached through the internal module _http_common, which node:http
 // itself imports: it works unchanged on Node 20 and 24 and, unlike
@@ -15,6 +15,7 @@ interface Binding {
   HTTPParser: {
     new (): NativeParser;
     REQUEST: number;
+    RESPONSE: number;
     kOnMessageBegin: number;
     kOnHeaders: number;
     kOnHeadersComplete: number;
@@ -27,6 +28,8 @@ interface NativeParser {
   [callback: number]: unknown;
   initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
   execute(data: Buffer): number | (Error & { code?: string; reason?: string; bytesParsed?: number });
+  /** The connection ended: completes a close-delimited body, refuses an unfinished message. */
+  finish(): undefined | (Error & { code?: string });
   close(): void;
 }
 
@@ -171,4 +174,144 @@ export function llhttpParse(chunks: Buffer[], maxHeaderSize = 0): OracleResult {
   }
   const pending = error === undefined && !upgraded && begun;
   return { messages, error, pending, pendingUpgrade: pending && current?.upgrade === true, rest: upgraded ? (rest ?? Buffer.alloc(0)) : undefined };
+}
+
+// ---------------------------------------------------------------------------------------
+// Response mode, the reference for gateway/h1/response.ts (undici parses responses with
+// the same llhttp, in its own wasm build).
+
+export interface OracleResponse {
+  status: number;
+  versionMajor: number;
+  versionMinor: number;
+  rawHeaders: string[];
+  body: Buffer;
+  /**
+   * llhttp's should-keep-alive as onHeadersComplete reports it. For a response to HEAD
+   * this is computed before llhttp learns the body is skipped, so a HEAD response without
+   * framing headers reads as "until EOF, not kept" although llhttp then goes on reading
+   * the connection; `headSkipped` marks those.
+   */
+  keepAlive: boolean;
+  /** onHeadersComplete told llhttp to skip the body because the request was HEAD. */
+  headSkipped: boolean;
+  trailers: string[];
+  /** Bytes of the stream consumed when the message completed (exact when fed byte by byte). */
+  end: number;
+}
+
+export interface OracleResponseResult {
+  /** Every message llhttp finished, 1xx interim responses included, in order. */
+  messages: OracleResponse[];
+  /** llhttp's error code when it refused the stream (or the EOF: HPE_INVALID_EOF_STATE). */
+  error: string | undefined;
+  /** Bytes came after a response that does not keep the connection (llhttp refuses them). */
+  afterClose: boolean;
+  /** A 101 arrived: llhttp stops parsing there (the rest is another protocol). */
+  upgraded: boolean;
+  /** A message had begun and not finished when the input ended (no EOF given, no error). */
+  pending: boolean;
+}
+
+/**
+ * Feeds `chunks` to a fresh strict llhttp response parser, one execute() per chunk, then
+ * signals the end of the connection when `eof`. `methods[i]` is the method of the request
+ * the i-th final (non-1xx) response answers; past the list, GET. llhttp cannot know the
+ * method, so, as node:http's client does (parserOnIncomingClient), onHeadersComplete
+ * returns 1 — skip the body — for a HEAD and for a 1xx; llhttp itself knows that 204 and
+ * 304 have no body.
+ */
+export function llhttpParseResponses(chunks: Buffer[], methods: string[], eof: boolean, maxHeaderSize = 0): OracleResponseResult {
+  const parser = new HTTPParser();
+  const messages: OracleResponse[] = [];
+  let current: OracleResponse | undefined;
+  let pendingHeaders: string[] = [];
+  let bodyParts: Buffer[] = [];
+  let begun = false;
+  let finals = 0;
+  let consumed = 0;
+  let upgraded = false;
+
+  parser[HTTPParser.kOnMessageBegin] = () => {
+    begun = true;
+  };
+  parser[HTTPParser.kOnHeaders] = (headers: string[]) => {
+    pendingHeaders.push(...headers);
+  };
+  parser[HTTPParser.kOnHeadersComplete] = (
+    versionMajor: number,
+    versionMinor: number,
+    headers: string[] | undefined,
+    _method: number,
+    _url: string | undefined,
+    statusCode: number,
+    _statusMessage: string,
+    upgrade: boolean,
+    shouldKeepAlive: boolean,
+  ) => {
+    begun = true;
+    current = {
+      status: statusCode,
+      versionMajor,
+      versionMinor,
+      rawHeaders: headers ? pendingHeaders.concat(headers) : pendingHeaders,
+      body: Buffer.alloc(0),
+      keepAlive: Boolean(shouldKeepAlive),
+      headSkipped: false,
+      trailers: [],
+      end: -1,
+    };
+    pendingHeaders = [];
+    bodyParts = [];
+    if (upgrade || statusCode === 101) {
+      upgraded = true;
+      return 2;
+    }
+    if (statusCode < 200) return 1;
+    const method = methods[finals++] ?? 'GET';
+    if (method !== 'HEAD') return 0;
+    current.headSkipped = true;
+    return 1;
+  };
+  parser[HTTPParser.kOnBody] = (b: Buffer, start?: number, len?: number) => {
+    bodyParts.push(Buffer.from(start === undefined ? b : b.subarray(start, start + (len ?? 0))));
+  };
+  parser[HTTPParser.kOnMessageComplete] = () => {
+    if (current === undefined) return;
+    current.body = Buffer.concat(bodyParts);
+    current.trailers = pendingHeaders;
+    current.end = consumed;
+    pendingHeaders = [];
+    bodyParts = [];
+    messages.push(current);
+    current = undefined;
+    begun = false;
+  };
+
+  parser.initialize(HTTPParser.RESPONSE, {}, maxHeaderSize, HTTPParser.kLenientNone);
+  let error: string | undefined;
+  try {
+    for (const chunk of chunks) {
+      consumed += chunk.length;
+      const ret = parser.execute(chunk);
+      if (typeof ret !== 'number') {
+        error = ret.code ?? 'HPE_UNKNOWN';
+        break;
+      }
+      if (upgraded) break;
+      if (ret < chunk.length) {
+        error = 'HPE_SHORT_READ';
+        break;
+      }
+    }
+    if (error === undefined && !upgraded && eof) {
+      const ret = parser.finish();
+      if (ret !== undefined) error = ret.code ?? 'HPE_UNKNOWN';
+    }
+  } finally {
+    parser.close();
+  }
+  const last = messages[messages.length - 1];
+  const afterClose = error === 'HPE_CLOSED_CONNECTION' && last !== undefined && !last.keepAlive;
+  return { messages, error: afterClose ? undefined : error, afterClose, upgraded, pending: error === undefined && !upgraded && !eof && begun };
 }

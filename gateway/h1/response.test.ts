@@ -81,7 +81,7 @@ const VALID: Valid[] = [
   { name: 'obs-text in a value', wire: 'HTTP/1.1 200 OK\r\nA: caf\xe9\r\ncontent-length: 0\r\n\r\n', want: { headers: ['A', 'caf\xe9', 'content-length', '0'] } },
   {
     name: 'chunked with extensions and trailers',
-    wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n1 ; x\r\n!\r\n0\r\nGrpc-Status: 0\r\nX-T: v\r\n\r\n',
+    wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n1;x;q="a\\"b"\r\n!\r\n0\r\nGrpc-Status: 0\r\nX-T: v\r\n\r\n',
     want: { body: 'hello!', trailers: ['Grpc-Status', '0', 'X-T', 'v'], ended: true, keepAlive: true },
   },
   { name: 'chunked, upper-case hex, no trailers', wire: 'HTTP/1.1 200 OK\r\ntransfer-encoding: CHUNKED\r\n\r\nA\r\n0123456789\r\n0\r\n\r\n', want: { body: '0123456789', trailers: null, ended: true } },
@@ -133,6 +133,20 @@ const INVALID: Invalid[] = [
   { name: 'chunk size line with bare LF', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\nx\r\n', code: 'HPE_INVALID_CHUNK_SIZE' },
   { name: 'bad trailer', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA b\r\n\r\n', code: 'HPE_INVALID_HEADER_TOKEN' },
   { name: '101 without an upgrade asked', wire: 'HTTP/1.1 101 Switching Protocols\r\n\r\n', code: 'HPE_INVALID_STATUS' },
+  // Found by the differential test against llhttp (test/h1-response-differential.test.ts):
+  { name: 'bare CR before the empty line (the head could never end)', wire: 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\r\n', code: 'HPE_CR_EXPECTED' },
+  { name: 'HTAB after the Content-Length', wire: 'HTTP/1.1 200 OK\r\nContent-Length: 1\t\r\n\r\nx', code: 'HPE_INVALID_CONTENT_LENGTH' },
+  { name: 'HTAB after chunked (llhttp reads to the close)', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n', code: 'HPE_INVALID_TRANSFER_ENCODING' },
+  { name: 'whitespace after the chunk size', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1 ;x\r\nx\r\n0\r\n\r\n', code: 'HPE_INVALID_CHUNK_SIZE' },
+  { name: 'chunk extension name followed by a quoted string', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;a"b"\r\nx\r\n0\r\n\r\n', code: 'HPE_INVALID_CHUNK_SIZE' },
+  { name: 'whitespace in a chunk extension', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;a = b\r\nx\r\n0\r\n\r\n', code: 'HPE_INVALID_CHUNK_SIZE' },
+  { name: 'text after a quoted chunk extension value', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;a="b"c\r\nx\r\n0\r\n\r\n', code: 'HPE_INVALID_CHUNK_SIZE' },
+  { name: 'empty Transfer-Encoding', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\nContent-Length: 1\r\n\r\nx', code: 'HPE_INVALID_TRANSFER_ENCODING' },
+  { name: 'chunk extension without a name', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;=a\r\nx\r\n0\r\n\r\n', code: 'HPE_INVALID_CHUNK_SIZE' },
+  { name: 'Content-Length in the trailers', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 3\r\n\r\n', code: 'HPE_INVALID_CONTENT_LENGTH' },
+  { name: 'Connection in the trailers', wire: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nConnection: close\r\n\r\n', code: 'HPE_INVALID_HEADER_TOKEN' },
+  { name: 'a 1xx that closes the connection', wire: 'HTTP/1.1 100 Continue\r\nConnection: close\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n', code: 'HPE_CLOSED_CONNECTION' },
+  { name: 'an HTTP/1.0 1xx without keep-alive', wire: 'HTTP/1.0 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n', code: 'HPE_CLOSED_CONNECTION' },
   { name: 'head over the limit', wire: `HTTP/1.1 200 OK\r\nA: ${'x'.repeat(20_000)}\r\n\r\n`, code: 'HPE_HEADER_OVERFLOW' },
 ];
 

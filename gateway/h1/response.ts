@@ -9,8 +9,41 @@
 // never together. Everything is read from Buffers byte by byte with lookup tables: no
 // regular expression, no string split and no string at all but the header Buffers the
 // sink asks for.
+//
+// test/h1-response-differential.test.ts checks it against llhttp in strict mode (Node's
+// parser, and undici's): what this reader takes, llhttp takes the same way; what llhttp
+// refuses, this reader refuses. It is deliberately stricter than llhttp here (each case
+// is a named predicate in that test):
+//   - The status line: HTTP/1.0 or HTTP/1.1 only (llhttp also reads 0.9 and 2.0), a
+//     status of 100–999 (llhttp reads "099"), a reason phrase of HTAB, SP, VCHAR and
+//     obs-text (llhttp takes other control characters and DEL, 9.3 even a bare CR),
+//     and no CR or LF before it (llhttp skips empty lines; RFC 9112 allows that only
+//     before a request line).
+//   - A 101 is refused: the pool never asks for an upgrade.
+//   - A 1xx that does not keep the connection (Connection: close, HTTP/1.0 without
+//     keep-alive) is refused at once: llhttp refuses every byte after it.
+//   - Content-Length of at most 15 digits and chunk sizes of at most 13 hex digits (below
+//     2^53; llhttp counts to 2^64), leading zeros included.
+//   - HTAB after a Content-Length value (llhttp 9.3, in Node 20, refuses it; 9.4 trims
+//     it) or after a Transfer-Encoding value (llhttp reads "chunked<HTAB>" as another
+//     coding, so a body to the close, where OWS trimming would read chunked).
+//   - An empty Transfer-Encoding (llhttp 9.3, in Node 20, ignores it and frames by what
+//     else there is; 9.4 refuses it too).
+//   - A Transfer-Encoding line after one ending in chunked, even where the body is not
+//     read (HEAD, 204, 304), where llhttp lets it by.
+//   - Chunk extensions to RFC 9112 §7.1.1 exactly, so `;name=` with no value, `;=v` with
+//     no name and `;;` are refused (llhttp takes them). Whitespace after the chunk size
+//     or in an extension is refused by both.
+//   - Trailers may not carry Transfer-Encoding, Connection or Proxy-Connection (llhttp
+//     refuses only Content-Length there, and applies a Connection: close).
+//   - An HTTP/1.0 response with both close and keep-alive in Connection closes (llhttp,
+//     for HTTP/1.0, looks only for keep-alive and keeps it).
+// A head is parsed in one pass once its end (CRLFCRLF) has arrived, so most faults in a
+// head are refused when it ends, where llhttp refuses at the faulty byte; a bare LF or
+// bare CR, which could keep the head from ever ending, is refused at once.
 
 import { maxHeaderSize } from 'node:http';
+import { QDTEXT, QUOTED_PAIR_BYTE } from './syntax.js';
 
 /** A response that is not HTTP, or not the HTTP it announced. The codes are llhttp's
  * (undici's parser), so gateway/errors.ts maps them as before: reason 'protocol'. */
@@ -63,6 +96,7 @@ const N_CONTENT_LENGTH = Buffer.from('content-length');
 const N_TRANSFER_ENCODING = Buffer.from('transfer-encoding');
 const N_CONNECTION = Buffer.from('connection');
 const N_KEEP_ALIVE = Buffer.from('keep-alive');
+const N_PROXY_CONNECTION = Buffer.from('proxy-connection');
 const V_CHUNKED = Buffer.from('chunked');
 const V_CLOSE = Buffer.from('close');
 const V_TIMEOUT = Buffer.from('timeout');
@@ -85,13 +119,21 @@ const HEAD = 1;
 const BODY_LENGTH = 2;
 const BODY_CLOSE = 3;
 const CHUNK_SIZE = 4;
-const CHUNK_EXT = 5;
 const CHUNK_SIZE_LF = 6;
 const CHUNK_DATA = 7;
 const CHUNK_DATA_CR = 8;
 const CHUNK_DATA_LF = 9;
 const TRAILERS = 10;
 const DONE = 11;
+// Chunk extensions (RFC 9112 §7.1.1): `;` name [ `=` ( token / quoted-string ) ], no
+// whitespace anywhere, as llhttp (strict) reads them.
+const EXT_START = 12;
+const EXT_NAME = 13;
+const EXT_VALUE_START = 14;
+const EXT_TOKEN = 15;
+const EXT_QUOTED = 16;
+const EXT_QUOTED_PAIR = 17;
+const EXT_AFTER_QUOTED = 18;
 
 /** Most hex digits of a chunk size: 13 stay below 2^53. */
 const MAX_HEX_DIGITS = 13;
@@ -346,11 +388,14 @@ export class ResponseReader {
     return pos + (end - prev);
   }
 
-  /** An incomplete head with a bare LF can never end (we look for CRLFCRLF): refused
-   * at once rather than when the head limit or a timeout is reached. */
+  /** An incomplete head with a bare LF or a bare CR is refused at once (as llhttp does),
+   * not when the head limit or a timeout is reached: with a bare CR before the empty
+   * line ("\r\r\n") the CRLFCRLF we look for may never come. */
   private checkPartialHead(b: Buffer, from: number, to: number): void {
     for (let i = from; i < to; i++) {
-      if (b[i] === LF && (i === 0 || b[i - 1] !== CR)) throw new ResponseError('HPE_LF_EXPECTED', 'bare LF in the response head');
+      const c = b[i];
+      if (c === LF && (i === 0 || b[i - 1] !== CR)) throw new ResponseError('HPE_LF_EXPECTED', 'bare LF in the response head');
+      if (c === CR && i + 1 < to && b[i + 1] !== LF) throw new ResponseError('HPE_CR_EXPECTED', 'bare CR in the response head');
     }
   }
 
@@ -411,10 +456,19 @@ export class ResponseReader {
       if (nameLen === 14 && eqLower(b, nameStart, nameEnd, N_CONTENT_LENGTH)) {
         if (contentLength !== -1) throw new ResponseError('HPE_UNEXPECTED_CONTENT_LENGTH', 'duplicate Content-Length');
         contentLength = parseLength(b, valueStart, valueEnd);
+        // llhttp 9.3 (Node 20) refuses HTAB after the digits, 9.4 (Node 24) trims it:
+        // refused here, so that no upstream's length reads two ways on either runtime.
+        for (let k = valueEnd; k < i - 2; k++) if (b[k] === HTAB) throw new ResponseError('HPE_INVALID_CONTENT_LENGTH', 'HTAB after the Content-Length');
       } else if (nameLen === 17 && eqLower(b, nameStart, nameEnd, N_TRANSFER_ENCODING)) {
         // chunked must be the final coding, once: a coding after it, or a second
         // Transfer-Encoding after a chunked one, is refused.
         if (chunked) throw new ResponseError('HPE_INVALID_TRANSFER_ENCODING', 'chunked is not the final transfer coding');
+        // llhttp (9.3 and 9.4) reads "chunked<HTAB>" as a coding other than chunked, so
+        // the body to the close, where trimming OWS gives chunked: refused, not guessed.
+        for (let k = valueEnd; k < i - 2; k++) if (b[k] === HTAB) throw new ResponseError('HPE_INVALID_TRANSFER_ENCODING', 'HTAB after the Transfer-Encoding');
+        // An empty one names no coding (RFC 9112 wants one at least): llhttp 9.4 refuses
+        // it, 9.3 ignores it.
+        if (valueStart === valueEnd) throw new ResponseError('HPE_INVALID_TRANSFER_ENCODING', 'empty Transfer-Encoding');
         te = true;
         chunked = lastTokenIs(b, valueStart, valueEnd, V_CHUNKED);
       } else if (nameLen === 10) {
@@ -433,6 +487,9 @@ export class ResponseReader {
     if (status < 200) {
       // 1xx: informational, skipped; the final response follows. 101 was not asked for.
       if (status === 101) throw new ResponseError('HPE_INVALID_STATUS', 'unexpected 101 Switching Protocols');
+      // One that does not keep the connection (Connection: close, or HTTP/1.0 without
+      // keep-alive) ends it before the final response: llhttp refuses what follows.
+      if (closeToken || (minor !== 0x31 && !keepAliveToken)) throw new ResponseError('HPE_CLOSED_CONNECTION', 'a 1xx response closes the connection');
       return;
     }
     this.status = status;
@@ -475,19 +532,47 @@ export class ResponseReader {
             continue;
           }
           if (this.hexDigits === 0) throw new ResponseError('HPE_INVALID_CHUNK_SIZE', 'invalid chunk size');
+          // No whitespace after the size: llhttp refuses "1 ;a" and "1 " too.
           if (c === CR) this.state = CHUNK_SIZE_LF;
-          else if (c === 0x3b || c === SP || c === HTAB) this.state = CHUNK_EXT;
+          else if (c === 0x3b) this.state = EXT_START;
           else throw new ResponseError('HPE_INVALID_CHUNK_SIZE', 'invalid chunk size');
           pos++;
           continue;
         }
-        case CHUNK_EXT:
-          // Extensions are ignored but must be plain characters, and bounded.
-          if (c === CR) this.state = CHUNK_SIZE_LF;
-          else if (VALUE[c] === 0) throw new ResponseError('HPE_INVALID_CHUNK_SIZE', 'invalid character in a chunk extension');
-          else if (++this.extraBytes > this.maxHead) throw new ResponseError('HPE_CHUNK_EXTENSIONS_OVERFLOW', 'chunk extensions too large');
-          pos++;
-          continue;
+        // Extensions are ignored, but read to the grammar and bounded: a loose grammar
+        // is where two parsers in a chain start to disagree about where a chunk begins.
+        case EXT_START:
+          if (TOKEN[c] !== 1) throw new ResponseError('HPE_INVALID_CHUNK_SIZE', 'invalid chunk extension');
+          this.state = EXT_NAME;
+          break;
+        case EXT_NAME:
+        case EXT_TOKEN:
+          if (TOKEN[c] === 1) break;
+          if (c === 0x3d && this.state === EXT_NAME) this.state = EXT_VALUE_START;
+          else if (c === 0x3b) this.state = EXT_START;
+          else if (c === CR) this.state = CHUNK_SIZE_LF;
+          else throw new ResponseError('HPE_INVALID_CHUNK_SIZE', 'invalid chunk extension');
+          break;
+        case EXT_VALUE_START:
+          if (c === 0x22) this.state = EXT_QUOTED;
+          else if (TOKEN[c] === 1) this.state = EXT_TOKEN;
+          else throw new ResponseError('HPE_INVALID_CHUNK_SIZE', 'invalid chunk extension');
+          break;
+        case EXT_QUOTED:
+          if (QDTEXT[c] === 1) break;
+          if (c === 0x5c) this.state = EXT_QUOTED_PAIR;
+          else if (c === 0x22) this.state = EXT_AFTER_QUOTED;
+          else throw new ResponseError('HPE_INVALID_CHUNK_SIZE', 'invalid chunk extension');
+          break;
+        case EXT_QUOTED_PAIR:
+          if (QUOTED_PAIR_BYTE[c] !== 1) throw new ResponseError('HPE_INVALID_CHUNK_SIZE', 'invalid chunk extension');
+          this.state = EXT_QUOTED;
+          break;
+        case EXT_AFTER_QUOTED:
+          if (c === 0x3b) this.state = EXT_START;
+          else if (c === CR) this.state = CHUNK_SIZE_LF;
+          else throw new ResponseError('HPE_INVALID_CHUNK_SIZE', 'invalid chunk extension');
+          break;
         case CHUNK_SIZE_LF:
           if (c !== LF) throw new ResponseError('HPE_LF_EXPECTED', 'expected LF after the chunk size');
           pos++;
@@ -512,6 +597,9 @@ export class ResponseReader {
         default:
           return pos;
       }
+      // An extension byte was read (the cases above that break out of the switch).
+      if (++this.extraBytes > this.maxHead) throw new ResponseError('HPE_CHUNK_EXTENSIONS_OVERFLOW', 'chunk extensions too large');
+      pos++;
     }
     return pos;
   }
@@ -581,6 +669,18 @@ function parseFields(b: Buffer, i: number, end: number): Buffer[] {
     }
     if (b[i + 1] !== LF) throw new ResponseError('HPE_CR_EXPECTED', 'bare CR in the trailers');
     i += 2;
+    // Framing and connection fields have no place in trailers (RFC 9110 §6.5.1): llhttp
+    // refuses a Content-Length there and applies a Connection: close, so a trailer could
+    // change what the response is after the gateway has forwarded its head.
+    const nameLen = nameEnd - nameStart;
+    if (nameLen === 14 && eqLower(b, nameStart, nameEnd, N_CONTENT_LENGTH)) throw new ResponseError('HPE_INVALID_CONTENT_LENGTH', 'Content-Length in the trailers');
+    if (
+      (nameLen === 17 && eqLower(b, nameStart, nameEnd, N_TRANSFER_ENCODING)) ||
+      (nameLen === 10 && eqLower(b, nameStart, nameEnd, N_CONNECTION)) ||
+      (nameLen === 16 && eqLower(b, nameStart, nameEnd, N_PROXY_CONNECTION))
+    ) {
+      throw new ResponseError('HPE_INVALID_HEADER_TOKEN', 'a framing field in the trailers');
+    }
     out.push(b.subarray(nameStart, nameEnd), b.subarray(valueStart, valueEnd));
   }
   return out;
