@@ -43,7 +43,7 @@
 // bare CR, which could keep the head from ever ending, is refused at once.
 
 import { maxHeaderSize } from 'node:http';
-import { QDTEXT, QUOTED_PAIR_BYTE } from './syntax.js';
+import { CR, FIELD_BYTE as VALUE, HEX_VALUE as HEX, HTAB, LF, QDTEXT, QUOTED_PAIR_BYTE, SP, TCHAR as TOKEN, equalsLower as eqLower } from './syntax.js';
 
 /** A response that is not HTTP, or not the HTTP it announced. The codes are llhttp's
  * (undici's parser), so gateway/errors.ts maps them as before: reason 'protocol'. */
@@ -66,29 +66,6 @@ export interface ResponseSink {
   onResponseEnd(trailers: Buffer[] | null): void;
 }
 
-// Byte classes, one table lookup each. TOKEN: RFC 9110 tchar. VALUE: field-vchar, SP,
-// HTAB and obs-text (no other control character, no DEL).
-const TOKEN = new Uint8Array(256);
-for (const c of "!#$%&'*+-.^_`|~") TOKEN[c.charCodeAt(0)] = 1;
-for (let c = 0x30; c <= 0x39; c++) TOKEN[c] = 1;
-for (let c = 0x41; c <= 0x5a; c++) TOKEN[c] = 1;
-for (let c = 0x61; c <= 0x7a; c++) TOKEN[c] = 1;
-const VALUE = new Uint8Array(256);
-VALUE[0x09] = 1;
-for (let c = 0x20; c <= 0x7e; c++) VALUE[c] = 1;
-for (let c = 0x80; c <= 0xff; c++) VALUE[c] = 1;
-/** Hex digit values, -1 for anything else. */
-const HEX = new Int8Array(256).fill(-1);
-for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
-for (let c = 0; c < 6; c++) {
-  HEX[0x41 + c] = 10 + c;
-  HEX[0x61 + c] = 10 + c;
-}
-
-const CR = 13;
-const LF = 10;
-const SP = 32;
-const HTAB = 9;
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
 
 // The header names the reader itself acts on, lower-case bytes.
@@ -100,18 +77,6 @@ const N_PROXY_CONNECTION = Buffer.from('proxy-connection');
 const V_CHUNKED = Buffer.from('chunked');
 const V_CLOSE = Buffer.from('close');
 const V_TIMEOUT = Buffer.from('timeout');
-
-/** Whether b[start, end) equals `lower` ignoring ASCII case (`lower` is lower-case). */
-function eqLower(b: Buffer, start: number, end: number, lower: Buffer): boolean {
-  const n = lower.length;
-  if (end - start !== n) return false;
-  for (let i = 0; i < n; i++) {
-    const c = b[start + i];
-    // Only A-Z are folded: any other byte must match exactly.
-    if ((c >= 0x41 && c <= 0x5a ? c | 0x20 : c) !== lower[i]) return false;
-  }
-  return true;
-}
 
 // Reader states.
 const IDLE = 0;
