@@ -23,6 +23,7 @@
 
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
+import { hold, release } from './batch.js';
 import { RequestError, RequestReader, type RequestHead } from './request.js';
 
 export interface H1Limits {
@@ -367,7 +368,7 @@ export class H1Conn {
     if (err instanceof RequestError) {
       this.engine.handlers.refuse(this.socket, err.status, err.code, err.message, raw);
     } else {
-      this.socket.destroy();
+      cut(this.socket);
     }
   }
 
@@ -384,7 +385,7 @@ export class H1Conn {
       this.engine.handlers.refuse(this.socket, err.status, err.code, err.message, undefined, req);
       return;
     }
-    this.socket.destroy();
+    cut(this.socket);
   }
 
   /** The response was written whole. */
@@ -458,7 +459,7 @@ export class H1Conn {
     // (Node's server does the same without httpAllowHalfOpen: a request in progress is
     // abandoned with its client.)
     if (this.state === IDLE && this.reader.buffered === 0) this.socket.end();
-    else this.socket.destroy();
+    else cut(this.socket);
   }
 
   closed(): void {
@@ -514,7 +515,7 @@ export class H1Conn {
   private timedOut(): void {
     const res = this.res;
     if (res !== undefined && res.headersSent) {
-      this.socket.destroy();
+      cut(this.socket);
       return;
     }
     const raw = this.state === HEAD ? this.reader.rest() : undefined;
@@ -716,7 +717,9 @@ export class H1Response extends EventEmitter {
 
   /** `HTTP/1.1 100 Continue`: the client may send its body. */
   writeContinue(): void {
-    if (!this.headersSent && !this.done) this.conn.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+    if (this.headersSent || this.done) return;
+    hold(this.conn.socket);
+    this.conn.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
   }
 
   /** Sets the status and headers (flat name/value pairs); the framing headers are the
@@ -772,6 +775,7 @@ export class H1Response extends EventEmitter {
     if (this.done || this.writableEnded) return false;
     if (!this.headersSent) this.writeHead(this.statusCode, []);
     const s = this.conn.socket;
+    hold(s);
     const b = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
     if (this.framing === NONE || b.length === 0) {
       if (this.head !== undefined) return this.flushHead('');
@@ -804,7 +808,10 @@ export class H1Response extends EventEmitter {
     this.writableEnded = true;
     const tail = this.framing === CHUNKED ? LAST_CHUNK : '';
     const head = this.takeHead();
-    if (head !== '' || tail !== '') this.conn.socket.write(head + tail, 'latin1');
+    if (head !== '' || tail !== '') {
+      hold(this.conn.socket);
+      this.conn.socket.write(head + tail, 'latin1');
+    }
     this.done = true;
     this.writableFinished = true;
     if (this.framing === UNTIL_CLOSE) this.closeAfter = true;
@@ -820,7 +827,7 @@ export class H1Response extends EventEmitter {
 
   /** Cuts the connection: the client sees the response end early. */
   destroy(_err?: Error): this {
-    if (!this.done) this.conn.socket.destroy();
+    if (!this.done) cut(this.conn.socket);
     return this;
   }
 
@@ -839,8 +846,16 @@ export class H1Response extends EventEmitter {
   }
 
   private flushHead(extra: string): boolean {
+    hold(this.conn.socket);
     return this.conn.socket.write(this.takeHead() + extra, 'latin1');
   }
+}
+
+/** Cuts a client connection; what this turn wrote to it leaves first (a response cut
+ * in the middle reaches the client as far as it got, as before write batching). */
+function cut(s: Socket): void {
+  release(s);
+  s.destroy();
 }
 
 function responseEnded(res: H1Response): void {

@@ -19,6 +19,7 @@ import * as tls from 'node:tls';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { UpstreamTlsOptions } from '../endpoint.js';
+import { hold } from './batch.js';
 import { ResponseReader, type ResponseSink } from './response.js';
 
 export interface H1PoolOptions {
@@ -444,6 +445,7 @@ class Conn implements ResponseSink {
     this.arm(T_HEADERS, req.headersTimeout);
     switch (req.bodyKind) {
       case BODY_NONE:
+        hold(this.socket);
         this.socket.write(`${req.head}${EXPECTS_PAYLOAD.has(req.method) ? 'content-length: 0\r\n' : ''}\r\n`, 'latin1');
         req.written = true;
         req.bodyDone = true;
@@ -503,6 +505,7 @@ class Conn implements ResponseSink {
    * else a corked batch (one writev). Returns false when the socket is full. */
   private writeFramed(prefix: string, chunk: Buffer, suffix: string): boolean {
     const socket = this.socket;
+    hold(socket);
     if (chunk.length <= 16384) {
       const pl = prefix.length;
       const out = Buffer.allocUnsafe(pl + chunk.length + suffix.length);
@@ -548,6 +551,7 @@ class Conn implements ResponseSink {
       this.failRequest(req, new H1PoolError('UND_ERR_REQ_CONTENT_LENGTH_MISMATCH', 'Request body length does not match content-length header'));
       return;
     }
+    hold(this.socket);
     if (req.bytesWritten === 0) {
       this.socket.write(`${req.head}${EXPECTS_PAYLOAD.has(req.method) ? 'content-length: 0\r\n' : ''}\r\n`, 'latin1');
       req.written = true;
