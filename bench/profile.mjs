@@ -7,13 +7,23 @@
 //   npm run build && node bench/profile.mjs [--duration 10s] [--connections 32] [--path /small]
 //
 // The .cpuprofile is kept under bench/results/tmp/ (git-ignored).
+//
+// V8's sampler measures wall time on the main thread: time the process spends off the
+// CPU (preempted by the peers it has just woken, on a small machine) is counted to the
+// native call it happened in, mostly the socket writes. `--perf` gives the on-CPU view
+// instead: Linux `perf record` (cpu-clock) on the gateway process started with
+// `--perf-basic-prof-only-functions`, so that JIT-compiled JS is named; it prints the
+// shares by object (kernel, node, JIT code, libc), the top symbols, and the CPU µs per
+// request. It needs `perf` (Debian: linux-perf) and perf_event_paranoid ≤ 2 for a
+// process of one's own.
 
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BENCH_DIR, cpuMs, gatewayConfig, runWrk, startGateway, startUpstream, stopAll } from './lib.mjs';
 import { NGINX, startNginxUpstream } from './peers.mjs';
 import { summarize } from './profile-summary.mjs';
-import { arg } from './args.mjs';
+import { arg, hasFlag } from './args.mjs';
 
 const duration = arg('--duration', '10s');
 const connections = Number(arg('--connections', '32'));
@@ -21,7 +31,61 @@ const path = arg('--path', '/small');
 const dir = join(BENCH_DIR, 'results', 'tmp', `profile-${Date.now()}`);
 mkdirSync(dir, { recursive: true });
 
+/** `perf report` of one file, sorted by `sort`, as [percent, name] rows. */
+function perfRows(file, sort) {
+  const r = spawnSync('perf', ['report', '-i', file, '--no-children', '-g', 'none', '--sort', sort, '--stdio'], { encoding: 'utf8', maxBuffer: 256 << 20 });
+  if (r.status !== 0) throw new Error(`perf report failed: ${r.stderr.slice(-500)}`);
+  const rows = [];
+  for (const line of r.stdout.split('\n')) {
+    const m = /^\s+([\d.]+)%\s+(.*\S)\s*$/.exec(line);
+    if (m) rows.push([Number(m[1]), m[2].replace(/\s+/g, ' ')]);
+  }
+  return rows;
+}
+
+/** The on-CPU profile (see the header): perf record on the gateway under wrk. */
+async function perfProfile() {
+  if (spawnSync('perf', ['--version']).status !== 0) throw new Error('perf is not installed (Debian: apt-get install linux-perf)');
+  const up = NGINX ? await startNginxUpstream() : await startUpstream('bench');
+  const gw = await startGateway(
+    ({ port, adminPort, controlPort }) =>
+      gatewayConfig({ port, adminPort, controlPort, services: { bench: { routes: [{ path: '/' }], versions: { v1: { weight: 1, endpoints: [up.address] } } } } }),
+    { nodeArgs: ['--perf-basic-prof-only-functions'] },
+  );
+  await runWrk(`${gw.url}${path}`, { connections, duration: '3s' }); // warm-up: the JIT settles
+  const file = join(dir, 'perf.data');
+  const rec = spawn('perf', ['record', '-F', '2000', '-e', 'cpu-clock', '-o', file, '-p', String(gw.pid)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let recErr = '';
+  rec.stderr.on('data', (d) => (recErr += d));
+  // perf attaches within a few ms; the first samples are the wrk run's.
+  await new Promise((r) => setTimeout(r, 300));
+  const c0 = cpuMs(gw.pid);
+  const r = await runWrk(`${gw.url}${path}`, { connections, duration });
+  const c1 = cpuMs(gw.pid);
+  rec.kill('SIGINT');
+  // (perf ends on SIGINT by re-raising it, after writing its file.)
+  const [recCode, recSignal] = await new Promise((res) => rec.once('exit', (c, sig) => res([c, sig])));
+  if (recCode !== 0 && recSignal !== 'SIGINT') throw new Error(`perf record failed (${recCode ?? recSignal}): ${recErr.slice(-500)}`);
+  const us = ((c1 - c0) * 1000) / r.requests;
+  console.log(`wrk -c${connections} -d${duration} ${path}: ${Math.round(r.rps)} req/s, p99 ${r.p99Ms} ms, gateway CPU ${us.toFixed(1)} µs/req (perf on)`);
+  console.log(`perf data: ${file}; shares of the gateway's on-CPU samples, and µs per request\n\nby object:`);
+  for (const [pct, name] of perfRows(file, 'dso').slice(0, 8)) console.log(`  ${pct.toFixed(1).padStart(5)}%  ${((pct * us) / 100).toFixed(1).padStart(5)} µs  ${name}`);
+  console.log('\nby symbol:');
+  for (const [pct, name] of perfRows(file, 'sym').slice(0, Number(arg('--top', '40')))) console.log(`  ${pct.toFixed(1).padStart(5)}%  ${((pct * us) / 100).toFixed(2).padStart(5)} µs  ${name}`);
+}
+
 let code = 0;
+if (hasFlag('--perf')) {
+  try {
+    await perfProfile();
+  } catch (err) {
+    console.error(`profile failed: ${err?.stack ?? err}`);
+    code = 1;
+  } finally {
+    await stopAll();
+  }
+  process.exit(code);
+}
 try {
   const up = NGINX ? await startNginxUpstream() : await startUpstream('bench');
   const gw = await startGateway(
