@@ -20,17 +20,21 @@
 import type { Socket } from 'node:net';
 
 /** Sockets corked by hold() this turn. */
-const held: Socket[] = [];
+let held: Socket[] = [];
 let scheduled = false;
 
 function flush(): void {
   scheduled = false;
+  // The list is taken before the loop: a hold() during an uncork (none today: Node
+  // reports write errors and 'drain' on a later tick) would start the next batch rather
+  // than be forgotten, corked, when this one is cleared.
+  const list = held;
+  held = [];
   // (A socket uncorked meanwhile, by end() or release(), or destroyed, is skipped.)
-  for (let i = 0; i < held.length; i++) {
-    const s = held[i];
+  for (let i = 0; i < list.length; i++) {
+    const s = list[i];
     if (!s.destroyed && s.writableCorked > 0) s.uncork();
   }
-  held.length = 0;
 }
 
 /**
