@@ -309,8 +309,15 @@ describe('docker compose demo (its parts, run without Docker)', () => {
     const urls = gws.map((g) => `http://127.0.0.1:${g.addresses.gateway.port}`);
     const ids = (i: number, v: string) => gws[i].dataplane.endpointsOf('shop', v).map((e) => e.id);
 
-    // Both pools registered (passing /healthz checks) and followed by both replicas.
-    await waitFor(() => [0, 1].every((i) => ids(i, 'blue').length === 1 && ids(i, 'green').length === 1), { timeout: 30_000, interval: 100, message: `pools registered: ${pools['blue-1'].out()}` });
+    // Both pools registered (passing /healthz checks) and followed by both replicas, and
+    // available on both: an endpoint discovered after start takes traffic only after its
+    // first passing probe (dataplane.createEndpoint), which can come after it is listed.
+    const available = (i: number, v: string): boolean => gws[i].dataplane.endpointsOf('shop', v).every((e) => e.available);
+    await waitFor(() => [0, 1].every((i) => ids(i, 'blue').length === 1 && ids(i, 'green').length === 1 && available(i, 'blue') && available(i, 'green')), {
+      timeout: 30_000,
+      interval: 100,
+      message: `pools registered and probed: ${pools['blue-1'].out()}`,
+    });
     expect(ids(0, 'blue')).toEqual([`blue-1@127.0.0.1:${ports['blue-1']}`]);
     for (const u of urls) {
       const body = JSON.parse(await (await request(u)).body.text());
