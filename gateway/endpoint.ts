@@ -8,6 +8,7 @@ import type { EndpointAddress, VersionConfig } from '../config/types.js';
 import { WindowCounters } from './stats.js';
 import { H2Upstream } from './h2upstream.js';
 import { H1Pool } from './h1/pool.js';
+import { afterWrites } from './h1/batch.js';
 
 export interface PoolOptions {
   maxConnections: number;
@@ -129,7 +130,10 @@ export class VersionStats {
   private wake(): void {
     const w = this.idleWaiters;
     this.idleWaiters = [];
-    for (const fn of w) fn();
+    // (Once the last responses' bytes are out: see afterWrites.)
+    afterWrites(() => {
+      for (const fn of w) fn();
+    });
   }
 
   /** Resolves when nothing of this version is in flight and no connection a drain
@@ -278,7 +282,10 @@ export class Endpoint {
     if (this.inflight === 0 && this.idleWaiters.length) {
       const w = this.idleWaiters;
       this.idleWaiters = [];
-      for (const fn of w) fn();
+      // (Once the last response's bytes are out: see afterWrites.)
+      afterWrites(() => {
+        for (const fn of w) fn();
+      });
     }
   }
 

@@ -21,6 +21,8 @@ import type { Socket } from 'node:net';
 /** Sockets corked by hold() this turn. */
 let held: Socket[] = [];
 let scheduled = false;
+/** Callbacks to run once this turn's held writes are out (afterWrites). */
+let after: (() => void)[] = [];
 
 function flush(): void {
   scheduled = false;
@@ -34,6 +36,21 @@ function flush(): void {
     const s = list[i];
     if (!s.destroyed && s.writableCorked > 0) s.uncork();
   }
+  const fns = after;
+  after = [];
+  for (let i = 0; i < fns.length; i++) fns[i]();
+}
+
+/**
+ * Runs `fn` once the writes held this turn have been handed to the kernel: at once when
+ * none are held. For what tells the outside world a request is finished (a version or
+ * an endpoint idle: `cutover --wait`, a worker's idle answer): the exchange ends when
+ * its last bytes are written, a few microseconds before they actually leave, and the
+ * answer must not overtake them.
+ */
+export function afterWrites(fn: () => void): void {
+  if (!scheduled) fn();
+  else after.push(fn);
 }
 
 /**
