@@ -43,15 +43,29 @@ function perfRows(file, sort) {
   return rows;
 }
 
+/** The bench upstream and a gateway in front of it, started with `nodeArgs`. */
+async function startProfiled(nodeArgs) {
+  const up = NGINX ? await startNginxUpstream() : await startUpstream('bench');
+  return startGateway(
+    ({ port, adminPort, controlPort }) =>
+      gatewayConfig({ port, adminPort, controlPort, services: { bench: { routes: [{ path: '/' }], versions: { v1: { weight: 1, endpoints: [up.address] } } } } }),
+    { nodeArgs },
+  );
+}
+
+/** The measured wrk run: prints it, returns the gateway's CPU µs per request. */
+async function measure(gw, what) {
+  const c0 = cpuMs(gw.pid);
+  const r = await runWrk(`${gw.url}${path}`, { connections, duration });
+  const us = ((cpuMs(gw.pid) - c0) * 1000) / r.requests;
+  console.log(`wrk -c${connections} -d${duration} ${path}: ${Math.round(r.rps)} req/s, p99 ${r.p99Ms} ms, gateway CPU ${us.toFixed(1)} µs/req (${what})`);
+  return us;
+}
+
 /** The on-CPU profile (see the header): perf record on the gateway under wrk. */
 async function perfProfile() {
   if (spawnSync('perf', ['--version']).status !== 0) throw new Error('perf is not installed (Debian: apt-get install linux-perf)');
-  const up = NGINX ? await startNginxUpstream() : await startUpstream('bench');
-  const gw = await startGateway(
-    ({ port, adminPort, controlPort }) =>
-      gatewayConfig({ port, adminPort, controlPort, services: { bench: { routes: [{ path: '/' }], versions: { v1: { weight: 1, endpoints: [up.address] } } } } }),
-    { nodeArgs: ['--perf-basic-prof-only-functions'] },
-  );
+  const gw = await startProfiled(['--perf-basic-prof-only-functions']);
   await runWrk(`${gw.url}${path}`, { connections, duration: '3s' }); // warm-up: the JIT settles
   const file = join(dir, 'perf.data');
   const rec = spawn('perf', ['record', '-F', '2000', '-e', 'cpu-clock', '-o', file, '-p', String(gw.pid)], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -59,45 +73,22 @@ async function perfProfile() {
   rec.stderr.on('data', (d) => (recErr += d));
   // perf attaches within a few ms; the first samples are the wrk run's.
   await new Promise((r) => setTimeout(r, 300));
-  const c0 = cpuMs(gw.pid);
-  const r = await runWrk(`${gw.url}${path}`, { connections, duration });
-  const c1 = cpuMs(gw.pid);
+  const us = await measure(gw, 'perf on');
   rec.kill('SIGINT');
   // (perf ends on SIGINT by re-raising it, after writing its file.)
   const [recCode, recSignal] = await new Promise((res) => rec.once('exit', (c, sig) => res([c, sig])));
   if (recCode !== 0 && recSignal !== 'SIGINT') throw new Error(`perf record failed (${recCode ?? recSignal}): ${recErr.slice(-500)}`);
-  const us = ((c1 - c0) * 1000) / r.requests;
-  console.log(`wrk -c${connections} -d${duration} ${path}: ${Math.round(r.rps)} req/s, p99 ${r.p99Ms} ms, gateway CPU ${us.toFixed(1)} µs/req (perf on)`);
   console.log(`perf data: ${file}; shares of the gateway's on-CPU samples, and µs per request\n\nby object:`);
   for (const [pct, name] of perfRows(file, 'dso').slice(0, 8)) console.log(`  ${pct.toFixed(1).padStart(5)}%  ${((pct * us) / 100).toFixed(1).padStart(5)} µs  ${name}`);
   console.log('\nby symbol:');
   for (const [pct, name] of perfRows(file, 'sym').slice(0, Number(arg('--top', '40')))) console.log(`  ${pct.toFixed(1).padStart(5)}%  ${((pct * us) / 100).toFixed(2).padStart(5)} µs  ${name}`);
 }
 
-let code = 0;
-if (hasFlag('--perf')) {
-  try {
-    await perfProfile();
-  } catch (err) {
-    console.error(`profile failed: ${err?.stack ?? err}`);
-    code = 1;
-  } finally {
-    await stopAll();
-  }
-  process.exit(code);
-}
-try {
-  const up = NGINX ? await startNginxUpstream() : await startUpstream('bench');
-  const gw = await startGateway(
-    ({ port, adminPort, controlPort }) =>
-      gatewayConfig({ port, adminPort, controlPort, services: { bench: { routes: [{ path: '/' }], versions: { v1: { weight: 1, endpoints: [up.address] } } } } }),
-    { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`] },
-  );
+/** V8's sampling profile (--cpu-prof), written when the gateway exits. */
+async function cpuProfile() {
+  const gw = await startProfiled(['--cpu-prof', `--cpu-prof-dir=${dir}`]);
   await runWrk(`${gw.url}${path}`, { connections, duration: '2s' }); // warm-up
-  const c0 = cpuMs(gw.pid);
-  const r = await runWrk(`${gw.url}${path}`, { connections, duration });
-  const c1 = cpuMs(gw.pid);
-  console.log(`wrk -c${connections} -d${duration} ${path}: ${Math.round(r.rps)} req/s, p99 ${r.p99Ms} ms, gateway CPU ${(((c1 - c0) * 1000) / r.requests).toFixed(1)} µs/req (profiler on)`);
+  await measure(gw, 'profiler on');
   await gw.stop('SIGTERM', 15_000);
   const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
   if (!file) throw new Error(`no .cpuprofile written in ${dir}`);
@@ -107,6 +98,11 @@ try {
   for (const x of s.files.slice(0, 20)) console.log(`  ${x.pctOfBusy.toFixed(1).padStart(5)}%  ${x.name}`);
   console.log('\nself time by function:');
   for (const x of s.functions) console.log(`  ${x.pctOfBusy.toFixed(1).padStart(5)}%  ${x.name}`);
+}
+
+let code = 0;
+try {
+  await (hasFlag('--perf') ? perfProfile() : cpuProfile());
 } catch (err) {
   console.error(`profile failed: ${err?.stack ?? err}`);
   code = 1;

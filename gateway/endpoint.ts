@@ -279,14 +279,16 @@ export class Endpoint {
   end(): void {
     this.inflight--;
     this.stats.dec();
-    if (this.inflight === 0 && this.idleWaiters.length) {
-      const w = this.idleWaiters;
-      this.idleWaiters = [];
-      // (Once the last response's bytes are out: see afterWrites.)
-      afterWrites(() => {
-        for (const fn of w) fn();
-      });
-    }
+    if (this.inflight === 0 && this.idleWaiters.length) this.wake();
+  }
+
+  private wake(): void {
+    const w = this.idleWaiters;
+    this.idleWaiters = [];
+    // (Once the last response's bytes are out: see afterWrites.)
+    afterWrites(() => {
+      for (const fn of w) fn();
+    });
   }
 
   whenIdle(): Promise<void> {
@@ -297,11 +299,7 @@ export class Endpoint {
   /** The count as data-plane workers report it (see VersionStats.setInflight). */
   setInflight(n: number): void {
     this.inflight = n;
-    if (n === 0 && this.idleWaiters.length) {
-      const w = this.idleWaiters;
-      this.idleWaiters = [];
-      for (const fn of w) fn();
-    }
+    if (n === 0 && this.idleWaiters.length) this.wake();
   }
 }
 
